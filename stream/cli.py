@@ -1,0 +1,61 @@
+"""The `capi-stream` command line: argument parsing, logging set-up and exit codes.
+
+Each subcommand lives in `stream/commands/<name>.py` and exposes `register(subparsers)`; heavy imports
+happen inside the handlers so `capi-stream --help` stays fast. Exit codes: 0 success, 1 the command ran
+but found a problem (skipped lines, a broker that is down), 2 bad usage or a missing prerequisite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from stream import __version__
+from stream.errors import CapiStreamError, UsageError
+
+# Order is the order of `capi-stream --help`.
+COMMAND_MODULES: tuple[str, ...] = (
+    "stream.commands.kafka",
+    "stream.commands.produce",
+    "stream.commands.bench",
+)
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="capi-stream",
+        description="Kafka -> Meta Conversions API stream processor (at least once, commit after ack).",
+    )
+    parser.add_argument("--version", action="version", version=f"capi-stream {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit code; errors become one line on stderr."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except UsageError as exc:
+        print(f"capi-stream: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CapiStreamError as exc:
+        print(f"capi-stream: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if not exc.retriable else EXIT_PROBLEM
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

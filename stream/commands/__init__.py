@@ -1,0 +1,1 @@
+"""One module per `capi-stream` subcommand; each exposes `register(subparsers)`."""

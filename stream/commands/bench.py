@@ -1,0 +1,29 @@
+"""`capi-stream bench NAME`: measured figures for the README's performance section."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any
+
+# name -> (module, one-line help); each module exposes add_arguments(parser) and run(args) -> int.
+BENCHMARKS: dict[str, tuple[str, str]] = {}
+
+
+def register(sub: Any) -> None:
+    """Add `bench` and one sub-command per registered benchmark."""
+    parser = sub.add_parser("bench", help="run a benchmark and print its figures")
+    benches = parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
+    for name, (module_name, help_text) in BENCHMARKS.items():
+        bench = benches.add_parser(name, help=help_text)
+        module = importlib.import_module(module_name)
+        module.add_arguments(bench)
+        bench.set_defaults(handler=_runner(module_name))
+
+
+def _runner(module_name: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        code: int = importlib.import_module(module_name).run(args)
+        return code
+
+    return run

@@ -1,0 +1,48 @@
+"""`capi-stream kafka up|down|status`: the local single-node KRaft broker."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add the `kafka` command and its actions to the CLI."""
+    parser = sub.add_parser("kafka", help="run a local single-node Apache Kafka broker (KRaft, 127.0.0.1)")
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("--port", type=int, default=None,
+                        help="broker port on 127.0.0.1 (default: the last one used, else 9092)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="broker home: config, logs and data (default ~/.local/state/capi-stream/kafka)")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="where the broker jars are cached (default $CAPI_STREAM_CACHE_DIR or ~/.cache/capi-stream)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Carry out up, down or status; print one line that says what happened."""
+    from stream.localkafka import LocalKafka  # noqa: PLC0415
+
+    broker = LocalKafka(data_dir=args.data_dir, cache_dir=args.cache_dir)
+    if args.action == "up":
+        t0 = time.monotonic()
+        bootstrap, started = broker.start(port=args.port)
+        if started:
+            print(f"kafka started in {time.monotonic() - t0:.1f}s: bootstrap {bootstrap}", file=sys.stderr)
+        else:
+            print(f"kafka already running: bootstrap {bootstrap}", file=sys.stderr)
+        print(bootstrap)
+        return 0
+    if args.action == "down":
+        stopped = broker.stop()
+        print("kafka stopped" if stopped else "kafka was not running", file=sys.stderr)
+        return 0
+    status = broker.status()
+    if status.running:
+        print(f"kafka running: pid {status.pid}, bootstrap {status.bootstrap}")
+        return 0
+    print("kafka not running")
+    return 1
