@@ -348,7 +348,7 @@ class LocalKafka:
 
 def probe(bootstrap: str, timeout: float = 2.0) -> tuple[bool, str]:
     """Ask the broker for metadata and for a group coordinator. Returns (ready, reason if not)."""
-    from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: PLC0415
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     consumer = Consumer({
         "bootstrap.servers": bootstrap,

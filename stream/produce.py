@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from stream.errors import BrokerError, EncodeError
 from stream.wire import WireFormat, encode

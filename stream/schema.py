@@ -39,9 +39,12 @@ def load_schema(path: str | None = None) -> dict[str, Any]:
     file = Path(path) if path else default_schema_path()
     try:
         raw = orjson.loads(file.read_bytes())
-        parsed: dict[str, Any] = fastavro.parse_schema(raw)
+        parsed = fastavro.parse_schema(raw)
     except OSError as exc:
         raise SchemaError(f"cannot read schema {file}: {exc.strerror}") from exc
-    except (orjson.JSONDecodeError, fastavro.schema.SchemaParseException, KeyError, TypeError) as exc:
+    except (orjson.JSONDecodeError, fastavro.schema.SchemaParseException, fastavro.schema.UnknownType,
+            KeyError, TypeError, ValueError) as exc:
         raise SchemaError(f"invalid Avro schema {file}: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise SchemaError(f"{file} is not an Avro record schema")
     return parsed

@@ -18,13 +18,13 @@ def register(sub: Any) -> None:
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="broker home: config, logs and data (default ~/.local/state/capi-stream/kafka)")
     parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="where the broker jars are cached (default $CAPI_STREAM_CACHE_DIR or ~/.cache/capi-stream)")
+                        help="broker jar cache (default $CAPI_STREAM_CACHE_DIR or ~/.cache/capi-stream)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Carry out up, down or status; print one line that says what happened."""
-    from stream.localkafka import LocalKafka  # noqa: PLC0415
+    from stream.localkafka import LocalKafka
 
     broker = LocalKafka(data_dir=args.data_dir, cache_dir=args.cache_dir)
     if args.action == "up":

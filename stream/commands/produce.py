@@ -32,9 +32,9 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Publish every line that fits the schema; report each skipped line with its number (exit 1)."""
-    from stream.produce import produce_lines  # noqa: PLC0415
-    from stream.schema import load_schema  # noqa: PLC0415
-    from stream.wire import WireFormat  # noqa: PLC0415
+    from stream.produce import produce_lines
+    from stream.schema import load_schema
+    from stream.wire import WireFormat
 
     wire_format = WireFormat(args.wire_format)
     if wire_format is WireFormat.CONFLUENT and args.schema_id is None:

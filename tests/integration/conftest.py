@@ -1,0 +1,81 @@
+"""Fixtures for tests against the real local Kafka broker.
+
+The broker comes from $CAPI_STREAM_BOOTSTRAP (set by .ci/run after `capi-stream kafka up`) or, when that
+is unset, is started here with the same launcher in a temporary home. When no broker can be had, the
+tests fail with a clear message in CI (CI=true) and skip with the reason elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from stream.errors import CapiStreamError
+from stream.localkafka import LocalKafka, free_port, probe
+from stream.produce import ensure_topic
+
+BOOTSTRAP_ENV = "CAPI_STREAM_BOOTSTRAP"
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"Kafka broker missing in CI: {reason}", pytrace=False)
+    pytest.skip(f"no Kafka broker: {reason}")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka | None]:
+    """The LocalKafka this session started, or None when the broker came from $CAPI_STREAM_BOOTSTRAP."""
+    if os.environ.get(BOOTSTRAP_ENV):
+        yield None
+        return
+    broker = LocalKafka(data_dir=tmp_path_factory.mktemp("kafka"))
+    try:
+        broker.start(port=free_port())
+    except CapiStreamError as exc:
+        _unavailable(str(exc))
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: LocalKafka | None) -> str:
+    """Bootstrap address of a broker that answers metadata and group-coordinator requests."""
+    if kafka_broker is None:
+        bootstrap = os.environ[BOOTSTRAP_ENV]
+    else:
+        status = kafka_broker.status()
+        assert status.bootstrap is not None
+        bootstrap = status.bootstrap
+    ok, reason = probe(bootstrap, timeout=10)
+    if not ok:
+        _unavailable(f"{bootstrap} does not answer ({reason})")
+    return bootstrap
+
+
+@pytest.fixture
+def topic_factory(kafka_bootstrap: str) -> Callable[..., str]:
+    """Create a fresh uniquely named topic per call: `topic_factory(partitions=4)`."""
+
+    def make(partitions: int = 4, prefix: str = "t") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        ensure_topic(kafka_bootstrap, name, partitions)
+        return name
+
+    return make
+
+
+@pytest.fixture
+def group_factory() -> Callable[[], str]:
+    """A fresh consumer group id per call, so tests never share committed offsets."""
+    return lambda: f"g-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository's top directory."""
+    return Path(__file__).resolve().parents[2]
