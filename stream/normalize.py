@@ -1,0 +1,156 @@
+"""The normalize stage: one conversion record in, one Meta server event or one rejection out (pure).
+
+    record (decoded Avro dict, or JSON dict that omits keys)
+      -> consent -> envelope (name, time, action source, window, LDU)
+      -> user_data (fields.py table, userdata.py hashing) -> customer-information rules
+      -> custom_data (customdata.py) -> app_data (appdata.py) -> Meta server event
+
+Rules follow meta-capi.md §0. The current time is the `now` parameter; nothing here reads a clock or
+does I/O. `app_id` and `consent` are ours and never reach Meta.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from stream import fields, validate
+from stream.appdata import normalize_app_data
+from stream.customdata import normalize_custom_data
+from stream.userdata import Dropped, normalize_user_data
+from stream.validate import BAD_RECORD, NO_CONSENT, REJECTION_REASONS, Rejection
+
+__all__ = [
+    "BAD_RECORD", "NO_CONSENT", "REJECTION_REASONS", "Dropped", "NormalizeSettings", "Outcome",
+    "Rejection", "normalize_event",
+]  # fmt: skip
+
+_ORIGINAL_EVENT_KEYS: Final = ("event_name", "event_time", "order_id", "event_id")
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizeSettings:
+    """Per-destination choices: the phone default country, consent policy and external_id hashing."""
+
+    default_country: str | None = None  # ISO alpha-2, used for phones without country code
+    require_consent: bool = False  # consent None counts as no consent when True
+    hash_external_id: bool = True  # §0: external_id hashed after trim by default
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Exactly one of `event` (ready for the request's `data` array) and `rejection` is set."""
+
+    event: dict[str, Any] | None
+    rejection: Rejection | None
+    dropped: tuple[Dropped, ...]
+
+
+@functools.lru_cache(maxsize=64)
+def _year(day: int) -> int:
+    return datetime.datetime.fromtimestamp(day * 86400, tz=datetime.UTC).year
+
+
+def _rejected(reason: Rejection, dropped: list[Dropped]) -> Outcome:
+    return Outcome(None, reason, tuple(dropped))
+
+
+def _event_country(user_data: Mapping[str, Any], default: str | None) -> str | None:
+    """The event's own country (first valid value) else the destination's default, ISO alpha-2 lower."""
+    value = user_data.get("country")
+    for item in (value,) if type(value) is str else value if isinstance(value, list | tuple) else ():
+        if type(item) is str and (code := fields.country(item)):
+            return code
+    return default.lower() if default else None
+
+
+def _original_event(value: Any) -> dict[str, Any] | None:
+    if not isinstance(value, Mapping):
+        return None
+    out = {k: value[k] for k in _ORIGINAL_EVENT_KEYS if value.get(k) is not None}
+    return out or None
+
+
+def _id(value: Any, dropped: list[Dropped]) -> str | None:
+    if type(value) is int:
+        return str(value)
+    if type(value) is str and value.strip():
+        return value.strip()
+    if value is not None:
+        dropped.append(Dropped("event_id", "empty" if type(value) is str else "invalid_type"))
+    return None
+
+
+def normalize_event(record: Mapping[str, Any], now: int, settings: NormalizeSettings) -> Outcome:
+    """Normalize, hash and validate one record against Meta's contract, as of Unix time `now`.
+
+    Returns an Outcome: the Meta server event, or a Rejection whose reason is in REJECTION_REASONS
+    (NO_CONSENT events are to be dropped silently, never dead-lettered), plus every dropped field.
+    Never raises for any content of `record`.
+    """
+    dropped: list[Dropped] = []
+    if (refused := validate.consent(record.get("consent"), required=settings.require_consent)) is not None:
+        return _rejected(refused, dropped)
+    name = validate.event_name(record.get("event_name"))
+    if isinstance(name, Rejection):
+        return _rejected(name, dropped)
+    time = validate.event_time(record.get("event_time"))
+    if isinstance(time, Rejection):
+        return _rejected(time, dropped)
+    source = validate.action_source(record.get("action_source", "app"))
+    if isinstance(source, Rejection):
+        return _rejected(source, dropped)
+    problem = validate.time_window(time, source, now) or validate.data_processing(
+        record.get("data_processing_options"), record.get("data_processing_options_country"),
+        record.get("data_processing_options_state"),
+    )
+    if problem is not None:
+        return _rejected(problem, dropped)
+
+    raw_user = record.get("user_data")
+    if not isinstance(raw_user, Mapping):
+        if raw_user is not None:
+            dropped.append(Dropped("user_data", "invalid_type"))
+        raw_user = {}
+    table = fields.field_table(_event_country(raw_user, settings.default_country), _year(now // 86400))
+    user_data = normalize_user_data(raw_user, table, hash_external_id=settings.hash_external_id,
+                                    dropped=dropped)
+    problem = validate.customer_information(user_data)
+    if problem is None and source == "website":
+        problem = validate.website(user_data, record.get("event_source_url"))
+    if problem is not None:
+        return _rejected(problem, dropped)
+
+    custom_data = normalize_custom_data(record.get("custom_data"), dropped)
+    if isinstance(custom_data, Rejection):
+        return _rejected(custom_data, dropped)
+    if (problem := validate.purchase(name, custom_data)) is not None:
+        return _rejected(problem, dropped)
+    app_data = normalize_app_data(record.get("app_data"), required=source == "app", dropped=dropped)
+    if isinstance(app_data, Rejection):
+        return _rejected(app_data, dropped)
+
+    event: dict[str, Any] = {"event_name": name, "event_time": time}
+    if (event_id := _id(record.get("event_id"), dropped)) is not None:
+        event["event_id"] = event_id
+    event["action_source"] = source
+    if type(url := record.get("event_source_url")) is str and url.strip():
+        event["event_source_url"] = url.strip()
+    if type(opt_out := record.get("opt_out")) is bool:
+        event["opt_out"] = opt_out
+    event["user_data"] = user_data
+    if custom_data is not None:
+        event["custom_data"] = custom_data
+    if app_data is not None:
+        event["app_data"] = app_data
+    if (options := record.get("data_processing_options")) is not None:
+        event["data_processing_options"] = list(options)
+        for key in ("data_processing_options_country", "data_processing_options_state"):
+            if (code := record.get(key)) is not None:
+                event[key] = code
+    if (original := _original_event(record.get("original_event_data"))) is not None:
+        event["original_event_data"] = original
+    return Outcome(event, None, tuple(dropped))
