@@ -1,0 +1,23 @@
+"""`capi-stream demo`: local Kafka, the emulator, sample events, the pipeline, a summary."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add the `demo` command to the CLI."""
+    parser = sub.add_parser("demo", help="run the whole job locally: Kafka, the CAPI emulator, sample events")
+    parser.add_argument("--events", type=int, default=5000, help="sample events to produce (default 5000)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo and print its summary."""
+    from stream.demo import main  # noqa: PLC0415
+    from stream.errors import UsageError  # noqa: PLC0415
+
+    if args.events < 10:
+        raise UsageError("--events must be at least 10")
+    return main(args.events)

@@ -1,0 +1,30 @@
+"""`capi-stream run --config FILE`: the pipeline, until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add the `run` command to the CLI."""
+    parser = sub.add_parser("run", help="consume, normalize, dedupe, batch, send to Meta, commit after ack")
+    parser.add_argument("--config", type=Path, required=True, help="TOML config file (see config/example.toml)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load and validate the config, then run the pipeline until a stop signal; exit 1 if a stage failed."""
+    from stream import config  # noqa: PLC0415
+    from stream.logs import configure  # noqa: PLC0415
+    from stream.runner import Pipeline  # noqa: PLC0415
+
+    settings = config.load(args.config)
+    configure(settings.logging.level, settings.logging.format)
+    for dest in settings.destinations:
+        from stream.logs import register_secret  # noqa: PLC0415
+
+        register_secret(dest.read_token())
+    return asyncio.run(Pipeline(settings).run_until_stopped())

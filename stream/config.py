@@ -1,0 +1,360 @@
+"""Typed, frozen settings loaded once from one TOML file, with `CAPI_STREAM_` environment overrides.
+
+Every key is checked at start-up: an unknown key, a wrong type or a bad value raises ConfigError naming
+the key and the file. Secrets (access tokens) are never in the file: a destination names an environment
+variable or a file that holds its token. librdkafka settings under `[kafka.consumer]` and
+`[kafka.producer]` pass through verbatim.
+
+Environment overrides: `CAPI_STREAM_<SECTION>__<KEY>=value`, e.g. `CAPI_STREAM_KAFKA__BOOTSTRAP_SERVERS`,
+`CAPI_STREAM_SEND__CONCURRENCY=8`, `CAPI_STREAM_DESTINATIONS__MAIN__DATASET_ID=123`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from stream import meta
+from stream.errors import ConfigError
+
+ENV_PREFIX = "CAPI_STREAM_"
+
+
+@dataclasses.dataclass(frozen=True)
+class KafkaSettings:
+    """Where events come from and where dead letters go."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topics: tuple[str, ...] = ("conversions",)
+    group_id: str = "capi-stream"
+    dlq_topic: str = "conversions.dlq"
+    # consume() batch: large enough to amortise the call, small enough to keep latency low
+    consume_batch_size: int = 1000
+    # librdkafka settings, verbatim (e.g. "fetch.min.bytes", "session.timeout.ms")
+    consumer: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    producer: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSettings:
+    """How message values are framed and which schema reads them."""
+
+    wire_format: str = "schemaless"  # schemaless | confluent
+    schema_path: str = ""  # empty: the bundled schemas/conversion_event.avsc
+    schema_registry_url: str = ""  # needed for confluent
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineSettings:
+    """Bounds on in-flight work, rebalances and shutdown."""
+
+    # Consumed but not yet finished events; above it partitions pause (memory bound, about 1-2 KB each)
+    max_in_flight_events: int = 50_000
+    # Wait this long in a revoke for in-flight batches of the revoked partitions before giving them up
+    revoke_timeout_s: float = 10.0
+    # SIGTERM drains (flush, await acks, commit) under this one deadline
+    shutdown_deadline_s: float = 30.0
+    # How often stored offsets are committed to the group (librdkafka auto.commit.interval.ms)
+    commit_interval_ms: int = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class DedupeSettings:
+    """The windowed (event_name, event_id) store."""
+
+    window_s: float = float(meta.DEDUPE_WINDOW_S)  # Meta's own horizon is 48 h
+    max_keys: int = 5_000_000  # about 100 bytes a key: 500 MB at most
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSettings:
+    """When an open batch of one destination is sent."""
+
+    max_events: int = meta.MAX_EVENTS_PER_REQUEST
+    # No byte limit is documented for /events; stay far below any proxy's body limit
+    max_bytes: int = 4_000_000
+    linger_ms: int = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class SendSettings:
+    """HTTP behaviour towards Meta, per destination."""
+
+    timeout_s: float = meta.RECOMMENDED_TIMEOUT_S
+    concurrency: int = 4
+    # Requests per second per destination; 0 = unlimited. CAPI has no stated rate limit, BUC limits apply
+    rate_limit_rps: float = 50.0
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 30.0
+    # A halted destination re-reads its token file this often (SIGHUP does it at once)
+    token_check_interval_s: float = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Destination:
+    """One Meta dataset and the apps routed to it."""
+
+    name: str
+    dataset_id: str
+    app_ids: tuple[str, ...]
+    api_version: str = meta.GRAPH_API_VERSION
+    base_url: str = meta.GRAPH_BASE_URL
+    token_env: str = ""
+    token_file: str = ""
+    test_event_code: str = ""
+    default_country: str = ""
+    require_consent: bool = False
+    hash_external_id: bool = True
+
+    def read_token(self) -> str:
+        """The current access token from the env variable or file; ConfigError when there is none."""
+        if self.token_file:
+            try:
+                token = Path(self.token_file).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"destination {self.name}: cannot read token_file {self.token_file}: "
+                                  f"{exc.strerror}") from exc
+        else:
+            token = os.environ.get(self.token_env, "").strip()
+        if not token:
+            where = f"file {self.token_file}" if self.token_file else f"environment variable {self.token_env}"
+            raise ConfigError(f"destination {self.name}: no access token in {where}")
+        return token
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsSettings:
+    """The Prometheus and health endpoint."""
+
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: no metrics server
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggingSettings:
+    """structlog output."""
+
+    level: str = "info"
+    format: str = "auto"  # json | console | auto (console on a TTY)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything `capi-stream run` needs, validated."""
+
+    kafka: KafkaSettings
+    decode: DecodeSettings
+    pipeline: PipelineSettings
+    dedupe: DedupeSettings
+    batch: BatchSettings
+    send: SendSettings
+    destinations: tuple[Destination, ...]
+    metrics: MetricsSettings
+    logging: LoggingSettings
+    source: str = "<defaults>"
+
+    def route(self) -> dict[str, Destination]:
+        """app_id -> destination."""
+        return {app_id: dest for dest in self.destinations for app_id in dest.app_ids}
+
+
+_SECTIONS: dict[str, type] = {
+    "kafka": KafkaSettings, "decode": DecodeSettings, "pipeline": PipelineSettings,
+    "dedupe": DedupeSettings, "batch": BatchSettings, "send": SendSettings,
+    "metrics": MetricsSettings, "logging": LoggingSettings,
+}  # fmt: skip
+_PASSTHROUGH = {("kafka", "consumer"), ("kafka", "producer")}
+
+T = TypeVar("T")
+
+
+def load(path: Path | str | None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read, override from the environment and validate a config file (None: defaults + environment).
+
+    Raises ConfigError naming the key and the file on any problem.
+    """
+    env = os.environ if env is None else env
+    source = str(path) if path else "<defaults>"
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    _apply_env(raw, env, source)
+    return _build(raw, source)
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str], source: str) -> None:
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        node = raw
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{source}: environment {name} overrides {'.'.join(parts)} "
+                                  f"but {part} is not a table")
+            node = child
+        node[parts[-1]] = _EnvValue(value)
+
+
+class _EnvValue(str):
+    """A string from the environment, converted to the field's type on validation."""
+
+    __slots__ = ()
+
+
+def _build(raw: Mapping[str, Any], source: str) -> Settings:
+    sections: dict[str, Any] = {}
+    for key in raw:
+        if key not in _SECTIONS and key != "destinations":
+            raise ConfigError(f"{source}: unknown key '{key}' (known: {', '.join([*_SECTIONS, 'destinations'])})")
+    for name, cls in _SECTIONS.items():
+        table = raw.get(name, {})
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{source}: '{name}' must be a table")
+        sections[name] = _make(cls, table, name, source)
+    dests_raw = raw.get("destinations", {})
+    if not isinstance(dests_raw, Mapping):
+        raise ConfigError(f"{source}: 'destinations' must be a table of [destinations.NAME] tables")
+    destinations = []
+    for dname, table in dests_raw.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{source}: 'destinations.{dname}' must be a table")
+        destinations.append(_make(Destination, {**table, "name": dname}, f"destinations.{dname}", source))
+    settings = Settings(destinations=tuple(destinations), source=source, **sections)
+    _check(settings)
+    return settings
+
+
+def _make(cls: type[T], table: Mapping[str, Any], where: str, source: str) -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise ConfigError(f"{source}: unknown key '{where}.{key}'")
+        if (where, key) in _PASSTHROUGH:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: '{where}.{key}' must be a table of librdkafka settings")
+            values[key] = dict(value)
+            continue
+        values[key] = _coerce(value, hints[key], f"{where}.{key}", source)
+    missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{source}: missing key '{where}.{missing[0]}'")
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if isinstance(value, _EnvValue):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{source}: '{key}' must be a list of strings")
+        return tuple(value)
+    if isinstance(value, _EnvValue):
+        value = _from_env(str(value), hint, key, source)
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif hint is str:
+        ok = isinstance(value, str)
+        value = str(value) if ok else value
+    elif isinstance(hint, types.UnionType):
+        ok = True
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"{source}: '{key}' must be {getattr(hint, '__name__', hint)}, got {value!r}")
+    return value
+
+
+def _from_env(text: str, hint: Any, key: str, source: str) -> Any:
+    try:
+        if hint is bool:
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return lowered in ("true", "1", "yes")
+        if hint is int:
+            return int(text)
+        if hint is float:
+            return float(text)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: environment override for '{key}' must be "
+                          f"{getattr(hint, '__name__', hint)}, got {text!r}") from exc
+    return text
+
+
+def _check(s: Settings) -> None:
+    """Cross-field and range checks; each error names the key."""
+    src = s.source
+
+    def need(ok: bool, key: str, why: str) -> None:
+        if not ok:
+            raise ConfigError(f"{src}: '{key}' {why}")
+
+    need(bool(s.kafka.bootstrap_servers), "kafka.bootstrap_servers", "must not be empty")
+    need(bool(s.kafka.topics), "kafka.topics", "must name at least one topic")
+    need(bool(s.kafka.group_id), "kafka.group_id", "must not be empty")
+    need(bool(s.kafka.dlq_topic), "kafka.dlq_topic", "must not be empty")
+    need(s.kafka.dlq_topic not in s.kafka.topics, "kafka.dlq_topic", "must differ from the source topics")
+    need(1 <= s.kafka.consume_batch_size <= 100_000, "kafka.consume_batch_size", "must be 1..100000")
+    need(s.decode.wire_format in ("schemaless", "confluent"), "decode.wire_format",
+         "must be 'schemaless' or 'confluent'")
+    need(s.decode.wire_format != "confluent" or bool(s.decode.schema_registry_url),
+         "decode.schema_registry_url", "is required when decode.wire_format is 'confluent'")
+    need(not s.decode.schema_path or Path(s.decode.schema_path).is_file(), "decode.schema_path",
+         f"names no file ({s.decode.schema_path})")
+    need(s.pipeline.max_in_flight_events >= 1, "pipeline.max_in_flight_events", "must be at least 1")
+    need(s.pipeline.revoke_timeout_s >= 0, "pipeline.revoke_timeout_s", "must be >= 0")
+    need(s.pipeline.shutdown_deadline_s > 0, "pipeline.shutdown_deadline_s", "must be > 0")
+    need(s.pipeline.commit_interval_ms >= 1, "pipeline.commit_interval_ms", "must be >= 1")
+    need(s.dedupe.window_s > 0, "dedupe.window_s", "must be > 0")
+    need(s.dedupe.max_keys >= 1, "dedupe.max_keys", "must be at least 1")
+    need(1 <= s.batch.max_events <= meta.MAX_EVENTS_PER_REQUEST, "batch.max_events",
+         f"must be 1..{meta.MAX_EVENTS_PER_REQUEST} (Meta refuses larger requests)")
+    need(s.batch.max_bytes >= 10_000, "batch.max_bytes", "must be at least 10000")
+    need(s.batch.linger_ms >= 0, "batch.linger_ms", "must be >= 0")
+    need(s.send.timeout_s > 0, "send.timeout_s", "must be > 0")
+    need(s.send.concurrency >= 1, "send.concurrency", "must be at least 1")
+    need(s.send.rate_limit_rps >= 0, "send.rate_limit_rps", "must be >= 0 (0 = unlimited)")
+    need(0 < s.send.backoff_initial_s <= s.send.backoff_max_s, "send.backoff_initial_s",
+         "must be > 0 and <= send.backoff_max_s")
+    need(s.send.token_check_interval_s > 0, "send.token_check_interval_s", "must be > 0")
+    need(0 <= s.metrics.port <= 65535, "metrics.port", "must be 0..65535")
+    need(s.logging.level in ("debug", "info", "warning", "error"), "logging.level",
+         "must be debug, info, warning or error")
+    need(s.logging.format in ("json", "console", "auto"), "logging.format", "must be json, console or auto")
+    seen: dict[str, str] = {}
+    for d in s.destinations:
+        key = f"destinations.{d.name}"
+        need(d.dataset_id.isdigit(), f"{key}.dataset_id", "must be the numeric id of the Meta dataset/pixel")
+        need(bool(d.app_ids), f"{key}.app_ids", "must list at least one app_id")
+        need(bool(d.token_env) != bool(d.token_file), f"{key}.token_env",
+             "set exactly one of token_env and token_file (tokens are never written in the config)")
+        need(d.api_version.startswith("v") and d.api_version[1:].replace(".", "").isdigit(),
+             f"{key}.api_version", "must look like v26.0")
+        need(d.base_url.startswith(("http://", "https://")), f"{key}.base_url", "must be an http(s) URL")
+        need(not d.default_country or (len(d.default_country) == 2 and d.default_country.isalpha()),
+             f"{key}.default_country", "must be an ISO 3166-1 alpha-2 code such as US")
+        for app in d.app_ids:
+            need(app not in seen, f"{key}.app_ids", f"app_id {app!r} is already routed to {seen.get(app)}")
+            seen[app] = d.name

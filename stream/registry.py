@@ -1,0 +1,47 @@
+"""Writer schemas by id from a Confluent-compatible schema registry (I/O, blocking: run it in a thread)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fastavro
+import orjson
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from stream.errors import CapiStreamError
+
+HTTP_NOT_FOUND = 404
+
+
+class RegistryUnavailable(CapiStreamError):
+    """The registry could not be asked (network, 5xx); the lookup is worth retrying."""
+
+    retriable = True
+
+
+class RegistryLookup:
+    """Fetch and parse Avro writer schemas by id; the client caches what it fetched."""
+
+    def __init__(self, url: str) -> None:
+        self._client = SchemaRegistryClient({"url": url})
+
+    def writer_schema(self, schema_id: int) -> Any | None:
+        """The parsed writer schema, or None when the registry does not know `schema_id`.
+
+        Raises RegistryUnavailable when the registry cannot answer.
+        """
+        try:
+            schema = self._client.get_schema(schema_id)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == HTTP_NOT_FOUND:
+                return None
+            raise RegistryUnavailable(f"schema registry error for id {schema_id}: {exc.http_status_code}") from exc
+        except Exception as exc:  # noqa: BLE001 - the client surfaces network failures as many types
+            raise RegistryUnavailable(f"schema registry unreachable: {type(exc).__name__}") from exc
+        if schema.schema_type not in (None, "AVRO"):
+            return None
+        try:
+            return fastavro.parse_schema(orjson.loads(schema.schema_str))
+        except (orjson.JSONDecodeError, fastavro.schema.SchemaParseException, ValueError, KeyError) as exc:
+            raise RegistryUnavailable(f"schema id {schema_id} is not a valid Avro schema") from exc

@@ -1,0 +1,426 @@
+"""The pipeline: wires source -> decode -> normalize -> dedupe -> batch -> send -> commit, and owns the
+clock, the tasks, the signals and the shutdown deadline.
+
+Every consumed message is finished exactly once — acknowledged by Meta, dropped (duplicate, no
+consent) or dead-lettered (acknowledged by the broker) — and only finished offsets are committed, per
+partition, up to the first unfinished one. Pure stages run inline on the event loop; I/O stays in
+source (Kafka consumer thread), sender/sink (aiohttp) and dlq (Kafka producer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import structlog
+from confluent_kafka import Message
+
+from stream.batch import Batch, Batcher
+from stream.config import Destination, Settings
+from stream.decode import Decoder, DecodeError
+from stream.dedupe import DedupeStore, Verdict, dedupe_key
+from stream.dlq import DeadLetter, DeadLetterWriter
+from stream.normalize import NO_CONSENT, NormalizeSettings, normalize_event
+from stream.offsets import OffsetTracker
+from stream.records import Item, TopicPartition
+from stream.registry import RegistryLookup, RegistryUnavailable
+from stream.schema import load_schema
+from stream.sender import DestinationSender, DestinationState
+from stream.sink import Answer, MetaClient
+from stream.source import KafkaSource
+from stream.stats import Stats
+from stream.wire import WireFormat
+
+log = structlog.get_logger("capi_stream.runner")
+
+UNKNOWN_DESTINATION = "unknown_destination"
+META_REJECTED = "meta_rejected"
+# resume consuming once in-flight events fall below this share of the bound
+RESUME_FRACTION = 0.5
+# how often the linger timer looks for due batches
+TICK_S = 0.02
+REGISTRY_RETRY_S = 2.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Route:
+    """A destination with the normalizer settings it implies."""
+
+    dest: Destination
+    norm: NormalizeSettings
+
+
+class Pipeline:
+    """One capi-stream process: consume in the group, send to Meta, commit after the acks."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.stats = Stats()
+        self.tracker = OffsetTracker()
+        self._assigned_gen: dict[TopicPartition, int] = {}
+        wire = WireFormat(settings.decode.wire_format)
+        self.decoder = Decoder(load_schema(settings.decode.schema_path or None), wire)
+        self._registry = RegistryLookup(settings.decode.schema_registry_url) if wire is WireFormat.CONFLUENT else None
+        self.routes = {
+            app: Route(d, NormalizeSettings(default_country=d.default_country or None,
+                                            require_consent=d.require_consent,
+                                            hash_external_id=d.hash_external_id))
+            for d in settings.destinations for app in d.app_ids
+        }  # fmt: skip
+        self.dedupe = DedupeStore(window_s=settings.dedupe.window_s, max_keys=settings.dedupe.max_keys)
+        self.batcher = Batcher(settings.batch.max_events, settings.batch.max_bytes, settings.batch.linger_ms / 1000)
+        self._waiters: dict[int, list[Item]] = defaultdict(list)
+        self.client = MetaClient(settings.send.timeout_s, pool_size=max(10, settings.send.concurrency * 4))
+        self.senders = {
+            d.name: DestinationSender(d, self.client, settings.send, self.stats, self._acked, self._rejected)
+            for d in settings.destinations
+        }
+        self.dlq = DeadLetterWriter(settings.kafka.bootstrap_servers, settings.kafka.dlq_topic,
+                                    settings.kafka.producer)
+        self.source = KafkaSource(settings.kafka, settings.pipeline, self, on_error=self._fail)
+        self._inbox: asyncio.Queue[tuple[list[Message], int]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._draining = False
+        self._unfinished = 0
+        self._started = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start every component and task; refuses to run twice."""
+        if self._started:
+            raise RuntimeError("pipeline already started")
+        self._started = True
+        await self.client.start()
+        await self.dlq.start()
+        for sender in self.senders.values():
+            await sender.start()
+        self._tasks = [
+            asyncio.create_task(self._process(), name="process"),
+            asyncio.create_task(self._tick(), name="linger"),
+        ]
+        for task in self._tasks:
+            task.add_done_callback(self._task_done)
+        await self.source.start()
+        log.info("pipeline_started", topics=list(self.settings.kafka.topics), group=self.settings.kafka.group_id,
+                 destinations=len(self.senders))
+
+    def request_stop(self) -> None:
+        """Ask the pipeline to drain and stop (what SIGTERM/SIGINT do)."""
+        self._stop.set()
+
+    async def run_until_stopped(self, install_signals: bool = True) -> int:
+        """Start, run until a stop is requested or a stage fails, drain, and return an exit code."""
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            self._install_signals(loop)
+        await self.start()
+        await self._stop.wait()
+        await self.drain()
+        if self._failure is not None:
+            log.error("pipeline_failed", error=type(self._failure).__name__, detail=str(self._failure)[:200])
+            return 1
+        return 0
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        def on_stop(signame: str) -> None:
+            if self._stop.is_set():
+                log.warning("second_signal_exit_now", signal=signame)
+                import os  # noqa: PLC0415
+
+                os._exit(130)
+            log.info("stop_requested", signal=signame)
+            self._stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_stop, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_tokens)
+
+    def reload_tokens(self) -> None:
+        """Re-read every destination's token now (SIGHUP)."""
+        log.info("reload_tokens")
+        for sender in self.senders.values():
+            sender.reload_token()
+
+    async def drain(self) -> None:
+        """Stop consuming, flush open batches, await acks and dead letters, commit, close; one deadline."""
+        deadline = time.monotonic() + self.settings.pipeline.shutdown_deadline_s
+        self._draining = True
+        self.source.want_paused = True
+        for batch in self.batcher.flush():
+            self.senders[batch.destination].submit(batch)
+        flowing = [s for s in self.senders.values() if s.state is not DestinationState.HALTED]
+        waits = [asyncio.create_task(s.wait_idle()) for s in flowing]
+        if waits:
+            await asyncio.wait(waits, timeout=max(0.0, deadline - time.monotonic()))
+        for w in waits:
+            w.cancel()
+        await self.dlq.flush(max(0.0, deadline - time.monotonic()))
+        final = self.tracker.changed()
+        await self.source.stop(final)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for sender in self.senders.values():
+            await sender.stop()
+        await self.dlq.stop()
+        await self.client.stop()
+        log.info("pipeline_stopped", consumed=self.stats.consumed, acked=self.stats.events_acked,
+                 unfinished=self._unfinished, final_commit=self.source.final_commit_ok)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """A stage failed: stop the pipeline with a clear error (nothing unfinished gets committed)."""
+        if self._failure is None:
+            self._failure = exc
+            log.error("stage_failed", error=type(exc).__name__, detail=str(exc)[:200])
+        self._stop.set()
+
+    # -- SourceHandler ---------------------------------------------------------------------------
+    def on_messages(self, messages: list[Message], generation: int) -> None:
+        """Called on the loop by the source thread with a consumed batch."""
+        self._inbox.put_nowait((messages, generation))
+
+    async def on_assigned(self, partitions: list[TopicPartition], generation: int) -> None:
+        for topic, partition in partitions:
+            self.tracker.assign(topic, partition)
+            self._assigned_gen[(topic, partition)] = generation
+
+    async def on_revoked(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Stop dispatching the partitions, wait (bounded) for their in-flight batches, return what to store."""
+        tps = set(partitions)
+        unfinished = 0
+        for tp in partitions:
+            part = self.tracker.get(*tp)
+            if part is not None:
+                part.active = False  # from now on its events neither count as in flight nor get re-admitted
+                unfinished += part.unfinished
+        self._unfinished -= unfinished
+        self._abandon(self.batcher.remove_partitions(tps))
+        for sender in self.senders.values():
+            self._abandon(sender.take_partitions(tps))
+        deadline = time.monotonic() + self.settings.pipeline.revoke_timeout_s
+        while time.monotonic() < deadline and (
+            any(s.inflight_holds(tps) for s in self.senders.values()) or self._dlq_holds(tps)
+        ):
+            await asyncio.sleep(0.02)
+        offsets: dict[TopicPartition, int] = {}
+        for tp in partitions:
+            part = self.tracker.drop(*tp)
+            self._assigned_gen.pop(tp, None)
+            if part is not None:
+                if part.commit_point is not None:
+                    offsets[tp] = part.commit_point
+        self._drop_waiters(tps)
+        return offsets
+
+    async def on_lost(self, partitions: list[TopicPartition]) -> None:
+        """The partitions belong to someone else already: commit nothing for them, forget their work."""
+        tps = set(partitions)
+        self._abandon(self.batcher.remove_partitions(tps))
+        for sender in self.senders.values():
+            self._abandon(sender.take_partitions(tps))
+        for tp in partitions:
+            part = self.tracker.drop(*tp)
+            self._assigned_gen.pop(tp, None)
+            if part is not None:
+                self._unfinished -= part.unfinished
+        self._drop_waiters(tps)
+
+    def _dlq_holds(self, _tps: set[TopicPartition]) -> bool:
+        return self.dlq.pending > 0
+
+    # -- processing ------------------------------------------------------------------------------
+    async def _process(self) -> None:
+        while True:
+            messages, generation = await self._inbox.get()
+            if self._draining:
+                continue  # not received, so never committed: the next owner reads them again
+            if self._registry is not None:
+                await self._fetch_schemas(messages)
+            self._handle(messages, generation)
+            self._after_change()
+
+    async def _fetch_schemas(self, messages: list[Message]) -> None:
+        assert self._registry is not None
+        for schema_id in self.decoder.missing_schema_ids([m.value() or b"" for m in messages]):
+            while True:
+                try:
+                    schema = await asyncio.to_thread(self._registry.writer_schema, schema_id)
+                    break
+                except RegistryUnavailable as exc:
+                    log.warning("schema_registry_unavailable", schema_id=schema_id, error=str(exc))
+                    await asyncio.sleep(REGISTRY_RETRY_S)
+            self.decoder.add_writer_schema(schema_id, schema)
+
+    def _handle(self, messages: list[Message], generation: int) -> None:
+        now = self.clock()
+        inow = int(now)
+        for msg in messages:
+            tp = (msg.topic(), msg.partition())
+            part = self.tracker.get(*tp)
+            if part is None or self._assigned_gen.get(tp, 1 << 62) > generation:
+                continue  # consumed before a revoke of this partition: the owner reads it again
+            offset = msg.offset()
+            part.received(offset)
+            self._unfinished += 1
+            self.stats.consumed += 1
+            item = Item(tp[0], tp[1], offset, msg.key(), msg.value() or b"", msg.timestamp()[1], part)
+            try:
+                record = self.decoder.decode(msg.value())
+            except DecodeError as exc:
+                self.stats.decode_failures += 1
+                self._dead_letter(item, exc.reason, exc.detail)
+                continue
+            app_id = record.get("app_id")
+            route = self.routes.get(app_id) if isinstance(app_id, str) else None
+            if route is None:
+                self._dead_letter(item, UNKNOWN_DESTINATION, f"no destination for app_id {app_id!r}"[:200],
+                                  event_name=record.get("event_name") or "", event_id=record.get("event_id"))
+                continue
+            outcome = normalize_event(record, inow, route.norm)
+            for dropped in outcome.dropped:
+                self.stats.dropped_fields[(dropped.field, dropped.reason)] += 1
+            if outcome.event is None:
+                assert outcome.rejection is not None
+                reason = outcome.rejection.reason
+                self.stats.rejected[reason] += 1
+                if reason == NO_CONSENT:
+                    self.stats.no_consent += 1
+                    self._finish(item)  # never sent, never kept
+                else:
+                    self._dead_letter(item, reason, outcome.rejection.detail,
+                                      event_name=record.get("event_name") or "", event_id=record.get("event_id"))
+                continue
+            event = outcome.event
+            item.destination = route.dest.name
+            item.body = orjson.dumps(event)
+            item.event_name = event["event_name"]
+            item.event_id = event.get("event_id")
+            item.event_time = event["event_time"]
+            self._admit(item, now)
+
+    def _admit(self, item: Item, now: float) -> None:
+        """Dedupe, then batch. A duplicate of an acked event is finished; of an in-flight one, held."""
+        if item.event_id:
+            key = dedupe_key(item.event_name, item.event_id)
+            verdict = self.dedupe.check(key, now)
+            if verdict is Verdict.SENT:
+                self.stats.duplicates += 1
+                self._finish(item)
+                return
+            if verdict is Verdict.PENDING:
+                self._waiters[key].append(item)
+                return
+            item.dedupe_key = key
+        for batch in self.batcher.add(item, now):
+            self.senders[batch.destination].submit(batch)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            for batch in self.batcher.due(self.clock()):
+                self.senders[batch.destination].submit(batch)
+            self._after_change()
+
+    def _after_change(self) -> None:
+        """Store moved commit points and apply backpressure."""
+        changed = self.tracker.changed()
+        if changed:
+            self.source.store(changed)
+        bound = self.settings.pipeline.max_in_flight_events
+        if not self.source.want_paused and self._unfinished >= bound:
+            self.source.want_paused = True
+        elif self.source.want_paused and not self._draining and self._unfinished < bound * RESUME_FRACTION:
+            self.source.want_paused = False
+
+    # -- outcomes --------------------------------------------------------------------------------
+    def _finish(self, item: Item) -> None:
+        if item.offsets.active:
+            self._unfinished -= 1
+        item.finish()
+
+    def _acked(self, batch: Batch) -> None:
+        now = self.clock()
+        now_ms = now * 1000
+        self.stats.batches_acked += 1
+        self.stats.events_acked += len(batch.items)
+        for item in batch.items:
+            self.stats.latency(now_ms - item.append_ms)
+            if item.dedupe_key is not None:
+                self.dedupe.confirm(item.dedupe_key, now)
+                for twin in self._waiters.pop(item.dedupe_key, ()):
+                    self.stats.duplicates += 1
+                    self._finish(twin)
+            self._finish(item)
+        self._after_change()
+
+    def _rejected(self, item: Item, answer: Answer) -> None:
+        """Meta refuses this event on its own: dead-letter it with Meta's code and subcode."""
+        self._dead_letter(item, META_REJECTED, answer.title or "refused by Meta", code=answer.code,
+                          subcode=answer.subcode, event_name=item.event_name, event_id=item.event_id)
+
+    def _dead_letter(self, item: Item, reason: str, detail: str, *, code: int | None = None,
+                     subcode: int | None = None, event_name: str = "", event_id: Any = None) -> None:
+        self.stats.dead_lettered[reason] += 1
+        letter = DeadLetter(item.topic, item.partition, item.offset, item.key, item.value, reason, detail,
+                            code, subcode, event_name if isinstance(event_name, str) else "",
+                            event_id if isinstance(event_id, str) else None)
+        log.info("dead_lettered", reason=reason, topic=item.topic, partition=item.partition, offset=item.offset,
+                 code=code, subcode=subcode)
+
+        def done() -> None:
+            if item.dedupe_key is not None:
+                self._release(item.dedupe_key)
+            self._finish(item)
+            self._after_change()
+
+        self.dlq.write(letter, done)
+
+    def _release(self, key: int) -> None:
+        """A pending event will not be acked by us: forget it, and let one held twin take its place."""
+        self.dedupe.release(key)
+        twins = [t for t in self._waiters.pop(key, ()) if t.offsets.active]
+        now = self.clock()
+        for twin in twins:
+            self._admit(twin, now)
+
+    def _abandon(self, items: list[Item]) -> None:
+        for item in items:
+            if item.dedupe_key is not None:
+                self._release(item.dedupe_key)
+
+    def _drop_waiters(self, tps: set[TopicPartition]) -> None:
+        for key in list(self._waiters):
+            kept = [t for t in self._waiters[key] if t.tp not in tps]
+            if kept:
+                self._waiters[key] = kept
+            else:
+                del self._waiters[key]
+
+    # -- views -----------------------------------------------------------------------------------
+    @property
+    def unfinished(self) -> int:
+        """Consumed events of assigned partitions not finished yet."""
+        return self._unfinished
+
+    def destination_states(self) -> dict[str, str]:
+        """name -> flowing | throttled | halted."""
+        return {name: s.state.value for name, s in self.senders.items()}

@@ -1,0 +1,270 @@
+"""One destination's sending loop: concurrency limit, rate limit, retries with backoff, halts and splits.
+
+A batch leaves this module in exactly one of three ways: acknowledged by Meta (`on_acked`), an event
+refused by Meta on its own (`on_rejected`, after splitting the batch to isolate it), or given back
+because its partitions were revoked (`take_partitions`). Transient failures and throttling are retried
+without limit (nothing is ever dropped); a token error halts the destination until its token changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+
+import structlog
+
+from stream.batch import Batch
+from stream.config import Destination, SendSettings
+from stream.records import Item
+from stream.sink import Answer, MetaClient, Verdict, describe, events_url
+from stream.stats import Stats
+
+log = structlog.get_logger("capi_stream.sender")
+
+
+class DestinationState(enum.StrEnum):
+    """What an SRE sees for a destination."""
+
+    FLOWING = "flowing"
+    THROTTLED = "throttled"
+    HALTED = "halted"
+
+
+class RateLimiter:
+    """Spaces requests at most `rps` per second (0: no limit)."""
+
+    def __init__(self, rps: float) -> None:
+        self._interval = 1.0 / rps if rps > 0 else 0.0
+        self._next = 0.0
+
+    async def acquire(self) -> None:
+        """Wait for the next free slot."""
+        if not self._interval:
+            return
+        now = time.monotonic()
+        slot = max(now, self._next)
+        self._next = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float, hint: float | None, rng: random.Random) -> float:
+    """Exponential backoff with full jitter in [d/2, d]; Meta's hint, when given, is a floor."""
+    base = min(maximum, initial * (2 ** min(attempt, 30)))
+    delay = base * (0.5 + rng.random() / 2)
+    return max(delay, hint) if hint else delay
+
+
+class DestinationSender:
+    """Send batches of one destination; call back on ack and on refused events."""
+
+    def __init__(
+        self,
+        dest: Destination,
+        client: MetaClient,
+        settings: SendSettings,
+        stats: Stats,
+        on_acked: Callable[[Batch], None],
+        on_rejected: Callable[[Item, Answer], None],
+        seed: int | None = None,
+    ) -> None:
+        self.dest = dest
+        self._client = client
+        self._settings = settings
+        self._stats = stats
+        self._on_acked = on_acked
+        self._on_rejected = on_rejected
+        self._url = events_url(dest.base_url, dest.api_version, dest.dataset_id)
+        self._queue: deque[Batch] = deque()
+        self._inflight: set[Batch] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._limiter = RateLimiter(settings.rate_limit_rps)
+        self._rng = random.Random(seed)  # noqa: S311 - jitter, not security
+        self._token = ""
+        self._token_error = ""
+        self.state = DestinationState.FLOWING
+        self.halt_reason = ""
+        self._runner: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Read the token and start the dispatch and token-watch tasks; refuses to run twice."""
+        if self._runner is not None:
+            raise RuntimeError("sender already started")
+        self._token = self.dest.read_token()
+        self._runner = asyncio.create_task(self._run(), name=f"send-{self.dest.name}")
+        self._watcher = asyncio.create_task(self._watch_token(), name=f"token-{self.dest.name}")
+
+    async def stop(self) -> None:
+        """Cancel every task of this sender (idempotent); unsent batches stay unacknowledged."""
+        tasks = [t for t in (self._runner, self._watcher, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._runner = self._watcher = None
+        self._tasks.clear()
+
+    # -- feeding ---------------------------------------------------------------------------------
+    def submit(self, batch: Batch, front: bool = False) -> None:
+        """Queue a batch for sending (split halves and returned batches go to the front)."""
+        if front:
+            self._queue.appendleft(batch)
+        else:
+            self._queue.append(batch)
+        self._idle.clear()
+        self._wake.set()
+
+    def take_partitions(self, tps: set[tuple[str, int]]) -> list[Item]:
+        """Remove queued (unsent) items of revoked partitions and return them."""
+        removed: list[Item] = []
+        kept: deque[Batch] = deque()
+        for batch in self._queue:
+            keep = [i for i in batch.items if i.tp not in tps]
+            removed.extend(i for i in batch.items if i.tp in tps)
+            if len(keep) == len(batch.items):
+                kept.append(batch)
+            elif keep:
+                kept.append(Batch(batch.destination, keep, sum(len(i.body) + 1 for i in keep) + 12,
+                                  batch.opened_at, batch.attempts))
+        self._queue = kept
+        self._check_idle()
+        return removed
+
+    def inflight_holds(self, tps: set[tuple[str, int]]) -> bool:
+        """True while a batch being sent holds an item of one of `tps`."""
+        return any(i.tp in tps for b in self._inflight for i in b.items)
+
+    @property
+    def queued_events(self) -> int:
+        return sum(len(b.items) for b in self._queue)
+
+    @property
+    def inflight_events(self) -> int:
+        return sum(len(b.items) for b in self._inflight)
+
+    async def wait_idle(self) -> None:
+        """Return once nothing is queued or in flight."""
+        await self._idle.wait()
+
+    def reload_token(self) -> bool:
+        """Re-read the token (SIGHUP or the watcher). A changed token resumes a halted destination."""
+        try:
+            token = self.dest.read_token()
+        except Exception as exc:  # noqa: BLE001 - ConfigError or OS trouble: keep the old token, say why
+            if str(exc) != self._token_error:
+                self._token_error = str(exc)
+                log.warning("token_reload_failed", destination=self.dest.name, error=str(exc))
+            return False
+        self._token_error = ""
+        if token == self._token:
+            return False
+        self._token = token
+        log.info("token_replaced", destination=self.dest.name)
+        if self.state is DestinationState.HALTED:
+            self.state = DestinationState.FLOWING
+            self.halt_reason = ""
+            log.warning("destination_resumed", destination=self.dest.name)
+            self._wake.set()
+        return True
+
+    # -- internals -------------------------------------------------------------------------------
+    def _check_idle(self) -> None:
+        if not self._queue and not self._inflight:
+            self._idle.set()
+
+    async def _watch_token(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.token_check_interval_s)
+            self.reload_token()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue and self.state is not DestinationState.HALTED:
+                await self._slots.acquire()
+                if not self._queue or self.state is DestinationState.HALTED:
+                    self._slots.release()
+                    break
+                batch = self._queue.popleft()
+                self._inflight.add(batch)
+                task = asyncio.create_task(self._send(batch))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: Batch) -> None:
+        try:
+            await self._attempts(batch)
+        finally:
+            self._inflight.discard(batch)
+            self._slots.release()
+            self._check_idle()
+
+    async def _attempts(self, batch: Batch) -> None:
+        while True:
+            if self.state is DestinationState.HALTED:
+                self.submit(batch, front=True)
+                return
+            await self._limiter.acquire()
+            body = batch.body(self._token, self.dest.test_event_code)
+            sent_with = self._token
+            self._stats.batches_sent += 1
+            self._stats.events_sent += len(batch.items)
+            started = time.monotonic()
+            answer = await self._client.post(self._url, body)
+            ms = (time.monotonic() - started) * 1000
+            if answer.verdict is Verdict.ACKED:
+                if self.state is DestinationState.THROTTLED:
+                    self.state = DestinationState.FLOWING
+                log.debug("batch_acked", destination=self.dest.name, events=len(batch.items), ms=round(ms, 1))
+                self._on_acked(batch)
+                return
+            if answer.verdict is Verdict.RETRY:
+                self._stats.retries[answer.retry_class] += 1
+                if answer.retry_class == "throttle":
+                    self.state = DestinationState.THROTTLED
+                delay = backoff_delay(batch.attempts, self._settings.backoff_initial_s,
+                                      self._settings.backoff_max_s, answer.retry_after, self._rng)
+                batch.attempts += 1
+                log.info("batch_retry", destination=self.dest.name, events=len(batch.items),
+                         attempt=batch.attempts, delay_s=round(delay, 2), **describe(answer))
+                await asyncio.sleep(delay)
+                continue
+            if answer.verdict is Verdict.HALT:
+                if sent_with == self._token:  # a token replaced meanwhile is tried before halting again
+                    self._halt(answer)
+                self.submit(batch, front=True)
+                return
+            self._reject(batch, answer)
+            return
+
+    def _halt(self, answer: Answer) -> None:
+        if self.state is not DestinationState.HALTED:
+            self._stats.halts += 1
+        self.state = DestinationState.HALTED
+        self.halt_reason = f"{answer.code}/{answer.subcode}"
+        log.error("destination_halted", destination=self.dest.name, dataset_id=self.dest.dataset_id,
+                  action="replace the access token (file or env + SIGHUP); offsets are held meanwhile",
+                  **describe(answer))
+
+    def _reject(self, batch: Batch, answer: Answer) -> None:
+        if len(batch.items) == 1:
+            self._on_rejected(batch.items[0], answer)
+            return
+        self._stats.splits += 1
+        left, right = batch.split()
+        log.info("batch_split", destination=self.dest.name, events=len(batch.items), **describe(answer))
+        self.submit(right, front=True)
+        self.submit(left, front=True)

@@ -1,0 +1,238 @@
+"""The Kafka consumer: one dedicated thread owns it; batches go to the event loop, offsets come back.
+
+librdkafka consumers are not safe to call from several threads, so every consumer call (consume, pause,
+resume, store_offsets, commit, close) and every rebalance callback runs on the source thread. The event
+loop talks to it through a command queue; rebalance callbacks block that thread on a coroutine of the
+pipeline (`on_revoked` drains the revoked partitions under a deadline and returns what to store).
+
+Offsets: `enable.auto.offset.store=false`, so only offsets the pipeline stores (finished events) are
+committed, by librdkafka's auto-commit, in a revoke (librdkafka commits stored offsets of revoked
+partitions) and at close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from stream.config import KafkaSettings, PipelineSettings
+
+log = structlog.get_logger("capi_stream.source")
+
+# Settings we rely on for at-least-once; the user's passthrough may not change them.
+_FORCED: dict[str, Any] = {"enable.auto.offset.store": False, "enable.auto.commit": True}
+_DEFAULTS: dict[str, Any] = {
+    "auto.offset.reset": "earliest",
+    "partition.assignment.strategy": "cooperative-sticky",
+    "enable.partition.eof": False,
+    "fetch.wait.max.ms": 100,
+    "session.timeout.ms": 45000,
+}
+# consume() timeout: short, so commands, pause and stop are served promptly
+_POLL_S = 0.1
+
+TP = tuple[str, int]
+
+
+class SourceHandler(Protocol):
+    """What the pipeline provides to the source (called on the event loop)."""
+
+    def on_messages(self, messages: list[Message], generation: int) -> None: ...
+
+    async def on_assigned(self, partitions: list[TP], generation: int) -> None: ...
+
+    async def on_revoked(self, partitions: list[TP]) -> dict[TP, int]: ...
+
+    async def on_lost(self, partitions: list[TP]) -> None: ...
+
+
+def consumer_config(kafka: KafkaSettings, pipeline: PipelineSettings) -> dict[str, Any]:
+    """The librdkafka consumer settings: our defaults, then the user's passthrough, then what we force."""
+    conf = {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "group.id": kafka.group_id,
+        "auto.commit.interval.ms": pipeline.commit_interval_ms,
+        **_DEFAULTS,
+        **kafka.consumer,
+        **_FORCED,
+    }
+    return conf
+
+
+class KafkaSource:
+    """Consume `topics` in a group on a thread of its own, feeding `handler` on `loop`."""
+
+    def __init__(self, kafka: KafkaSettings, pipeline: PipelineSettings, handler: SourceHandler,
+                 on_error: Callable[[BaseException], None] | None = None) -> None:
+        self._kafka = kafka
+        self._conf = consumer_config(kafka, pipeline)
+        self._handler = handler
+        self._revoke_timeout = pipeline.revoke_timeout_s
+        self._on_error = on_error
+        self._commands: queue.SimpleQueue[Callable[[Consumer], None]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._consumer: Consumer | None = None
+        self.want_paused = False
+        self.paused = False
+        self.generation = 0
+        self.assignment: set[TP] = set()
+        self.last_error: str = ""
+        self.final_commit_ok: bool | None = None
+
+    async def start(self) -> None:
+        """Create the consumer, subscribe and start the source thread; refuses to run twice."""
+        if self._thread is not None:
+            raise RuntimeError("KafkaSource already started")
+        self._loop = asyncio.get_running_loop()
+        self._consumer = Consumer({**self._conf, "error_cb": self._error_cb})
+        self._consumer.subscribe(list(self._kafka.topics), on_assign=self._assign_cb,
+                                 on_revoke=self._revoke_cb, on_lost=self._lost_cb)
+        self._thread = threading.Thread(target=self._run, name="kafka-source", daemon=True)
+        self._thread.start()
+
+    async def stop(self, final: Mapping[TP, int] | None = None) -> None:
+        """Stop consuming, store `final` offsets, commit synchronously and close (idempotent)."""
+        if self._thread is None:
+            return
+        if final:
+            self.store(final)
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        await asyncio.to_thread(thread.join)
+
+    async def __aenter__(self) -> KafkaSource:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- called from the event loop -------------------------------------------------------------
+    def store(self, offsets: Mapping[TP, int]) -> None:
+        """Store commit points (next offset to read) for assigned partitions; thread-safe."""
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        if tps:
+            self._commands.put(lambda c: _store(c, tps))
+
+    # -- the source thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        assert self._loop is not None
+        try:
+            while not self._stop.is_set():
+                self._serve_commands(consumer)
+                self._apply_pause(consumer)
+                messages = consumer.consume(self._kafka.consume_batch_size, timeout=_POLL_S)
+                if not messages:
+                    continue
+                good = [m for m in messages if not self._is_error(m)]
+                if good:
+                    self._loop.call_soon_threadsafe(self._handler.on_messages, good, self.generation)
+        except Exception as exc:  # noqa: BLE001 - the thread must report any failure, not die silently
+            log.error("source_failed", error=type(exc).__name__, detail=str(exc)[:200])
+            if self._on_error is not None:
+                self._loop.call_soon_threadsafe(self._on_error, exc)
+        finally:
+            self._serve_commands(consumer)
+            self._close(consumer)
+
+    def _close(self, consumer: Consumer) -> None:
+        try:
+            consumer.commit(asynchronous=False)
+            self.final_commit_ok = True
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            # _NO_OFFSET: nothing stored since the last commit; that is a success
+            self.final_commit_ok = isinstance(err, KafkaError) and err.code() == KafkaError._NO_OFFSET
+            if not self.final_commit_ok:
+                log.warning("final_commit_failed", error=str(err))
+        with contextlib.suppress(KafkaException, RuntimeError):
+            consumer.close()
+
+    def _serve_commands(self, consumer: Consumer) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            command(consumer)
+
+    def _apply_pause(self, consumer: Consumer) -> None:
+        if self.want_paused == self.paused:
+            return
+        parts = consumer.assignment()
+        if self.want_paused:
+            consumer.pause(parts)
+        else:
+            consumer.resume(parts)
+        self.paused = self.want_paused
+        log.info("partitions_paused" if self.paused else "partitions_resumed", partitions=len(parts))
+
+    def _is_error(self, message: Message) -> bool:
+        err = message.error()
+        if err is None:
+            return False
+        if err.code() != KafkaError._PARTITION_EOF:
+            self.last_error = err.name()
+            log.warning("consume_error", error=err.name(), fatal=err.fatal())
+            if err.fatal() and self._on_error is not None and self._loop is not None:
+                self._loop.call_soon_threadsafe(self._on_error, KafkaException(err))
+        return True
+
+    def _error_cb(self, err: KafkaError) -> None:
+        self.last_error = err.name()
+        log.warning("kafka_error", error=err.name(), detail=err.str()[:200])
+
+    # rebalance callbacks: they run inside consume() on the source thread
+    def _assign_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.generation += 1
+        tps = [(p.topic, p.partition) for p in partitions]
+        self.assignment.update(tps)
+        self._call(self._handler.on_assigned(tps, self.generation), timeout=30)
+        if self.paused and partitions:
+            consumer.pause(partitions)  # newly assigned partitions arrive unpaused
+        log.info("partitions_assigned", partitions=len(tps), generation=self.generation)
+
+    def _revoke_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.generation += 1
+        tps = [(p.topic, p.partition) for p in partitions]
+        offsets = self._call(self._handler.on_revoked(tps), timeout=self._revoke_timeout + 10) or {}
+        if offsets:
+            _store(consumer, [TopicPartition(t, p, o) for (t, p), o in offsets.items()])
+        self.assignment.difference_update(tps)
+        log.info("partitions_revoked", partitions=len(tps), stored=len(offsets))
+
+    def _lost_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.generation += 1
+        tps = [(p.topic, p.partition) for p in partitions]
+        self._call(self._handler.on_lost(tps), timeout=30)
+        self.assignment.difference_update(tps)
+        log.warning("partitions_lost", partitions=len(tps))
+
+    def _call(self, coro: Any, timeout: float) -> Any:
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout=timeout)
+        except TimeoutError:
+            future.cancel()
+            log.error("rebalance_callback_timeout", seconds=timeout)
+            return None
+
+
+def _store(consumer: Consumer, tps: list[TopicPartition]) -> None:
+    try:
+        consumer.store_offsets(offsets=tps)
+    except KafkaException as exc:
+        # _STATE: the partition is no longer assigned (a late ack after a revoke): the new owner re-reads
+        log.debug("store_offsets_refused", error=str(exc.args[0]) if exc.args else "")
