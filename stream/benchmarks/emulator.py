@@ -1,0 +1,162 @@
+"""`capi-stream bench emulator`: how many events per second the Meta emulator validates.
+
+Two measurements, because a client in the same process as the server would be timed too:
+1. **core**: the server's own per-request work (parse the body, check the token, validate every event,
+   dedupe and count, encode the answer) called directly, no HTTP, on pre-built 1,000-event bodies;
+   JSON and form-encoded. This is the figure for "validates >= 100,000 events/s on one core".
+2. **http**: the emulator in a child process (`capi-stream emulator --port 0`), this process as the
+   client with a few concurrent connections; requests/s and events/s end to end, plus the server's
+   own CPU seconds (from /proc) per event, so the client's share is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+DATASET = "1234567890"
+TOKEN = "bench-token"  # noqa: S105 - a fake token for a local emulator
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `capi-stream bench emulator`."""
+    parser.add_argument("--requests", type=int, default=100, help="requests per measurement (default 100)")
+    parser.add_argument("--events", type=int, default=1000, help="events per request (default 1000)")
+    parser.add_argument("--concurrency", type=int, default=4, help="concurrent HTTP requests (default 4)")
+    parser.add_argument("--no-http", action="store_true", help="only the in-process core measurement")
+
+
+def _hashes(n: int) -> list[str]:
+    return [hashlib.sha256(str(i).encode()).hexdigest() for i in range(n)]
+
+
+def make_events(request_no: int, count: int, now: int) -> list[dict[str, Any]]:
+    """`count` valid app events shaped like the pipeline's output, with unique event ids."""
+    pool = _hashes(64)
+    extinfo = ["a2", "com.example.app", "1.0", "1.0.0", "14", "Pixel 8", "en_US", "UTC", "carrier",
+               "1080", "2400", "2.5", "8", "128", "64", "Europe/Berlin"]  # fmt: skip
+    events = []
+    for i in range(count):
+        purchase = i % 3 == 0
+        event: dict[str, Any] = {
+            "event_name": "Purchase" if purchase else "MobileAppInstall",
+            "event_time": now - (i % 3600),
+            "event_id": f"r{request_no}-e{i}",
+            "action_source": "app",
+            "user_data": {
+                "em": [pool[i % 64]], "ph": [pool[(i + 1) % 64]], "external_id": [pool[(i + 2) % 64]],
+                "country": [pool[(i + 3) % 64]], "client_ip_address": "203.0.113.7",
+                "anon_id": f"anon-{i}", "madid": "38400000-8cf0-11bd-b23e-10b96e40000d",
+            },
+            "app_data": {"advertiser_tracking_enabled": 1, "application_tracking_enabled": 1,
+                         "extinfo": extinfo},
+        }  # fmt: skip
+        if purchase:
+            event["custom_data"] = {"value": 9.99, "currency": "usd", "content_ids": ["sku-1"]}
+        events.append(event)
+    return events
+
+
+def _bodies(requests: int, events: int, now: int) -> tuple[list[bytes], list[bytes]]:
+    json_bodies, form_bodies = [], []
+    for r in range(requests):
+        batch = make_events(r, events, now)
+        json_bodies.append(orjson.dumps({"data": batch, "access_token": TOKEN}))
+        form_bodies.append(urlencode({"data": orjson.dumps(batch).decode(), "access_token": TOKEN}).encode())
+    return json_bodies, form_bodies
+
+
+def measure_core(bodies: list[bytes], content_type: str, events: int) -> dict[str, float]:
+    """Time the emulator's per-request work on `bodies`; every request must be accepted."""
+    from stream.emulator import Emulator
+
+    emulator = Emulator(tokens={DATASET: TOKEN})
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    for body in bodies:
+        status, answer, _ = emulator.handle(DATASET, content_type, body, {}, time.time())
+        if status != 200:
+            raise SystemExit(f"bench request refused: {answer.decode()}")
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    total = len(bodies) * events
+    if emulator.ledger.events_received != total:
+        raise SystemExit("bench: the emulator did not count every event")
+    return {"events": total, "wall_s": wall, "cpu_s": cpu, "events_per_s": total / wall,
+            "events_per_cpu_s": total / cpu if cpu else float("inf")}  # fmt: skip
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _send_all(url: str, bodies: list[bytes], concurrency: int) -> None:
+    import aiohttp
+
+    queue = list(reversed(bodies))
+    async with aiohttp.ClientSession(headers={"Content-Type": "application/json"}) as session:
+
+        async def worker() -> None:
+            while queue:
+                body = queue.pop()
+                async with session.post(url, data=body) as response:
+                    if response.status != 200:
+                        raise SystemExit(f"bench request refused: {await response.text()}")
+                    await response.read()
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def measure_http(bodies: list[bytes], events: int, concurrency: int) -> dict[str, float]:
+    """Send `bodies` to an emulator in a child process; time it and read the child's CPU use."""
+    cmd = [sys.executable, "-m", "stream", "emulator", "--port", "0", "--token", f"{DATASET}={TOKEN}"]
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert child.stdout is not None  # noqa: S101 - stdout=PIPE above
+        base = child.stdout.readline().strip()
+        if not base.startswith("http://"):
+            raise SystemExit("bench: the emulator did not start")
+        url = f"{base}/v26.0/{DATASET}/events"
+        asyncio.run(_send_all(url, bodies[:2], 1))  # warm-up: connections, imports
+        cpu0, wall0 = _cpu_seconds(child.pid), time.perf_counter()
+        asyncio.run(_send_all(url, bodies[2:], concurrency))
+        wall, cpu = time.perf_counter() - wall0, _cpu_seconds(child.pid) - cpu0
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
+    total = (len(bodies) - 2) * events
+    return {"requests": len(bodies) - 2, "events": total, "wall_s": wall, "server_cpu_s": cpu,
+            "requests_per_s": (len(bodies) - 2) / wall, "events_per_s": total / wall,
+            "events_per_server_cpu_s": total / cpu if cpu else float("inf")}  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the figures; exit 0."""
+    if args.requests < 3 or not 1 <= args.events <= 1000 or args.concurrency < 1:
+        from stream.errors import UsageError
+
+        raise UsageError("--requests >= 3, --events 1..1000 and --concurrency >= 1 are needed")
+    now = int(time.time())
+    json_bodies, form_bodies = _bodies(args.requests, args.events, now)
+    mb = sum(map(len, json_bodies)) / len(json_bodies) / 1e6
+    print(f"emulator bench: {args.requests} requests x {args.events} events, JSON body {mb:.2f} MB")
+    for label, bodies, ctype in (("core json", json_bodies, "application/json"),
+                                 ("core form", form_bodies, "application/x-www-form-urlencoded")):  # fmt: skip
+        r = measure_core(bodies, ctype, args.events)
+        print(f"{label}: {r['events_per_s']:,.0f} events/s wall, {r['events_per_cpu_s']:,.0f} events per CPU s"
+              f" ({r['events']:,} events in {r['wall_s']:.2f} s)")
+    if not args.no_http:
+        r = measure_http(json_bodies, args.events, args.concurrency)
+        print(f"http json (server in a child process, concurrency {args.concurrency}): "
+              f"{r['requests_per_s']:,.1f} requests/s, {r['events_per_s']:,.0f} events/s wall, "
+              f"{r['events_per_server_cpu_s']:,.0f} events per server CPU s")
+    return 0

@@ -1,0 +1,138 @@
+"""What the emulator has seen: accepted events, Meta-style dedupe and the statistics (pure).
+
+The current time is passed in. An accepted event is keyed by (dataset, event_name, event_id); each key
+keeps how many times it was accepted and when its 48-hour dedupe window started [1.4]. An event whose
+key was accepted within that window counts as a duplicate (Meta keeps only the first); it is still
+"received", as Meta's `events_received` counts it. Events without an event_id cannot be deduplicated.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from stream.meta import DEDUPE_WINDOW_S
+
+# How many accepted event bodies `GET /_emulator/events` can show; enough for a page and a test.
+DEFAULT_KEEP_EVENTS: Final = 1000
+
+Key = tuple[str, str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """One accepted event body, with its dataset and when it arrived (Unix seconds)."""
+
+    dataset_id: str
+    received_at: float
+    event: dict[str, Any]
+    test_event_code: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form `GET /_emulator/events` answers."""
+        return {"dataset_id": self.dataset_id, "received_at": self.received_at,
+                "test_event_code": self.test_event_code, "event": self.event}  # fmt: skip
+
+
+class Ledger:
+    """Counts requests, errors, faults and accepted events; dedupes (event_name, event_id) per dataset."""
+
+    def __init__(self, keep_events: int = DEFAULT_KEEP_EVENTS, dedupe_window_s: float = DEDUPE_WINDOW_S) -> None:
+        if keep_events < 0:
+            raise ValueError("keep_events must be >= 0")
+        self._keep = keep_events
+        self._window = dedupe_window_s
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every event and count (faults and tokens live elsewhere and stay)."""
+        # key -> (times accepted, start of the current dedupe window); tuples of numbers stay out of
+        # the garbage collector's way, lists would not.
+        self._entries: dict[Key, tuple[int, float]] = {}
+        self._recent: deque[tuple[str, float, Sequence[dict[str, Any]], str | None]] = deque()
+        self._recent_events = 0
+        self.requests = 0
+        self.accepted_requests = 0
+        self.events_received = 0
+        self.duplicates = 0
+        self.errors: Counter[str] = Counter()
+        self.faults: Counter[str] = Counter()
+        self.events_by_dataset: Counter[str] = Counter()
+
+    def count_request(self) -> None:
+        """One request arrived at the events endpoint."""
+        self.requests += 1
+
+    def count_error(self, key: str) -> None:
+        """The request was answered with the Meta error `key` ("code/subcode")."""
+        self.errors[key] += 1
+
+    def count_fault(self, kind: str) -> None:
+        """A fault of `kind` was injected into a request."""
+        self.faults[kind] += 1
+
+    def accept(
+        self, dataset_id: str, events: Sequence[dict[str, Any]], now: float, test_event_code: str | None = None
+    ) -> int:
+        """Record a request whose events Meta would accept; return how many of them are duplicates."""
+        entries = self._entries
+        window = self._window
+        duplicates = 0
+        for event in events:
+            event_id = event.get("event_id")
+            if event_id is not None and type(event_id) is not str:
+                event_id = str(event_id)
+            key = (dataset_id, event["event_name"], event_id)
+            entry = entries.get(key)
+            if entry is None:
+                entries[key] = (1, now)
+            elif event_id is not None and now - entry[1] < window:
+                entries[key] = (entry[0] + 1, entry[1])
+                duplicates += 1
+            else:
+                entries[key] = (entry[0] + 1, now)
+        self.accepted_requests += 1
+        self.events_received += len(events)
+        self.duplicates += duplicates
+        self.events_by_dataset[dataset_id] += len(events)
+        if self._keep:
+            # Whole requests are kept and trimmed to about `keep` events; bodies are built on read.
+            self._recent.append((dataset_id, now, events, test_event_code))
+            self._recent_events += len(events)
+            while self._recent_events - len(self._recent[0][2]) >= self._keep:
+                self._recent_events -= len(self._recent.popleft()[2])
+        return duplicates
+
+    def received(self, dataset_id: str | None = None) -> list[dict[str, Any]]:
+        """Every accepted (dataset, event_name, event_id) with how many times it was accepted."""
+        return [
+            {"dataset_id": key[0], "event_name": key[1], "event_id": key[2], "count": entry[0]}
+            for key, entry in self._entries.items()
+            if dataset_id is None or key[0] == dataset_id
+        ]
+
+    def recent(self, limit: int) -> list[Accepted]:
+        """The `limit` (at most keep_events) most recently accepted events, newest first."""
+        limit = min(limit, self._keep)
+        out: list[Accepted] = []
+        for dataset_id, received_at, events, test_event_code in reversed(self._recent):
+            for event in reversed(events):
+                if len(out) >= limit:
+                    return out
+                out.append(Accepted(dataset_id, received_at, event, test_event_code))
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """The counts `GET /_emulator/stats` answers."""
+        return {
+            "requests": self.requests,
+            "accepted_requests": self.accepted_requests,
+            "events_received": self.events_received,
+            "distinct_keys": len(self._entries),
+            "duplicates": self.duplicates,
+            "errors": dict(sorted(self.errors.items())),
+            "faults": dict(sorted(self.faults.items())),
+            "events_by_dataset": dict(sorted(self.events_by_dataset.items())),
+        }
