@@ -7,7 +7,9 @@ import importlib
 from typing import Any
 
 # name -> (module, one-line help); each module exposes add_arguments(parser) and run(args) -> int.
-BENCHMARKS: dict[str, tuple[str, str]] = {}
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "emulator": ("stream.benchmarks.emulator", "events/s the Meta emulator validates (server core and end to end)"),
+}
 
 
 def register(sub: Any) -> None:
