@@ -33,6 +33,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import math
+import sys
 from array import array
 from typing import Final
 
@@ -53,6 +54,7 @@ DEFAULT_MAX_KEYS: Final = 5_000_000
 # the 32-byte int object (64 bits would need a third digit, 36 bytes), and it fits array('q').
 KEY_BITS: Final = 60
 _SHIFT: Final = 64 - KEY_BITS
+_LOWEST: Final = -sys.float_info.max
 
 
 class Verdict(enum.Enum):
@@ -146,7 +148,7 @@ class DedupeStore:
 
         Expires the buckets whose window is over at `now`. Raises ValueError for a NaN or infinite `now`.
         """
-        if not now < self._roll_at:  # NaN goes to _advance too, which refuses it
+        if not _LOWEST <= now < self._roll_at:  # NaN and -inf go to _advance too, which refuses them
             self._advance(now)
         if key in self._slot_of:
             return Verdict.SENT
@@ -165,7 +167,7 @@ class DedupeStore:
         accepted = self._pending.get(key)
         if accepted is None:
             raise NotPendingError("confirm of a key that is not pending")
-        newest = self._advance(now) if not now < self._roll_at else self._newest
+        newest = self._newest if _LOWEST <= now < self._roll_at else self._advance(now)
         bucket = int(accepted // self.bucket_s)
         if bucket + self.buckets < newest:
             del self._pending[key]
