@@ -9,6 +9,7 @@ from typing import Any
 # name -> (module, one-line help); each module exposes add_arguments(parser) and run(args) -> int.
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "emulator": ("stream.benchmarks.emulator", "events/s the Meta emulator validates (server core and end to end)"),
+    "dedupe": ("stream.benchmarks.dedupe", "bytes per key and ops/s of the dedupe store (1M, 10M keys)"),
 }
 
 

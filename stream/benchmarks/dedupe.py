@@ -1,0 +1,190 @@
+"""`capi-stream bench dedupe`: bytes per key and operations per second of the dedupe store.
+
+For each size N (default 1M; `--keys 1000000,10000000` for the README table) two fresh child processes
+(so one size's freed memory does not flatter the next):
+1. **trace**: tracemalloc counts the bytes Python allocated for N confirmed keys (the store only; the
+   keys arrive one by one as in the pipeline). This is the figure for the <= 100 B/key target.
+2. **time**: no tracing; N new keys go through check + confirm (the pipeline's path for a first copy),
+   then every key is looked up again (the path for a duplicate, which must say SENT). Reports ops/s,
+   CPU seconds and the RSS growth, which also counts allocator slack the trace does not see.
+`now` advances over 47 hours while the keys arrive, so they spread over the buckets as in production.
+`dedupe_key` is timed once on realistic (event_name, event_id) pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import subprocess
+import sys
+import time
+import tracemalloc
+from array import array
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from stream.dedupe import DedupeStore, Verdict, dedupe_key
+from stream.errors import UsageError
+
+TARGET_BYTES_PER_KEY = 100.0  # issue 7: <= 100 bytes per key at 1M keys
+TARGET_AT_KEYS = 1_000_000
+T0 = 1_800_000_000.0
+SPREAD_S = 47 * 3600.0  # keys arrive over most of the 48 h window: every bucket gets some
+CHUNK = 10_000  # keys per `now` step; keeps the clock out of the timed loop's per-key cost
+KEY_FN_SAMPLES = 200_000
+EVENT_NAMES = ("Purchase", "MobileAppInstall", "Subscribe", "StartTrial", "AddToCart", "fb_mobile_level_achieved")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `capi-stream bench dedupe`."""
+    parser.add_argument("--keys", default=str(TARGET_AT_KEYS),
+                        help="comma-separated store sizes (default 1000000; the README uses 1000000,10000000)")
+    parser.add_argument("--no-trace", action="store_true", help="skip the tracemalloc pass (RSS only)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed of the keys (default 1)")  # fmt: skip
+
+
+def parse_sizes(text: str) -> list[int]:
+    """`"1000000,10_000_000"` -> [1000000, 10000000]; UsageError for anything but positive integers."""
+    sizes = []
+    for part in text.split(","):
+        try:
+            size = int(part.strip())
+        except ValueError:
+            raise UsageError(f"--keys: {part.strip()!r} is not an integer") from None
+        if size < CHUNK:
+            raise UsageError(f"--keys: sizes must be at least {CHUNK}, got {size}")
+        sizes.append(size)
+    return sizes
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure every size in a fresh child process, print the table; exit 1 if a check or the target fails."""
+    sizes = parse_sizes(args.keys)
+    print(f"dedupe store, keys spread over {SPREAD_S / 3600:.0f} h, python {sys.version.split()[0]}")
+    print(f"{'keys':>11} {'B/key traced':>12} {'B/key RSS':>9} {'new check+confirm/s':>19} "
+          f"{'lookup/s':>10} {'CPU s':>6} {'peak RSS MB':>11}")  # fmt: skip
+    ok = True
+    for size in sizes:
+        traced = None if args.no_trace else _child("trace", size, args.seed)["bytes_per_key"]
+        timed = _child("time", size, args.seed)
+        ok &= timed["all_sent"]
+        traced_text = "-" if traced is None else f"{traced:.1f}"
+        rss_text = "-" if timed["rss_bytes_per_key"] is None else f"{timed['rss_bytes_per_key']:.1f}"
+        print(f"{size:>11,} {traced_text:>12} {rss_text:>9} {timed['new_per_s']:>19,.0f} "
+              f"{timed['lookup_per_s']:>10,.0f} {timed['cpu_s']:>6.1f} {timed['peak_rss_mb']:>11,.0f}")  # fmt: skip
+        if not timed["all_sent"]:
+            print(f"  ERROR: {timed['not_sent']} of {size} confirmed keys were not SENT on lookup")
+        if size == TARGET_AT_KEYS:
+            measured = traced if traced is not None else timed["rss_bytes_per_key"]
+            if measured is not None:
+                met = measured <= TARGET_BYTES_PER_KEY
+                ok &= met
+                print(f"  target <= {TARGET_BYTES_PER_KEY:.0f} B/key at {size:,} keys: "
+                      f"{'met' if met else 'MISSED'} ({measured:.1f})")  # fmt: skip
+    print(f"dedupe_key: {_key_fn_per_s():,.0f} keys/s (BLAKE2b-64 of event_name and event_id)")
+    return 0 if ok else 1
+
+
+def _child(mode: str, size: int, seed: int) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter and return its JSON answer."""
+    done = subprocess.run(
+        [sys.executable, "-m", "stream.benchmarks.dedupe", mode, str(size), str(seed)],
+        capture_output=True, check=False, cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"bench dedupe child ({mode}, {size}) failed: {done.stderr.decode()[-2000:]}")
+    answer: dict[str, Any] = orjson.loads(done.stdout)
+    return answer
+
+
+def _keys(size: int, seed: int) -> array[int]:
+    """`size` random 60-bit keys, as dedupe_key makes them, packed 8 bytes each.
+
+    Not checked for repeats (a set of 10M ints would leave freed memory that flatters the RSS figure);
+    a repeat (odds ~4e-5 at 10M) is a duplicate to the store, which _fill handles as the pipeline does.
+    """
+    rng = random.Random(seed)  # noqa: S311 - benchmark data, not secrets
+    return array("q", (rng.getrandbits(60) for _ in range(size)))
+
+
+def _fill(store: DedupeStore, keys: array[int]) -> None:
+    """check every key and confirm the NEW ones, the clock moving forward by SPREAD_S over the run."""
+    step = SPREAD_S * CHUNK / len(keys)
+    check, confirm, new = store.check, store.confirm, Verdict.NEW
+    for start in range(0, len(keys), CHUNK):
+        now = T0 + start // CHUNK * step
+        for key in keys[start : start + CHUNK]:
+            if check(key, now) is new:
+                confirm(key, now)
+
+
+def _rss_bytes() -> int | None:
+    """Resident set size of this process (Linux /proc), or None elsewhere."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def _measure_trace(size: int, seed: int) -> dict[str, Any]:
+    keys = _keys(size, seed)
+    store = DedupeStore(max_keys=size)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    _fill(store, keys)
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return {"bytes_per_key": (after - before) / len(store), "held": len(store)}
+
+
+def _measure_time(size: int, seed: int) -> dict[str, Any]:
+    keys = _keys(size, seed)
+    store = DedupeStore(max_keys=size)
+    rss_before = _rss_bytes()
+    cpu_before = time.process_time()
+    started = time.perf_counter()
+    _fill(store, keys)
+    fill_s = time.perf_counter() - started
+    rss_after = _rss_bytes()
+    now = T0 + SPREAD_S
+    check, sent = store.check, Verdict.SENT
+    started = time.perf_counter()
+    found = sum(check(key, now) is sent for key in keys)
+    lookup_s = time.perf_counter() - started
+    cpu_s = time.process_time() - cpu_before
+    rss_per_key = None if rss_before is None or rss_after is None else (rss_after - rss_before) / len(store)
+    return {
+        "new_per_s": size / fill_s,
+        "lookup_per_s": size / lookup_s,
+        "cpu_s": cpu_s,
+        "rss_bytes_per_key": rss_per_key,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "all_sent": found == size and store.evictions == 0 and store.pending == 0,
+        "not_sent": size - found,
+    }
+
+
+def _key_fn_per_s() -> float:
+    pairs = [(EVENT_NAMES[i % len(EVENT_NAMES)], f"{i:08x}-5f1c-4d2e-9a7b-{i * 7919:012x}")
+             for i in range(KEY_FN_SAMPLES)]  # fmt: skip
+    started = time.perf_counter()
+    for name, event_id in pairs:
+        dedupe_key(name, event_id)
+    return KEY_FN_SAMPLES / (time.perf_counter() - started)
+
+
+def _child_main(argv: list[str]) -> None:
+    mode, size, seed = argv[0], int(argv[1]), int(argv[2])
+    measure = _measure_trace if mode == "trace" else _measure_time
+    sys.stdout.buffer.write(orjson.dumps(measure(size, seed)))
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1:])
