@@ -31,9 +31,26 @@ def extinfo(value: Any) -> list[str] | Rejection:
     """The 16 extinfo strings ("" for unknown), or a rejection naming what is wrong."""
     if not isinstance(value, list | tuple):
         return Rejection("app_data_missing", "app_data.extinfo is required for app events")
+    if len(value) == meta.EXTINFO_LENGTH and all(type(item) is str for item in value):
+        slots = list(value)  # the usual shape: 16 strings already
+    else:
+        slots_or_rejection = _slots(value)
+        if isinstance(slots_or_rejection, Rejection):
+            return slots_or_rejection
+        slots = slots_or_rejection
+    if slots[0] not in meta.EXTINFO_VERSIONS:
+        slots[0] = slots[0].strip().lower()
+        if slots[0] not in meta.EXTINFO_VERSIONS:
+            return Rejection("invalid_extinfo", "extinfo slot 0 must be a2 (Android) or i2 (iOS)")
+    if not slots[meta.EXTINFO_OS_VERSION_SLOT].strip():
+        return Rejection("invalid_extinfo", "extinfo slot 4 (OS version) is required")
+    return slots
+
+
+def _slots(value: list[Any] | tuple[Any, ...]) -> list[str] | Rejection:
     if len(value) > meta.EXTINFO_LENGTH:
         return Rejection("invalid_extinfo", f"extinfo has {len(value)} slots, Meta defines 16")
-    slots = []
+    slots: list[str] = []
     for item in value:
         if item is None:
             slots.append("")
@@ -44,11 +61,6 @@ def extinfo(value: Any) -> list[str] | Rejection:
         else:
             return Rejection("invalid_extinfo", "extinfo slots must be strings")
     slots.extend([""] * (meta.EXTINFO_LENGTH - len(slots)))
-    slots[0] = slots[0].lower()
-    if slots[0] not in meta.EXTINFO_VERSIONS:
-        return Rejection("invalid_extinfo", "extinfo slot 0 must be a2 (Android) or i2 (iOS)")
-    if not slots[meta.EXTINFO_OS_VERSION_SLOT]:
-        return Rejection("invalid_extinfo", "extinfo slot 4 (OS version) is required")
     return slots
 
 
@@ -59,7 +71,7 @@ def normalize_app_data(
 
     For other action sources a bad app_data is dropped (and counted) instead, since Meta ignores it.
     """
-    if not isinstance(app_data, Mapping):
+    if type(app_data) is not dict and not isinstance(app_data, Mapping):
         if app_data is not None:
             dropped.append(Dropped("app_data", "invalid_type"))
         return Rejection("app_data_missing", "app events need app_data") if required else None

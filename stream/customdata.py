@@ -15,16 +15,19 @@ from stream import places
 from stream.userdata import Dropped
 from stream.validate import Rejection
 
-_NUMBERS: Final = ("value", "predicted_ltv", "net_revenue", "max_rating_value")
-_INTEGERS: Final = ("num_items",)
-_STRINGS: Final = ("content_type", "content_name", "content_category", "order_id", "search_string",
-                   "status", "description", "level")
+_NUM, _INT, _STR, _FLAG, _ENUM = "number", "integer", "string", "flag", "enum"
+# How each plain key of custom_data is checked [5][4]; currency, contents, content_ids and
+# custom_properties have their own functions.
+_KINDS: Final = {
+    **dict.fromkeys(("value", "predicted_ltv", "net_revenue", "max_rating_value"), _NUM),
+    "num_items": _INT,
+    **dict.fromkeys(("content_type", "content_name", "content_category", "order_id", "search_string",
+                     "status", "description", "level"), _STR),
+    "success": _FLAG, "delivery_category": _ENUM,
+}  # fmt: skip
 DELIVERY_CATEGORIES: Final = frozenset({"in_store", "curbside", "home_delivery"})
 _CONTENT_STRINGS: Final = ("title", "brand", "category")
-_KNOWN: Final = frozenset(
-    (*_NUMBERS, *_INTEGERS, *_STRINGS, "currency", "content_ids", "contents", "delivery_category",
-     "success", "custom_properties")
-)
+_KNOWN: Final = frozenset((*_KINDS, "currency", "content_ids", "contents", "custom_properties"))
 _LETTERS: Final = str.maketrans("", "", "".join(c for c in map(chr, range(128)) if not c.isalpha()))
 
 
@@ -72,67 +75,89 @@ def _content(item: Any, dropped: list[Dropped]) -> dict[str, Any] | None:
     return out
 
 
-def _put_simple(custom_data: Mapping[str, Any], out: dict[str, Any], dropped: list[Dropped]) -> None:
-    for key in _NUMBERS:
-        if (raw := custom_data.get(key)) is not None:
-            if (num := number(raw)) is None:
-                dropped.append(Dropped(f"custom_data.{key}", "invalid_number"))
-            else:
-                out[key] = num
-    for key in _INTEGERS:
-        if (raw := custom_data.get(key)) is not None:
-            if type(raw) is int:
-                out[key] = raw
-            else:
-                dropped.append(Dropped(f"custom_data.{key}", "invalid_number"))
-    for key in _STRINGS:
-        if type(text := custom_data.get(key)) is str and text.strip():
-            out[key] = text.strip()
-    if (success := custom_data.get("success")) is not None:
-        out["success"] = int(bool(success))  # app events: 0/1 [4]
-    category = custom_data.get("delivery_category")
-    if category in DELIVERY_CATEGORIES:
-        out["delivery_category"] = category
-    elif category is not None:
-        dropped.append(Dropped("custom_data.delivery_category", "invalid_delivery_category"))
+def _content_ids(ids: Any, dropped: list[Dropped]) -> list[str] | None:
+    if not isinstance(ids, list | tuple):
+        dropped.append(Dropped("custom_data.content_ids", "invalid_type"))
+        return None
+    kept = [str(i).strip() for i in ids if type(i) in (str, int) and str(i).strip()]
+    if len(kept) != len(ids):
+        dropped.append(Dropped("custom_data.content_ids", "invalid_type"))
+    return kept or None
 
 
-def _put_lists(custom_data: Mapping[str, Any], out: dict[str, Any], dropped: list[Dropped]) -> None:
-    ids = custom_data.get("content_ids")
-    if isinstance(ids, list | tuple):
-        kept = [str(i).strip() for i in ids if type(i) in (str, int) and str(i).strip()]
-        if len(kept) != len(ids):
-            dropped.append(Dropped("custom_data.content_ids", "invalid_type"))
-        if kept:
-            out["content_ids"] = kept
-    contents = custom_data.get("contents")
-    if isinstance(contents, list | tuple):
-        items = [c for c in (_content(i, dropped) for i in contents) if c is not None]
-        if items:
-            out["contents"] = items
-    extra = custom_data.get("custom_properties")
-    if isinstance(extra, Mapping):
-        for key, text in extra.items():
-            if key in _KNOWN or key in out:
-                dropped.append(Dropped(f"custom_data.custom_properties.{key}", "reserved_key"))
-            else:
-                out[key] = text
+def _contents(contents: Any, dropped: list[Dropped]) -> list[dict[str, Any]] | None:
+    if not isinstance(contents, list | tuple):
+        dropped.append(Dropped("custom_data.contents", "invalid_type"))
+        return None
+    items = [c for c in (_content(i, dropped) for i in contents) if c is not None]
+    return items or None
+
+
+def _custom_properties(extra: Any, out: dict[str, Any], dropped: list[Dropped]) -> None:
+    if not isinstance(extra, Mapping):
+        dropped.append(Dropped("custom_data.custom_properties", "invalid_type"))
+        return
+    for key, text in extra.items():
+        if key in _KNOWN or key in out:
+            dropped.append(Dropped(f"custom_data.custom_properties.{key}", "reserved_key"))
+        else:
+            out[key] = text
+
+
+def _simple(key: str, raw: Any, dropped: list[Dropped]) -> Any:
+    """The value to send for a number, integer, string, flag or enum key; None (and a drop) if bad."""
+    kind = _KINDS[key]
+    if kind is _NUM:
+        if (num := number(raw)) is not None:
+            return num
+        reason = "invalid_number"
+    elif kind is _STR:
+        if type(raw) is str and (text := raw.strip()):
+            return text
+        reason = "empty" if type(raw) is str else "invalid_type"
+    elif kind is _INT:
+        if type(raw) is int:
+            return raw
+        reason = "invalid_number"
+    elif key == "success":
+        return int(bool(raw))  # app events: 0/1 [4]
+    else:  # delivery_category
+        if raw in DELIVERY_CATEGORIES:
+            return raw
+        reason = "invalid_delivery_category"
+    dropped.append(Dropped(f"custom_data.{key}", reason))
+    return None
 
 
 def normalize_custom_data(custom_data: Any, dropped: list[Dropped]) -> dict[str, Any] | Rejection | None:
     """Meta's custom_data object, None when nothing is left, or a rejection for an invalid currency."""
-    if not isinstance(custom_data, Mapping):
+    if type(custom_data) is not dict and not isinstance(custom_data, Mapping):
         if custom_data is not None:
             dropped.append(Dropped("custom_data", "invalid_type"))
         return None
     out: dict[str, Any] = {}
-    raw_currency = custom_data.get("currency")
-    if raw_currency is not None:
-        code = currency(raw_currency)
-        if code is None:
-            return Rejection("invalid_currency", "custom_data.currency must be an ISO 4217 code")
-        out["currency"] = code
-    _put_simple(custom_data, out, dropped)
-    _put_lists(custom_data, out, dropped)
-    dropped.extend(Dropped(f"custom_data.{key}", "unknown_field") for key in custom_data if key not in _KNOWN)
+    extra = None
+    for key, raw in custom_data.items():
+        if raw is None:
+            continue
+        result: Any
+        if key in _KINDS:
+            result = _simple(key, raw, dropped)
+        elif key == "currency":
+            if (result := currency(raw)) is None:
+                return Rejection("invalid_currency", "custom_data.currency must be an ISO 4217 code")
+        elif key == "contents":
+            result = _contents(raw, dropped)
+        elif key == "content_ids":
+            result = _content_ids(raw, dropped)
+        elif key == "custom_properties":
+            extra = raw
+            continue
+        else:
+            dropped.append(Dropped(f"custom_data.{key}", "unknown_field"))
+            continue
+        if result is not None:
+            out[key] = result
+    if extra is not None:
+        _custom_properties(extra, out, dropped)
     return out or None

@@ -62,7 +62,7 @@ CURRENCIES: Final = frozenset(c.alpha_3.lower() for c in pycountry.currencies)
 
 def country_code(text: str) -> str | None:
     """ISO alpha-2 (lowercase) for a code, alpha-3, name or common alias; None if unknown."""
-    return COUNTRIES.get(letters_key(text))
+    return COUNTRIES.get(text.lower()) or COUNTRIES.get(letters_key(text))
 
 
 def us_state_code(letters: str) -> str | None:

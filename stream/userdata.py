@@ -29,8 +29,11 @@ from stream.fields import EMPTY, FIELD_REASONS, INTEGER_FIELDS, INVALID_TYPE, RA
 DEFAULT_HASH_CACHE_SIZE: Final = 100_000
 UNKNOWN_FIELD: Final = "unknown_field"
 _SHA256_HEX: Final = re.compile(r"[0-9a-fA-F]{64}")
-_LIST_FIELDS: Final = frozenset(meta.HASHED_LIST_FIELDS)
-_SCALAR_FIELDS: Final = frozenset(meta.HASHED_SCALAR_FIELDS)
+_LIST, _SCALAR, _RAW = "list", "scalar", "raw"
+_KINDS: Final = {
+    **dict.fromkeys(meta.HASHED_LIST_FIELDS, _LIST), **dict.fromkeys(meta.HASHED_SCALAR_FIELDS, _SCALAR),
+    **dict.fromkeys(RAW_NORMALIZERS, _RAW),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,21 +134,30 @@ def normalize_user_data(user_data: Mapping[str, Any], table: Mapping[str, fields
     unknown key is dropped with `unknown_field`. Never raises on any value.
     """
     out: dict[str, Any] = {}
+    cached = _hash
     for key, value in user_data.items():
         if value is None:
             continue
         result: Any
-        if key in _LIST_FIELDS:
+        kind = _KINDS.get(key)
+        if kind is _LIST and type(value) is str and (key != "external_id" or hash_external_id):
+            # hot path: one string for a hashed list key, usually a cache hit
+            if (digest := cached(table[key], value)) is not None:
+                out[key] = [digest]
+            else:
+                dropped.append(Dropped(f"user_data.{key}", _reason(key, value)))
+            continue
+        if kind is _LIST:
             if key == "external_id" and not hash_external_id:
                 result = _raw_list(key, value, dropped)
             else:
                 result = _hashed_list(key, value, table[key], dropped)
-        elif key in _SCALAR_FIELDS:
+        elif kind is _SCALAR:
             result = _hash(table[key], value) if type(value) is str else None
             if result is None:
                 reason = _reason(key, value) if type(value) is str else INVALID_TYPE
                 dropped.append(Dropped(f"user_data.{key}", reason))
-        elif key in RAW_NORMALIZERS:
+        elif kind is _RAW:
             result = _raw(key, value, dropped)
         else:
             dropped.append(Dropped(f"user_data.{key}", UNKNOWN_FIELD))

@@ -1,0 +1,102 @@
+"""`capi-stream bench normalize`: events/s of our normalize stage and of Meta's SDK, same events, same run.
+
+Events come from stream.samples (installs, registrations, trials, subscriptions, purchases; phones and
+names in 16 national formats; one person per 4 events by default, so values repeat as in a real
+stream). Throughput is events per CPU second of this single-threaded process, i.e. per core, which
+keeps the figure honest on a shared machine; wall-clock figures are printed too. Each contender runs
+`--rounds` times, interleaved, and the best round counts (the usual way to filter out noise).
+Our stage is measured with its hash cache cleared before each round (cold start) and with it off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gc
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+# Targets from the contract issue: per core, and against the SDK on the same events.
+TARGET_EVENTS_PER_S: Final = 100_000
+TARGET_RATIO: Final = 4.0
+NOW: Final = 1_790_000_000  # a fixed "now" so runs are comparable; events are within 24 h of it
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `bench normalize`."""
+    parser.add_argument("--events", type=int, default=20_000, help="events to generate (default 20000)")
+    parser.add_argument("--people", type=int, default=None, help="person pool size (default events/4)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per contender; best counts (default 3)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--default-country", default="US", help="phone default country (default US)")
+
+
+def _measure(work: Callable[[], Any], before: Callable[[], None] | None = None) -> tuple[float, float]:
+    if before is not None:
+        before()
+    gc.collect()
+    cpu, wall = time.process_time(), time.perf_counter()
+    work()
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
+def _best(samples: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    return min(s[0] for s in samples), min(s[1] for s in samples)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate the events, run both contenders, print the table; exit 0, or 2 on bad options."""
+    from stream import userdata  # noqa: PLC0415 -- heavy imports only when the benchmark runs
+    from stream.benchmarks.sdk_baseline import sdk_event  # noqa: PLC0415
+    from stream.errors import UsageError  # noqa: PLC0415
+    from stream.normalize import NormalizeSettings, normalize_event  # noqa: PLC0415
+    from stream.samples import generate  # noqa: PLC0415
+
+    if args.events < 1 or args.rounds < 1:
+        raise UsageError("--events and --rounds must be at least 1")
+    events = list(generate(args.events, args.seed, NOW, people=args.people))
+    settings = NormalizeSettings(default_country=args.default_country)
+
+    def ours() -> list[Any]:
+        return [normalize_event(r, NOW, settings) for r in events]
+
+    def sdk() -> list[Any]:
+        return [sdk_event(r) for r in events]
+
+    ours()  # load phone metadata and build the field tables once, as a running pipeline would have
+    sdk()
+    cold = lambda: userdata.set_hash_cache_size(userdata.DEFAULT_HASH_CACHE_SIZE)  # noqa: E731
+    off = lambda: userdata.set_hash_cache_size(0)  # noqa: E731
+    cached, uncached, baseline = [], [], []
+    hits = misses = 0
+    for _ in range(args.rounds):
+        cached.append(_measure(ours, cold))
+        hits, misses = userdata.hash_cache_stats()
+        uncached.append(_measure(ours, off))
+        baseline.append(_measure(sdk))
+    userdata.set_hash_cache_size(userdata.DEFAULT_HASH_CACHE_SIZE)
+
+    outcomes = ours()
+    reasons = collections.Counter(o.rejection.reason for o in outcomes if o.rejection is not None)
+    dropped = collections.Counter(d.reason for o in outcomes for d in o.dropped)
+    n = len(events)
+    rows = [("capi-stream, hash cache on (cold each round)", _best(cached)),
+            ("capi-stream, hash cache off", _best(uncached)),
+            ("Meta SDK facebook-business 26.0.3", _best(baseline))]
+    people = args.people if args.people is not None else max(1, n // 4)
+    print(f"bench normalize: {n:,} generated app events, {people:,} people, seed {args.seed}, "
+          f"best of {args.rounds} rounds, 1 core")
+    print(f"{'contender':46} {'events/s (CPU)':>15} {'events/s (wall)':>16}")
+    for label, (cpu, wall) in rows:
+        print(f"{label:46} {n / cpu:>15,.0f} {n / wall:>16,.0f}")
+    sdk_rate = n / rows[2][1][0]
+    for label, (cpu, _) in rows[:2]:
+        print(f"ratio vs SDK, {label.split(', ', 1)[1]:32} {n / cpu / sdk_rate:>5.1f}x")
+    print(f"hash cache: {hits:,} hits, {misses:,} misses ({hits / max(1, hits + misses):.0%} hit rate)")
+    print(f"outcomes: {n - sum(reasons.values()):,} events, rejected {dict(reasons)}, "
+          f"dropped fields {dict(dropped)}")
+    best = n / rows[0][1][0]
+    print(f"targets: >= {TARGET_EVENTS_PER_S:,} events/s per core: {'met' if best >= TARGET_EVENTS_PER_S else 'NOT met'}; "
+          f">= {TARGET_RATIO:.0f}x SDK: {'met' if best / sdk_rate >= TARGET_RATIO else 'NOT met'}")
+    return 0

@@ -1,0 +1,131 @@
+"""`capi-stream normalize`: what exactly would we send to Meta for these events?
+
+Reads JSON records shaped like schemas/conversion_event.avsc, one per line, from a file or stdin, and
+writes one JSON line per input line, in order: `{"event": {...}, "dropped": [...]}` or
+`{"rejected": {"reason": ..., "detail": ...}, "dropped": [...]}`. A line that is not JSON or does not
+fit the schema gives a `bad_record` rejection and the run goes on. Exit 0 when every line was a record,
+1 when some were bad records, 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from stream.errors import UsageError
+
+_FASTAVRO_MESSAGE = re.compile(r'"?(?P<path>[\w.]+) is <.*> of type (?P<got><[^>]*>) expected (?P<want>.+?)"?$',
+                               re.DOTALL)
+
+
+def register(sub: Any) -> None:
+    """Add the `normalize` command to the CLI."""
+    parser = sub.add_parser("normalize", help="show the Meta event (or the rejection) for each JSON record")
+    parser.add_argument("file", nargs="?", type=Path, help="JSON lines file (default: stdin)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="capi-stream config: per-app default country, consent and external_id policy")
+    parser.add_argument("--default-country", default=None, metavar="CC",
+                        help="ISO 3166-1 alpha-2 country for phones without a country code")
+    parser.add_argument("--now", type=int, default=None, metavar="UNIX_SECONDS",
+                        help="the current time for the 7-day window (default: the clock)")
+    parser.set_defaults(handler=run)
+
+
+def country_flag(value: str | None) -> str | None:
+    """The validated --default-country (upper case), or UsageError naming the flag."""
+    from stream import places  # noqa: PLC0415 -- pycountry tables load only when needed
+
+    if value is None:
+        return None
+    code = value.strip().lower()
+    if len(code) != 2 or places.COUNTRIES.get(code) != code:
+        raise UsageError(f"--default-country {value!r} is not an ISO 3166-1 alpha-2 country code (e.g. US)")
+    return code.upper()
+
+
+def _settings_chooser(args: argparse.Namespace) -> Callable[[Mapping[str, Any]], Any]:
+    from stream.normalize import NormalizeSettings  # noqa: PLC0415
+
+    fallback = NormalizeSettings(default_country=country_flag(args.default_country))
+    if args.config is None:
+        return lambda record: fallback
+    from stream import config  # noqa: PLC0415
+
+    routes = config.load(args.config).route()
+    per_app = {
+        app: NormalizeSettings(default_country=fallback.default_country or dest.default_country.upper() or None,
+                               require_consent=dest.require_consent, hash_external_id=dest.hash_external_id)
+        for app, dest in routes.items()
+    }
+    return lambda record: per_app.get(record.get("app_id"), fallback)
+
+
+def bad_record_detail(exc: Exception) -> str:
+    """A short reason a line is not a record, without echoing the line's values (they may be PII)."""
+    text = str(exc).strip().strip("[]").strip()
+    if (m := _FASTAVRO_MESSAGE.match(text)) is not None:
+        path = m["path"].removeprefix("io.capistream.")
+        return f"{path}: got {m['got'].strip('<>').removeprefix('class ')}, expected {m['want']}"
+    return type(exc).__name__
+
+
+def normalize_lines(lines: Iterable[bytes | str], now: int, choose: Callable[[Mapping[str, Any]], Any],
+                    out: IO[bytes]) -> tuple[int, int, int]:
+    """Write one JSON answer per line to `out`; return (events, rejected, bad records)."""
+    import orjson  # noqa: PLC0415
+    from fastavro.validation import ValidationError, validate  # noqa: PLC0415
+
+    from stream.normalize import BAD_RECORD, normalize_event  # noqa: PLC0415
+    from stream.schema import load_schema  # noqa: PLC0415
+
+    schema = load_schema()
+    counts = [0, 0, 0]
+    for line in lines:
+        try:
+            record = orjson.loads(line)
+            if not isinstance(record, dict):
+                raise TypeError("not a JSON object")  # noqa: TRY301 -- one path for every bad line
+            validate(record, schema, raise_errors=True)
+        except (orjson.JSONDecodeError, TypeError, ValidationError) as exc:
+            detail = "not JSON" if isinstance(exc, orjson.JSONDecodeError) else bad_record_detail(exc)
+            answer: dict[str, Any] = {"rejected": {"reason": BAD_RECORD, "detail": detail}}
+            counts[2] += 1
+        else:
+            outcome = normalize_event(record, now, choose(record))
+            dropped = [{"field": d.field, "reason": d.reason} for d in outcome.dropped]
+            if outcome.rejection is None:
+                answer = {"event": outcome.event, "dropped": dropped}
+                counts[0] += 1
+            else:
+                answer = {"rejected": {"reason": outcome.rejection.reason, "detail": outcome.rejection.detail},
+                          "dropped": dropped}
+                counts[1] += 1
+        out.write(orjson.dumps(answer) + b"\n")
+    return counts[0], counts[1], counts[2]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Normalize every line; 0 if all were records, 1 if some were bad records (UsageError -> 2)."""
+    if args.now is not None and args.now < 0:
+        raise UsageError("--now must be Unix seconds (>= 0)")
+    choose = _settings_chooser(args)
+    now = args.now if args.now is not None else int(time.time())
+    if args.file is not None:
+        try:
+            stream: IO[bytes] = args.file.open("rb")
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.file}: {exc.strerror}") from exc
+    else:
+        stream = sys.stdin.buffer
+    with stream:
+        lines = (line.rstrip(b"\r\n") for line in stream)
+        events, rejected, bad = normalize_lines(lines, now, choose, sys.stdout.buffer)
+    sys.stdout.flush()
+    print(f"normalize: {events + rejected + bad} lines: {events} events, {rejected} rejected, "
+          f"{bad} bad records", file=sys.stderr)
+    return 1 if bad else 0
