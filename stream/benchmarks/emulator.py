@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
 import orjson
+
+from stream.emulator.samples import sample_events
 
 DATASET = "1234567890"
 TOKEN = "bench-token"  # noqa: S105 - a fake token for a local emulator
@@ -36,41 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-http", action="store_true", help="only the in-process core measurement")
 
 
-def _hashes(n: int) -> list[str]:
-    return [hashlib.sha256(str(i).encode()).hexdigest() for i in range(n)]
-
-
-def make_events(request_no: int, count: int, now: int) -> list[dict[str, Any]]:
-    """`count` valid app events shaped like the pipeline's output, with unique event ids."""
-    pool = _hashes(64)
-    extinfo = ["a2", "com.example.app", "1.0", "1.0.0", "14", "Pixel 8", "en_US", "UTC", "carrier",
-               "1080", "2400", "2.5", "8", "128", "64", "Europe/Berlin"]  # fmt: skip
-    events = []
-    for i in range(count):
-        purchase = i % 3 == 0
-        event: dict[str, Any] = {
-            "event_name": "Purchase" if purchase else "MobileAppInstall",
-            "event_time": now - (i % 3600),
-            "event_id": f"r{request_no}-e{i}",
-            "action_source": "app",
-            "user_data": {
-                "em": [pool[i % 64]], "ph": [pool[(i + 1) % 64]], "external_id": [pool[(i + 2) % 64]],
-                "country": [pool[(i + 3) % 64]], "client_ip_address": "203.0.113.7",
-                "anon_id": f"anon-{i}", "madid": "38400000-8cf0-11bd-b23e-10b96e40000d",
-            },
-            "app_data": {"advertiser_tracking_enabled": 1, "application_tracking_enabled": 1,
-                         "extinfo": extinfo},
-        }  # fmt: skip
-        if purchase:
-            event["custom_data"] = {"value": 9.99, "currency": "usd", "content_ids": ["sku-1"]}
-        events.append(event)
-    return events
-
-
 def _bodies(requests: int, events: int, now: int) -> tuple[list[bytes], list[bytes]]:
     json_bodies, form_bodies = [], []
     for r in range(requests):
-        batch = make_events(r, events, now)
+        batch = sample_events(events, now, prefix=f"r{r}-e")
         json_bodies.append(orjson.dumps({"data": batch, "access_token": TOKEN}))
         form_bodies.append(urlencode({"data": orjson.dumps(batch).decode(), "access_token": TOKEN}).encode())
     return json_bodies, form_bodies
@@ -122,7 +91,11 @@ def measure_http(bodies: list[bytes], events: int, concurrency: int) -> dict[str
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert child.stdout is not None  # noqa: S101 - stdout=PIPE above
-        base = child.stdout.readline().strip()
+        base = ""
+        for _ in range(20):  # log lines may come first; the URL is the line that starts with http://
+            base = child.stdout.readline().strip()
+            if base.startswith("http://") or not base:
+                break
         if not base.startswith("http://"):
             raise SystemExit("bench: the emulator did not start")
         url = f"{base}/v26.0/{DATASET}/events"

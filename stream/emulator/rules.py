@@ -46,6 +46,7 @@ from stream.meta import (
     PHYSICAL_STORE_MAX_AGE_S,
     RAW_FIELDS,
     TOO_BROAD_KEY_SETS,
+    is_too_broad,
 )
 
 Event = dict[str, Any]
@@ -64,6 +65,11 @@ _CURRENCIES: Final = frozenset(c.alpha_3.lower() for c in pycountry.currencies)
 _PURCHASE: Final = "Purchase"
 # JSON booleans and 0/1 (as numbers or strings) are what Meta's pages and SDK send for the ATT flag [4].
 _ATE_VALUES: Final = frozenset({"0", "1"})
+# The fast pass takes only the common, unambiguous shapes; anything else goes to `check_event`.
+# Hashable by construction: a list or dict value is never `in` these (the test is on type first).
+_FAST_SOURCES: Final = ACTION_SOURCES - {"physical_store", "website"}
+_FAST_ATE: Final = (0, 1, True, False, "0", "1")
+_FAST_EXTINFO_VERSIONS: Final = tuple(EXTINFO_VERSIONS)
 
 
 def _missing(name: str) -> MetaError:
@@ -147,58 +153,18 @@ def read_events(data: object) -> list[Event] | MetaError:
     return events
 
 
-def _find_unhashed(user_data: Mapping[str, Any]) -> MetaError:
-    """The error naming the first hashed field that is not SHA-256 (the slow path of a bad event)."""
-    for key, value in user_data.items():
-        if key not in HASHED_FIELDS or value is None:
-            continue
-        values = value if type(value) is list else [value]
-        if any(type(v) is not str or _SHA256.fullmatch(v) is None for v in values):
-            return _UNHASHED[key]
-    raise AssertionError("_find_unhashed called for valid user_data")  # pragma: no cover
-
-
 def _check_user_data(user_data: Mapping[str, Any]) -> MetaError | None:
-    hashed: list[str] = []  # every value that must be SHA-256, checked at once below
-    broad: list[str] = []  # keys that could form a too-broad set; any other key ends the question
-    strong = False
+    present = []
     for key, value in user_data.items():
         kind = _KIND.get(key)
-        if kind is None:
+        if kind is None or value is None or value == "" or value == []:
             continue
         if kind is _HASHED:
-            if type(value) is list:
-                if not value:
-                    continue
-                hashed += value
-            elif type(value) is str:
-                hashed.append(value)
-            elif value is None:
-                continue
-            else:
+            values = value if type(value) is list else [value]
+            if any(type(v) is not str or _SHA256.fullmatch(v) is None for v in values):
                 return _UNHASHED[key]
-        elif value is None or value == "" or value == []:
-            continue
-        if not strong:
-            if key in _BROAD_UNION:
-                broad.append(key)
-            else:
-                strong = True
-    if hashed:
-        # One pattern over all hashed values joined by newlines: the length test and the pattern
-        # together hold only when each value is exactly 64 lowercase hex characters.
-        try:
-            joined = "\n".join(hashed)
-        except TypeError:
-            return _find_unhashed(user_data)
-        if len(joined) != 65 * len(hashed) - 1 or _SHA256_LINES(joined) is None:
-            return _find_unhashed(user_data)
-    if strong:
-        return None
-    if not broad:
-        return _INSUFFICIENT
-    present = frozenset(broad)
-    if any(present <= broad_set for broad_set in TOO_BROAD_KEY_SETS):
+        present.append(key)
+    if not present or is_too_broad(frozenset(present)):
         return _INSUFFICIENT
     return None
 
@@ -226,13 +192,53 @@ def _check_purchase(custom_data: object) -> MetaError | None:
         return _PURCHASE_VALUE
     value = custom_data.get("value")
     currency = custom_data.get("currency")
-    if (
-        type(value) not in (int, float)
-        or type(currency) is not str
-        or currency.lower() not in _CURRENCIES
-    ):
+    if type(value) not in (int, float) or type(currency) is not str or currency.lower() not in _CURRENCIES:
         return _PURCHASE_VALUE
     return None
+
+
+def _event_id(event: Event) -> str | None:
+    event_id = event.get("event_id")
+    return event_id if type(event_id) is str else None
+
+
+def check_event(event: Event, now: float, rejected_ids: frozenset[str] = frozenset()) -> MetaError | None:
+    """Meta's error for one event, or None: the rules of the module table, in order (the reference).
+
+    `validate_events` gives the same answers faster; tests hold the two together.
+    """
+    name = event.get("event_name")
+    if type(name) is not str or not name:
+        return _MISSING["event_name"]
+    event_time: Any = event.get("event_time")
+    if type(event_time) not in (int, float):
+        return _MISSING["event_time"]
+    source = event.get("action_source")
+    if type(source) is not str:
+        return _MISSING["action_source"]
+    if source not in ACTION_SOURCES:
+        return _INVALID_ACTION_SOURCE
+    max_age = PHYSICAL_STORE_MAX_AGE_S if source == "physical_store" else MAX_EVENT_AGE_S
+    if event_time < now - max_age:
+        return _TOO_OLD
+    if event_time > now + MAX_FUTURE_SKEW_S:
+        return _FUTURE
+    user_data = event.get("user_data")
+    if type(user_data) is not dict:
+        return _MISSING["user_data"]
+    problem = _check_user_data(user_data)
+    if problem is None and source == "app":
+        problem = _check_app_data(event.get("app_data"))
+    if problem is None and source == "website":
+        if not user_data.get("client_user_agent"):
+            return _MISSING["client_user_agent"]
+        if not event.get("event_source_url"):
+            return _MISSING["event_source_url"]
+    if problem is None and name == _PURCHASE:
+        problem = _check_purchase(event.get("custom_data"))
+    if problem is None and rejected_ids and _event_id(event) in rejected_ids:
+        return _REJECTED
+    return problem
 
 
 def validate_events(
@@ -241,47 +247,99 @@ def validate_events(
     """Meta's error for the first invalid event of `events`, or None when every event is valid.
 
     `now` is the current Unix time in seconds; `rejected_ids` are event ids the test hook refuses.
+    A fast pass answers "all valid" for the common case; when it has any doubt, `check_event` runs
+    over the events in order and names the first problem.
     """
-    oldest = now - MAX_EVENT_AGE_S
-    oldest_store = now - PHYSICAL_STORE_MAX_AGE_S
-    newest = now + MAX_FUTURE_SKEW_S
+    if _all_valid(events, now, rejected_ids):
+        return None
     for event in events:
-        name = event.get("event_name")
-        if type(name) is not str or not name:
-            return _MISSING["event_name"]
-        event_time = event.get("event_time")
-        if type(event_time) is not int and type(event_time) is not float:
-            return _MISSING["event_time"]
-        source = event.get("action_source")
-        if type(source) is not str:
-            return _MISSING["action_source"]
-        if source not in ACTION_SOURCES:
-            return _INVALID_ACTION_SOURCE
-        if event_time < oldest and (source != "physical_store" or event_time < oldest_store):
-            return _TOO_OLD
-        if event_time > newest:
-            return _FUTURE
-        user_data = event.get("user_data")
-        if type(user_data) is not dict:
-            return _MISSING["user_data"]
-        problem = _check_user_data(user_data)
+        problem = check_event(event, now, rejected_ids)
         if problem is not None:
             return problem
-        if source == "app":
-            problem = _check_app_data(event.get("app_data"))
-            if problem is not None:
-                return problem
-        elif source == "website":
-            if not user_data.get("client_user_agent"):
-                return _MISSING["client_user_agent"]
-            if not event.get("event_source_url"):
-                return _MISSING["event_source_url"]
-        if name == _PURCHASE:
-            problem = _check_purchase(event.get("custom_data"))
-            if problem is not None:
-                return problem
-        if rejected_ids:
-            event_id = event.get("event_id")
-            if type(event_id) is str and event_id in rejected_ids:
-                return _REJECTED
     return None
+
+
+def _all_valid(events: list[Event], now: float, rejected_ids: frozenset[str]) -> bool:
+    """True only when every event passes `check_event`; False means "look closer", not "invalid".
+
+    One loop over events and one over user_data keys with everything inlined; the SHA-256 test of all
+    hashed values of the request is one pattern match over them joined by newlines, which holds
+    only when each value is exactly 64 lowercase hex characters (the length test rules out a value
+    holding a newline).
+    """
+    oldest = now - MAX_EVENT_AGE_S
+    newest = now + MAX_FUTURE_SKEW_S
+    hashed: list[str] = []
+    kinds = _KIND
+    for event in events:
+        name = event.get("event_name")
+        event_time: Any = event.get("event_time")
+        source = event.get("action_source")
+        user_data = event.get("user_data")
+        if (
+            type(name) is not str
+            or not name
+            or type(event_time) not in (int, float)
+            or not oldest <= event_time <= newest
+            or type(user_data) is not dict
+            or type(source) is not str
+            or source not in _FAST_SOURCES
+        ):
+            return False
+        strong = False
+        for key, value in user_data.items():
+            kind = kinds.get(key)
+            if kind is None:
+                continue
+            if kind is _HASHED:
+                if type(value) is list:
+                    if not value:
+                        continue
+                    hashed += value
+                elif type(value) is str:
+                    hashed.append(value)
+                elif value is None:
+                    continue
+                else:
+                    return False
+            elif value is None or value == "" or value == []:
+                continue
+            if not strong and key not in _BROAD_UNION:
+                strong = True
+        if not strong:  # only keys of too-broad sets, or none: let check_event decide
+            return False
+        if source == "app":
+            app_data = event.get("app_data")
+            if type(app_data) is not dict:
+                return False
+            ate = app_data.get("advertiser_tracking_enabled")
+            extinfo = app_data.get("extinfo")
+            if (
+                type(ate) not in (int, bool, str)
+                or ate not in _FAST_ATE
+                or type(extinfo) is not list
+                or len(extinfo) != EXTINFO_LENGTH
+                or extinfo[0] not in _FAST_EXTINFO_VERSIONS
+                or not extinfo[EXTINFO_OS_VERSION_SLOT]
+            ):
+                return False
+        if name == _PURCHASE:
+            custom_data = event.get("custom_data")
+            if type(custom_data) is not dict:
+                return False
+            currency = custom_data.get("currency")
+            if (
+                type(custom_data.get("value")) not in (int, float)
+                or type(currency) is not str
+                or currency.lower() not in _CURRENCIES
+            ):
+                return False
+        if rejected_ids and _event_id(event) in rejected_ids:
+            return False
+    if not hashed:
+        return True
+    try:
+        joined = "\n".join(hashed)
+    except TypeError:
+        return False
+    return len(joined) == 65 * len(hashed) - 1 and _SHA256_LINES(joined) is not None
