@@ -1,0 +1,113 @@
+"""The ledger: Meta-style dedupe over 48 hours, exact acceptance counts, recent events (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream.emulator.samples import sample_events
+from stream.emulator.state import Ledger
+from stream.meta import DEDUPE_WINDOW_S
+
+NOW = 1_790_000_000
+
+
+def test_same_name_and_id_within_48h_is_a_duplicate() -> None:
+    """The second acceptance of (event_name, event_id) within the window counts as a duplicate."""
+    ledger = Ledger()
+    events = sample_events(3, NOW)
+    assert ledger.accept("ds", events, NOW) == 0
+    assert ledger.accept("ds", events[:2], NOW + DEDUPE_WINDOW_S - 1) == 2
+    assert ledger.stats()["duplicates"] == 2
+    assert ledger.stats()["events_received"] == 5
+
+
+def test_after_48h_the_window_starts_again() -> None:
+    """An event seen again after the window is new again, and opens a fresh window."""
+    ledger = Ledger()
+    events = sample_events(1, NOW)
+    ledger.accept("ds", events, NOW)
+    assert ledger.accept("ds", events, NOW + DEDUPE_WINDOW_S) == 0
+    assert ledger.accept("ds", events, NOW + DEDUPE_WINDOW_S + 10) == 1
+
+
+@pytest.mark.parametrize(
+    ("dataset", "name", "event_id"), [("other", None, None), ("ds", "Lead", None), ("ds", None, "e-other")]
+)
+def test_key_is_dataset_name_and_id(dataset: str, name: str | None, event_id: str | None) -> None:
+    """Another dataset, event name or event id is not a duplicate."""
+    ledger = Ledger()
+    event = sample_events(1, NOW)[0]
+    ledger.accept("ds", [event], NOW)
+    other = dict(event, event_name=name or event["event_name"], event_id=event_id or event["event_id"])
+    assert ledger.accept(dataset, [other], NOW + 1) == 0
+
+
+def test_events_without_id_are_never_duplicates() -> None:
+    """Without an event_id Meta cannot deduplicate, so repeated events all count as new."""
+    ledger = Ledger()
+    event = sample_events(1, NOW)[0]
+    del event["event_id"]
+    assert ledger.accept("ds", [event, event], NOW) == 0
+    assert ledger.received() == [{"dataset_id": "ds", "event_name": "Purchase", "event_id": None, "count": 2}]
+
+
+def test_received_counts_every_acceptance() -> None:
+    """`received` lists each key once with the exact number of times it was accepted."""
+    ledger = Ledger()
+    events = sample_events(3, NOW)
+    ledger.accept("ds", events, NOW)
+    ledger.accept("ds", events[1:2], NOW + 5)
+    ledger.accept("ds2", events[:1], NOW + 5)
+    counts = {(r["dataset_id"], r["event_id"]): r["count"] for r in ledger.received()}
+    assert counts == {("ds", "e0"): 1, ("ds", "e1"): 2, ("ds", "e2"): 1, ("ds2", "e0"): 1}
+    assert [r["event_id"] for r in ledger.received("ds2")] == ["e0"]
+
+
+def test_numeric_event_ids_are_keyed_as_strings() -> None:
+    """An event_id sent as a number is the same key as its string form."""
+    ledger = Ledger()
+    event = sample_events(1, NOW)[0]
+    ledger.accept("ds", [dict(event, event_id=7)], NOW)
+    assert ledger.accept("ds", [dict(event, event_id="7")], NOW) == 1
+
+
+def test_recent_is_newest_first_and_bounded() -> None:
+    """`recent` gives at most keep_events bodies, newest first, with dataset and test code."""
+    ledger = Ledger(keep_events=5)
+    ledger.accept("ds", sample_events(4, NOW, prefix="a"), NOW)
+    ledger.accept("ds", sample_events(4, NOW, prefix="b"), NOW + 1, test_event_code="TEST1")
+    recent = ledger.recent(100)
+    assert [r.event["event_id"] for r in recent] == ["b3", "b2", "b1", "b0", "a3"]
+    assert recent[0].test_event_code == "TEST1"
+    assert recent[-1].test_event_code is None
+    assert [r.event["event_id"] for r in ledger.recent(2)] == ["b3", "b2"]
+    assert ledger.recent(0) == []
+
+
+def test_keep_zero_keeps_no_bodies() -> None:
+    """With keep_events 0 nothing is kept but counts still are."""
+    ledger = Ledger(keep_events=0)
+    ledger.accept("ds", sample_events(3, NOW), NOW)
+    assert ledger.recent(10) == []
+    assert ledger.stats()["events_received"] == 3
+
+
+def test_reset_forgets_everything() -> None:
+    """After reset the counts, the dedupe memory and the recent events are empty."""
+    ledger = Ledger()
+    events = sample_events(2, NOW)
+    ledger.count_request()
+    ledger.count_error("100/2804003")
+    ledger.count_fault("reset")
+    ledger.accept("ds", events, NOW)
+    ledger.reset()
+    assert ledger.stats() == {"requests": 0, "accepted_requests": 0, "events_received": 0, "distinct_keys": 0,
+                              "duplicates": 0, "errors": {}, "faults": {}, "events_by_dataset": {}}  # fmt: skip
+    assert ledger.accept("ds", events, NOW) == 0
+    assert ledger.recent(10)[0].event["event_id"] == "e1"
+
+
+def test_negative_keep_is_refused() -> None:
+    """A negative number of kept events is a programming error."""
+    with pytest.raises(ValueError, match="keep_events"):
+        Ledger(keep_events=-1)
