@@ -18,7 +18,11 @@ from stream.errors import CapiStreamError, UsageError
 # Order is the order of `capi-stream --help`.
 COMMAND_MODULES: tuple[str, ...] = (
     "stream.commands.kafka",
+    "stream.commands.demo",
+    "stream.commands.run",
     "stream.commands.produce",
+    "stream.commands.normalize",
+    "stream.commands.emulator",
     "stream.commands.bench",
 )
 
