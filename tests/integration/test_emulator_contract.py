@@ -1,0 +1,609 @@
+"""The emulator's contract over a real socket: Meta's endpoint, its errors, dedupe, faults, inspection.
+
+Every test runs an emulator on 127.0.0.1 (no Kafka). Faults are seeded, so their order is exact;
+hold-type faults use a short client timeout against a long hold, never a timed assert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import aiohttp
+import orjson
+import pytest
+
+from stream.emulator import Emulator, EmulatorError, EmulatorThread, errors
+from stream.emulator.samples import sample_events, sha256
+from stream.meta import GRAPH_API_VERSION, MAX_EVENT_AGE_S
+
+if TYPE_CHECKING:
+    from conftest_emulator import EmulatorFactory
+
+# The emulator fixtures (emulator, emulator_factory, emulator_thread, http).
+pytest_plugins = ["conftest_emulator"]
+
+DATASET = "1234567890"
+TOKEN = "tok-1"  # noqa: S105 - a fake token for the local emulator
+Event = dict[str, Any]
+
+
+def _post_sync(url: str, body: bytes) -> tuple[int, Any]:
+    """POST JSON with the standard library (for synchronous tests)."""
+    address, path = url.removeprefix("http://").split("/", 1)
+    host, port = address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request("POST", "/" + path, body=body, headers={"Content-Type": "application/json"})
+        answer = connection.getresponse()
+        return answer.status, orjson.loads(answer.read())
+    finally:
+        connection.close()
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _events_url(emu: Emulator, dataset: str = DATASET, version: str = GRAPH_API_VERSION) -> str:
+    return f"{emu.url}/{version}/{dataset}/events"
+
+
+async def _post_json(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> tuple[int, Any, Any]:
+    async with http.post(url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}) as r:
+        return r.status, orjson.loads(await r.read()), r.headers
+
+
+async def _get(http: aiohttp.ClientSession, url: str) -> Any:
+    async with http.get(url) as r:
+        assert r.status == 200
+        return orjson.loads(await r.read())
+
+
+# --- request encodings -----------------------------------------------------------------------------
+
+
+def _as_json(events: list[Event]) -> tuple[str, bytes, str]:
+    return "", orjson.dumps({"data": events, "access_token": TOKEN, "test_event_code": "T1"}), "application/json"
+
+
+def _as_form(events: list[Event]) -> tuple[str, bytes, str]:
+    body = {"data": orjson.dumps(events).decode(), "access_token": TOKEN, "test_event_code": "T1"}
+    return "", urlencode(body).encode(), "application/x-www-form-urlencoded"
+
+
+def _as_form_token_in_query(events: list[Event]) -> tuple[str, bytes, str]:
+    body = urlencode({"data": orjson.dumps(events).decode(), "test_event_code": "T1"})
+    return f"?access_token={TOKEN}", body.encode(), "application/x-www-form-urlencoded"
+
+
+def _as_json_strings(events: list[Event]) -> tuple[str, bytes, str]:
+    # Meta's SDK encodes each event as a JSON string inside `data`.
+    body = {"data": [orjson.dumps(e).decode() for e in events], "test_event_code": "T1"}
+    return f"?access_token={TOKEN}", orjson.dumps(body), "application/json"
+
+
+ENCODINGS = [_as_json, _as_form, _as_form_token_in_query, _as_json_strings]
+
+
+async def _send(http: aiohttp.ClientSession, emu: Emulator, encode: Callable[..., Any], events: list[Event]) -> Any:
+    query, body, content_type = encode(events)
+    async with http.post(_events_url(emu) + query, data=body, headers={"Content-Type": content_type}) as r:
+        payload = orjson.loads(await r.read())
+        payload.get("error", {}).pop("fbtrace_id", None)
+        payload.pop("fbtrace_id", None)
+        return r.status, payload
+
+
+def _invalid_batch() -> list[Event]:
+    events = sample_events(3, _now())
+    events[1]["user_data"]["em"] = ["someone@example.com"]
+    return events
+
+
+@pytest.mark.parametrize("encode", ENCODINGS, ids=[e.__name__ for e in ENCODINGS])
+async def test_every_encoding_gives_the_same_result(
+    encode: Callable[..., Any], emulator_factory: EmulatorFactory, http: aiohttp.ClientSession
+) -> None:
+    """JSON, form-encoded, token in the query and SDK-style JSON strings accept and refuse alike."""
+    reference = await emulator_factory(tokens={DATASET: TOKEN})
+    other = await emulator_factory(tokens={DATASET: TOKEN})
+    good = sample_events(5, _now())
+    assert await _send(http, reference, _as_json, good) == (200, {"events_received": 5, "messages": []})
+    assert await _send(http, other, encode, good) == (200, {"events_received": 5, "messages": []})
+    assert other.ledger.received() == reference.ledger.received()
+    assert [a.event for a in other.ledger.recent(5)] == [a.event for a in reference.ledger.recent(5)]
+    assert other.ledger.recent(1)[0].test_event_code == "T1"
+    refused = await _send(http, reference, _as_json, _invalid_batch())
+    assert refused[0] == 400
+    assert await _send(http, other, encode, _invalid_batch()) == refused
+
+
+async def test_multipart_form_is_read_too(emulator: Emulator, http: aiohttp.ClientSession) -> None:
+    """A multipart/form-data body with a `data` field is accepted like the url-encoded one."""
+    form = aiohttp.FormData({"data": orjson.dumps(sample_events(2, _now())).decode(), "access_token": TOKEN})
+    async with http.post(_events_url(emulator), data=form) as r:
+        assert r.status == 200
+        assert (await r.json())["events_received"] == 2
+
+
+async def test_success_body_and_trace_header(emulator: Emulator, http: aiohttp.ClientSession) -> None:
+    """A valid request answers 200 with Meta's success body and the trace id also in a header."""
+    status, body, headers = await _post_json(http, _events_url(emulator),
+                                             {"data": sample_events(3, _now()), "access_token": TOKEN})  # fmt: skip
+    assert status == 200
+    assert set(body) == {"events_received", "messages", "fbtrace_id"}
+    assert body["events_received"] == 3
+    assert body["messages"] == []
+    assert body["fbtrace_id"].startswith("A")
+    assert headers["x-fb-trace-id"] == body["fbtrace_id"]
+
+
+# --- each validation rule and its error body -------------------------------------------------------
+
+H = sha256("x")
+
+
+def _break(event: Event, rule: str) -> None:
+    if rule == "missing_field":
+        del event["event_name"]
+    elif rule == "action_source":
+        event["action_source"] = "mobile"
+    elif rule == "too_old":
+        event["event_time"] = _now() - MAX_EVENT_AGE_S - 60
+    elif rule == "future":
+        event["event_time"] = _now() + 3600
+    elif rule == "unhashed":
+        event["user_data"]["em"] = "raw@example.com"
+    elif rule == "no_customer_info":
+        event["user_data"] = {}
+    elif rule == "too_broad":
+        event["user_data"] = {"country": H, "ge": H}
+    elif rule == "app_data":
+        event["app_data"]["extinfo"][0] = "w1"
+    elif rule == "purchase":
+        del event["custom_data"]["currency"]
+    elif rule == "website":
+        event["action_source"] = "website"
+
+
+RULES = [
+    ("missing_field", errors.SUBCODE_MISSING_FIELD, "Missing Required Parameter"),
+    ("action_source", errors.SUBCODE_INVALID_ACTION_SOURCE, "Invalid Action Source"),
+    ("too_old", 2804003, "Event Timestamp Too Old"),
+    ("future", errors.SUBCODE_INVALID_EVENT_TIME, "Event Timestamp In The Future"),
+    ("unhashed", errors.SUBCODE_UNHASHED_FIELD, "Unhashed Customer Information"),
+    ("no_customer_info", 2804050, "Insufficient Customer Information Parameters"),
+    ("too_broad", 2804050, "Insufficient Customer Information Parameters"),
+    ("app_data", errors.SUBCODE_INVALID_APP_DATA, "Invalid App Data"),
+    ("purchase", errors.SUBCODE_PURCHASE_VALUE, "Missing Value Or Currency"),
+    ("website", errors.SUBCODE_MISSING_FIELD, "Missing Required Parameter"),
+]
+
+
+@pytest.mark.parametrize(("rule", "subcode", "title"), RULES, ids=[r[0] for r in RULES])
+async def test_each_rule_answers_metas_error_and_refuses_the_whole_request(
+    rule: str, subcode: int, title: str, emulator: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """One bad event among good ones: HTTP 400, Meta's full error body, and no event recorded."""
+    events = sample_events(4, _now())
+    _break(events[3], rule)  # index 3 is a MobileAppInstall; 0 is a Purchase
+    if rule == "purchase":
+        _break(events[0], rule)
+    status, body, headers = await _post_json(http, _events_url(emulator), {"data": events, "access_token": TOKEN})
+    assert status == 400
+    error = body["error"]
+    assert error == {"message": "Invalid parameter", "type": "OAuthException", "code": 100, "error_subcode": subcode,
+                     "is_transient": False, "error_user_title": title, "error_user_msg": error["error_user_msg"],
+                     "fbtrace_id": headers["x-fb-trace-id"]}  # fmt: skip
+    assert error["error_user_msg"]
+    stats = emulator.ledger.stats()
+    assert stats["events_received"] == 0
+    assert emulator.ledger.received() == []
+    assert stats["errors"] == {f"100/{subcode}": 1}
+
+
+REQUEST_ERRORS = [
+    ("no data", {"access_token": TOKEN}, "100", "The parameter data is required"),
+    ("data not a list", {"data": {"a": 1}, "access_token": TOKEN}, "100", "must be an array"),
+    ("1001 events", {"data": sample_events(1001, int(time.time())), "access_token": TOKEN}, "100", "at most 1000"),
+    ("no token", {"data": sample_events(1, int(time.time()))}, "104", "access token is required"),
+    ("test_event_code not a string", {"data": [], "access_token": TOKEN, "test_event_code": 5}, "100", "string"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "key", "fragment"), REQUEST_ERRORS, ids=[c[0] for c in REQUEST_ERRORS])
+async def test_request_level_errors(
+    case: str, body: dict[str, Any], key: str, fragment: str, emulator: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """Malformed requests get Graph's parameter or token error, without subcode, HTTP 400."""
+    status, answer, _ = await _post_json(http, _events_url(emulator), body)
+    assert status == 400
+    assert str(answer["error"]["code"]) == key
+    assert "error_subcode" not in answer["error"]
+    assert fragment in answer["error"]["message"]
+    assert emulator.ledger.stats()["errors"] == {key: 1}
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "fragment"),
+    [(b"{not json", "application/json", "neither JSON"), (b"[1,2]", "application/json", "must be an object"),
+     (b"data=%FF%FE", "application/x-www-form-urlencoded", "must be an array")],
+)  # fmt: skip
+async def test_unreadable_bodies_are_parameter_errors(
+    body: bytes, content_type: str, fragment: str, emulator: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """A body that is not JSON, not an object, or holds no readable data is a code 100 error."""
+    async with http.post(_events_url(emulator) + f"?access_token={TOKEN}", data=body,
+                         headers={"Content-Type": content_type}) as r:  # fmt: skip
+        assert r.status == 400
+        error = (await r.json())["error"]
+    assert error["code"] == 100
+    assert fragment in error["message"]
+
+
+async def test_paths_graph_does_not_route(emulator: Emulator, http: aiohttp.ClientSession) -> None:
+    """A malformed version or an unknown path answers Graph's 'Unknown path components' (2500)."""
+    status, body, _ = await _post_json(http, _events_url(emulator, version="26"), {"access_token": TOKEN})
+    assert status == 400
+    assert body["error"]["code"] == errors.CODE_UNKNOWN_PATH
+    async with http.get(f"{emulator.url}/v26.0/{DATASET}/nothing") as r:
+        assert r.status == 400
+        assert (await r.json())["error"]["message"] == f"Unknown path components: /v26.0/{DATASET}/nothing"
+
+
+# --- tokens ----------------------------------------------------------------------------------------
+
+
+async def test_token_answers(emulator_factory: EmulatorFactory, http: aiohttp.ClientSession) -> None:
+    """Configured tokens: wrong dataset 100/33, unknown token 190, rotated-out token 190/463."""
+    emu = await emulator_factory(tokens={DATASET: TOKEN, "999": "tok-999"})
+    events = sample_events(1, _now())
+
+    async def key(dataset: str, token: str) -> tuple[int, str]:
+        url = _events_url(emu, dataset)
+        status, body, headers = await _post_json(http, url, {"data": events, "access_token": token})
+        if status == 200:
+            return status, "ok"
+        error = body["error"]
+        assert token not in orjson.dumps(body).decode()
+        assert token not in str(dict(headers))
+        return status, f"{error['code']}/{error.get('error_subcode', '-')}/{error['type']}"
+
+    assert await key(DATASET, TOKEN) == (200, "ok")
+    assert await key(DATASET, "tok-999") == (400, "100/33/GraphMethodException")
+    assert await key("555", TOKEN) == (400, "100/33/GraphMethodException")
+    assert await key(DATASET, "nonsense") == (400, "190/-/OAuthException")
+    async with http.post(f"{emu.url}/_emulator/tokens", json={"dataset_id": DATASET, "token": "tok-new"}) as r:
+        assert r.status == 200
+        assert "tok-new" not in await r.text()
+    assert await key(DATASET, TOKEN) == (400, "190/463/OAuthException")
+    assert await key(DATASET, "tok-new") == (200, "ok")
+    assert emu.ledger.stats()["errors"] == {"100/33": 2, "190": 1, "190/463": 1}
+
+
+@pytest.mark.parametrize("body", [b"{}", b'{"dataset_id": "1"}', b'{"dataset_id": "", "token": "t"}', b"[", b"[]"])
+async def test_bad_token_rotation_bodies_are_refused(
+    body: bytes, emulator: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """A rotation body without a dataset id and a token is refused with a clear message."""
+    async with http.post(f"{emulator.url}/_emulator/tokens", data=body) as r:
+        assert r.status == 400
+        assert (await r.json())["error"]
+
+
+# --- dedupe ----------------------------------------------------------------------------------------
+
+
+async def test_resent_events_are_counted_as_duplicates(emulator: Emulator, http: aiohttp.ClientSession) -> None:
+    """Sending the same events twice: both accepted (Meta counts them), the second time as duplicates."""
+    events = sample_events(10, _now())
+    for _ in range(2):
+        status, body, _ = await _post_json(http, _events_url(emulator), {"data": events, "access_token": TOKEN})
+        assert (status, body["events_received"]) == (200, 10)
+    stats = await _get(http, f"{emulator.url}/_emulator/stats")
+    assert (stats["events_received"], stats["duplicates"], stats["distinct_keys"]) == (20, 10, 10)
+    received = (await _get(http, f"{emulator.url}/_emulator/received"))["received"]
+    assert sorted(r["count"] for r in received) == [2] * 10
+
+
+# --- faults ----------------------------------------------------------------------------------------
+
+
+async def _set_faults(http: aiohttp.ClientSession, emu: Emulator, body: dict[str, Any]) -> Any:
+    async with http.post(f"{emu.url}/_emulator/faults", json=body) as r:
+        assert r.status == 200
+        return await r.json()
+
+
+async def _outcome(http: aiohttp.ClientSession, emu: Emulator, timeout: float = 10.0) -> str:  # noqa: ASYNC109 - the client's timeout is what the test varies
+    body = orjson.dumps({"data": sample_events(2, _now()), "access_token": TOKEN})
+    try:
+        async with http.post(_events_url(emu), data=body, headers={"Content-Type": "application/json"},
+                             timeout=aiohttp.ClientTimeout(total=timeout)) as r:  # fmt: skip
+            payload = orjson.loads(await r.read())
+            if r.status == 200:
+                return "200"
+            error = payload["error"]
+            return f"{r.status}:{error['code']}/{error.get('error_subcode', '-')}"
+    except TimeoutError:
+        return "timeout"
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+        return "dropped"
+
+
+@pytest.mark.parametrize(
+    ("faults", "outcome"),
+    [({"http_500": 1.0}, "500:1/99"), ({"http_503": 1.0}, "503:2/-"), ({"reset": 1.0}, "dropped"),
+     ({"timeout": 1.0, "timeout_hold_s": 0.05}, "dropped"), ({"token_expired": True}, "400:190/463")],
+)  # fmt: skip
+async def test_each_fault_answers_as_meta_fails(
+    faults: dict[str, Any], outcome: str, emulator: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """Each fault at probability 1 gives its failure, is counted, and records no event."""
+    await _set_faults(http, emulator, faults)
+    assert [await _outcome(http, emulator) for _ in range(3)] == [outcome] * 3
+    stats = emulator.ledger.stats()
+    kind = next(k for k in faults if k != "timeout_hold_s")
+    assert stats["faults"] == {kind: 3}
+    assert stats["events_received"] == 0
+    assert stats["errors"] == {}
+
+
+async def test_fault_bodies_are_metas(emulator: Emulator, http: aiohttp.ClientSession) -> None:
+    """The 500 and 503 bodies carry Meta's fields and say the error is transient."""
+    await _set_faults(http, emulator, {"http_500": 1.0})
+    status, body, _ = await _post_json(http, _events_url(emulator), {"access_token": TOKEN})
+    assert status == 500
+    assert body["error"]["is_transient"] is True
+    assert set(body["error"]) == {"message", "type", "code", "error_subcode", "is_transient", "fbtrace_id"}
+
+
+async def test_timeout_holds_past_the_client_timeout(emulator: Emulator, http: aiohttp.ClientSession) -> None:
+    """A timeout fault with the default hold outlasts a short client timeout; stop() releases it."""
+    await _set_faults(http, emulator, {"timeout": 1.0})
+    assert await _outcome(http, emulator, timeout=0.3) == "timeout"
+    assert emulator.faults.timeout_hold_s == 60.0
+
+
+async def test_latency_delays_answers(emulator: Emulator, http: aiohttp.ClientSession) -> None:
+    """With a latency far above the client's timeout the client times out; without it, it succeeds."""
+    await _set_faults(http, emulator, {"latency_ms": [60_000, 60_000]})
+    assert await _outcome(http, emulator, timeout=0.3) == "timeout"
+    await _set_faults(http, emulator, {"latency_ms": [0, 1]})
+    assert await _outcome(http, emulator) == "200"
+
+
+async def test_throttles_rotate_through_codes_with_headers(emulator: Emulator, http: aiohttp.ClientSession) -> None:
+    """Throttle faults answer 4, 17, 613, 80004 in turn, transient, with Meta's usage headers."""
+    await _set_faults(http, emulator, {"throttle": 1.0, "throttle_regain_minutes": 2})
+    seen = []
+    for header in ("X-App-Usage", "X-App-Usage", "X-Ad-Account-Usage", "X-Business-Use-Case-Usage"):
+        status, body, headers = await _post_json(http, _events_url(emulator), {"access_token": TOKEN})
+        assert status == 400
+        assert body["error"]["is_transient"] is True
+        assert orjson.loads(headers[header])
+        seen.append((body["error"]["code"], body["error"].get("error_subcode")))
+    assert seen == [(4, None), (17, 2446079), (613, 1487742), (80004, 2446079)]
+    assert orjson.loads(headers["X-Business-Use-Case-Usage"])[DATASET][0]["estimated_time_to_regain_access"] == 2
+
+
+async def test_token_expired_lasts_until_turned_off(emulator: Emulator, http: aiohttp.ClientSession) -> None:
+    """token_expired answers 190/463 to every request until the faults are replaced."""
+    await _set_faults(http, emulator, {"token_expired": True})
+    assert await _outcome(http, emulator) == "400:190/463"
+    await _set_faults(http, emulator, {})
+    assert await _outcome(http, emulator) == "200"
+
+
+async def test_reject_event_ids_refuses_whole_requests(emulator: Emulator, http: aiohttp.ClientSession) -> None:
+    """A request holding a rejected event id is refused as invalid; the others are accepted."""
+    await _set_faults(http, emulator, {"reject_event_ids": ["bad-1"]})
+    good = sample_events(3, _now(), prefix="ok-")
+    bad = sample_events(3, _now(), prefix="bad-")
+    status, body, _ = await _post_json(http, _events_url(emulator), {"data": good + bad, "access_token": TOKEN})
+    assert status == 400
+    assert (body["error"]["code"], body["error"]["error_subcode"]) == (100, errors.SUBCODE_REJECTED_EVENT)
+    status, _, _ = await _post_json(http, _events_url(emulator), {"data": good, "access_token": TOKEN})
+    assert status == 200
+    assert {r["event_id"] for r in emulator.ledger.received()} == {"ok-0", "ok-1", "ok-2"}
+
+
+async def test_seeded_faults_repeat_exactly(emulator_factory: EmulatorFactory, http: aiohttp.ClientSession) -> None:
+    """Two emulators with the same seed fail the same requests in the same way."""
+    faults = {"http_500": 0.15, "http_503": 0.15, "throttle": 0.2, "reset": 0.1, "seed": 1234}
+    runs = []
+    for _ in range(2):
+        emu = await emulator_factory()
+        await _set_faults(http, emu, faults)
+        runs.append([await _outcome(http, emu) for _ in range(30)])
+    assert runs[0] == runs[1]
+    assert {"200", "500:1/99", "503:2/-", "dropped"} <= set(runs[0])
+    assert any(o.startswith("400:") for o in runs[0])
+
+
+async def test_faults_endpoint_round_trips_and_refuses_bad_bodies(
+    emulator: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """GET shows the faults in force; a bad body is refused with the key named and changes nothing."""
+    answer = await _set_faults(http, emulator, {"http_503": 0.25, "seed": 9})
+    assert answer == await _get(http, f"{emulator.url}/_emulator/faults")
+    assert answer["http_503"] == 0.25
+    assert answer["seed"] == 9
+    for body, fragment in ((b'{"http_503": 2}', "http_503"), (b"{oops", "not JSON"), (b"[1]", "JSON object"),
+                           (b'{"explode": 1}', "explode")):  # fmt: skip
+        async with http.post(f"{emulator.url}/_emulator/faults", data=body) as r:
+            assert r.status == 400
+            assert fragment in (await r.json())["error"]
+    assert (await _get(http, f"{emulator.url}/_emulator/faults")) == answer
+
+
+# --- inspection ------------------------------------------------------------------------------------
+
+
+async def test_inspection_endpoints(emulator: Emulator, http: aiohttp.ClientSession) -> None:
+    """stats, received (with a dataset filter), events?limit, reset and the page tell what happened."""
+    await _post_json(http, _events_url(emulator), {"data": sample_events(3, _now(), prefix="a"), "access_token": TOKEN})
+    await _post_json(http, _events_url(emulator, "777"), {"data": sample_events(2, _now(), prefix="b"),
+                                                          "access_token": TOKEN})  # fmt: skip
+    await _post_json(http, _events_url(emulator), {"access_token": TOKEN})
+    stats = await _get(http, f"{emulator.url}/_emulator/stats")
+    assert stats == {"requests": 3, "accepted_requests": 2, "events_received": 5, "distinct_keys": 5,
+                     "duplicates": 0, "errors": {"100": 1}, "faults": {},
+                     "events_by_dataset": {DATASET: 3, "777": 2}}  # fmt: skip
+    only = (await _get(http, f"{emulator.url}/_emulator/received?dataset_id=777"))["received"]
+    assert only == [{"dataset_id": "777", "event_name": n, "event_id": i, "count": 1}
+                    for n, i in (("Purchase", "b0"), ("MobileAppInstall", "b1"))]  # fmt: skip
+    recent = (await _get(http, f"{emulator.url}/_emulator/events?limit=2"))["events"]
+    assert [e["event"]["event_id"] for e in recent] == ["b1", "b0"]
+    assert recent[0]["dataset_id"] == "777"
+    assert len((await _get(http, f"{emulator.url}/_emulator/events"))["events"]) == 5
+    async with http.get(f"{emulator.url}/_emulator/events?limit=x") as r:
+        assert r.status == 400
+    async with http.get(f"{emulator.url}/") as r:
+        page = await r.text()
+        assert r.status == 200
+        assert r.content_type == "text/html"
+    assert 'http-equiv="refresh"' in page
+    assert "events_received" in page
+    assert "b1" in page
+    async with http.post(f"{emulator.url}/_emulator/reset") as r:
+        assert r.status == 200
+    assert (await _get(http, f"{emulator.url}/_emulator/stats"))["events_received"] == 0
+    assert (await _get(http, f"{emulator.url}/_emulator/received"))["received"] == []
+
+
+async def test_page_escapes_event_values(emulator: Emulator, http: aiohttp.ClientSession) -> None:
+    """Values shown on the page are HTML-escaped."""
+    events = sample_events(1, _now(), prefix="<script>x</script>")
+    await _post_json(http, _events_url(emulator), {"data": events, "access_token": TOKEN})
+    async with http.get(f"{emulator.url}/") as r:
+        page = await r.text()
+    assert "<script>" not in page
+    assert "&lt;script&gt;" in page
+
+
+# --- lifecycle -------------------------------------------------------------------------------------
+
+
+async def test_lifecycle() -> None:
+    """start refuses to run twice, stop is idempotent, the URL exists only after start, async with works."""
+    emu = Emulator()
+    with pytest.raises(EmulatorError):
+        _ = emu.url
+    async with emu:
+        assert emu.url.startswith("http://127.0.0.1:")
+        with pytest.raises(EmulatorError, match="twice"):
+            await emu.start()
+    await emu.stop()
+    await Emulator().stop()
+
+
+async def test_stop_releases_held_requests(emulator_factory: EmulatorFactory, http: aiohttp.ClientSession) -> None:
+    """A request held by a timeout fault ends when the emulator stops, not after the hold."""
+    emu = await emulator_factory(faults=None)
+    await _set_faults(http, emu, {"timeout": 1.0, "timeout_hold_s": 3600})
+    held = asyncio.create_task(_outcome(http, emu, timeout=120))
+    while emu.ledger.stats()["faults"].get("timeout") != 1:  # noqa: ASYNC110 - polling the emulator's counter
+        await asyncio.sleep(0.01)
+    await emu.stop()
+    assert await held == "dropped"
+
+
+async def test_port_in_use_is_an_os_error(emulator: Emulator) -> None:
+    """A second emulator on a taken port fails to start with OSError."""
+    with pytest.raises(OSError, match="address"):
+        await Emulator(port=emulator.port).start()
+
+
+def test_thread_runs_the_emulator_for_synchronous_code() -> None:
+    """EmulatorThread serves from a background thread and its helpers reach the emulator."""
+    with EmulatorThread(tokens={DATASET: TOKEN}) as emu:
+        body = orjson.dumps({"data": sample_events(2, int(time.time())), "access_token": TOKEN})
+        status, answer = _post_sync(f"{emu.url}/v26.0/{DATASET}/events", body)
+        assert (status, answer["events_received"]) == (200, 2)
+        assert emu.stats()["events_received"] == 2
+        assert len(emu.received()) == 2
+        emu.set_faults({"http_503": 1.0})
+        emu.rotate_token(DATASET, "tok-2")
+        emu.reset()
+        assert emu.stats()["events_received"] == 0
+    with pytest.raises(EmulatorError):
+        _ = emu.url
+
+
+def test_thread_reports_start_failures() -> None:
+    """A thread whose emulator cannot bind raises the OSError in the caller."""
+    with EmulatorThread() as first, pytest.raises(OSError, match="address"):
+        EmulatorThread(port=int(first.url.rsplit(":", 1)[1])).start()
+
+
+# --- the command -----------------------------------------------------------------------------------
+
+
+def _cli(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "stream", "emulator", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _url_of(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    for _ in range(20):
+        line = proc.stdout.readline().strip()
+        if line.startswith("http://") or not line:
+            return line
+    return ""
+
+
+def test_command_serves_until_sigterm() -> None:
+    """`capi-stream emulator --port 0 --token ...` prints its URL, serves, and exits 0 on SIGTERM."""
+    proc = _cli("--port", "0", "--token", f"{DATASET}=SECRET-T", "--http-503", "0", "--seed", "3")
+    try:
+        url = _url_of(proc)
+        assert url.startswith("http://127.0.0.1:")
+        body = orjson.dumps({"data": sample_events(1, int(time.time())), "access_token": "SECRET-T"})
+        assert _post_sync(f"{url}/v26.0/{DATASET}/events", body)[0] == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert "SECRET-T" not in out + err
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [(["--token", "no-equals-SECRET"], "DATASET_ID=TOKEN"), (["--http-500", "2"], "between 0 and 1"),
+     (["--reset", "0.7", "--http-500", "0.7"], "add up to"), (["--latency-ms", "5"], "LO,HI"),
+     (["--keep-events", "-1"], "keep-events")],
+)  # fmt: skip
+def test_command_refuses_bad_flags(args: list[str], fragment: str) -> None:
+    """Bad flags exit 2 with a message that says what is wrong and never echoes a token."""
+    proc = _cli("--port", "0", *args)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert fragment in err
+    assert "SECRET" not in err
+
+
+def test_command_on_a_taken_port_exits_2(emulator_thread: EmulatorThread) -> None:
+    """A port already in use is a usage error with the address in the message."""
+    port = emulator_thread.url.rsplit(":", 1)[1]
+    proc = _cli("--port", port)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert f"127.0.0.1:{port}" in err
+
+
+def test_token_flags_parse_to_a_mapping() -> None:
+    """--token pairs become a dataset -> token mapping; none means open mode; a token may hold '='."""
+    from stream.commands.emulator import parse_tokens
+
+    assert parse_tokens([]) is None
+    assert parse_tokens(["1=a", "2=b=c"]) == {"1": "a", "2": "b=c"}
