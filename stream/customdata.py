@@ -141,7 +141,15 @@ def normalize_custom_data(custom_data: Any, dropped: list[Dropped]) -> dict[str,
         if raw is None:
             continue
         result: Any
-        if key in _KINDS:
+        kind = _KINDS.get(key)
+        # hot path: a plain string, or a finite number (x - x is 0.0 only for finite floats)
+        if kind is _STR and type(raw) is str and (text := raw.strip()):
+            out[key] = text
+            continue
+        if kind is _NUM and (type(raw) is int or (type(raw) is float and raw - raw == 0.0)):
+            out[key] = raw
+            continue
+        if kind is not None:
             result = _simple(key, raw, dropped)
         elif key == "currency":
             if (result := currency(raw)) is None:

@@ -264,11 +264,11 @@ def field_table(country_code: str | None, max_year: int) -> Mapping[str, FieldNo
 
     Cached per context, so the normalizer objects are stable keys for the hash cache.
     """
-    return MappingProxyType({
+    return {  # a plain dict: read on every field of every event
         "em": email, "ph": functools.partial(phone, country_code=country_code), "fn": name, "ln": name,
         "ge": gender, "db": functools.partial(date_of_birth, max_year=max_year), "ct": city,
         "st": functools.partial(state, country_code=country_code),
         "zp": functools.partial(zip_code, country_code=country_code), "country": country,
         "external_id": external_id, "f5first": first5, "f5last": first5, "fi": initial,
         "dobd": birth_day, "dobm": birth_month, "doby": functools.partial(birth_year, max_year=max_year),
-    })  # fmt: skip
+    }  # fmt: skip

@@ -115,8 +115,8 @@ def normalize_event(record: Mapping[str, Any], now: int, settings: NormalizeSett
         if raw_user is not None:
             dropped.append(Dropped("user_data", "invalid_type"))
         raw_user = {}
-    table = fields.field_table(_event_country(raw_user, settings.default_country), _year(now // 86400))
-    user_data = normalize_user_data(raw_user, table, hash_external_id=settings.hash_external_id,
+    user_data = normalize_user_data(raw_user, country=_event_country(raw_user, settings.default_country),
+                                    max_year=_year(now // 86400), hash_external_id=settings.hash_external_id,
                                     dropped=dropped)
     problem = validate.customer_information(user_data)
     if problem is None and source == "website":

@@ -58,8 +58,8 @@ COUNTRIES: Final = (
              ("São Paulo", "Rio de Janeiro"), ("SP", "RJ"), ("01310-100", "20040020"), "pt_BR", "BRT"),
     _Country("IN", ("IN", "India"), ("Priya", "Rahul"), ("Sharma", "Iyer"), ("Mumbai", "Bengaluru"),
              ("Maharashtra", "KA"), ("110001", "560 001"), "en_IN", "IST"),
-    _Country("JP", ("JP", "Japan"), ("ＨＡＲＵＴＯ", "Yui", "翔"), ("Sato", "鈴木"), ("Tokyo", "大阪"),
-             ("Tokyo",), ("100-0001", "5300001"), "ja_JP", "JST"),
+    _Country("JP", ("JP", "Japan"), ("\uff28\uff21\uff32\uff35\uff34\uff2f", "Yui", "翔"), ("Sato", "鈴木"),
+             ("Tokyo", "大阪"), ("Tokyo",), ("100-0001", "5300001"), "ja_JP", "JST"),
     _Country("MX", ("MX", "Mexico", "México"), ("José", "Guadalupe"), ("Hernández", "López"),
              ("Ciudad de México", "Guadalajara"), ("CDMX", "Jalisco"), ("06600",), "es_MX", "CST"),
     _Country("ES", ("ES", "Spain"), ("Íñigo", "Lucía"), ("Muñoz", "García-Pérez"), ("Málaga", "A Coruña"),
@@ -88,6 +88,7 @@ _ZERO_IDFA: Final = "00000000-0000-0000-0000-000000000000"
 
 def _phone(rng: random.Random, country: _Country) -> str:
     example = phonenumbers.example_number_for_type(country.code, phonenumbers.PhoneNumberType.MOBILE)
+    assert example is not None  # noqa: S101 -- libphonenumber has a mobile example for each of COUNTRIES
     national = str(example.national_number)
     number = phonenumbers.parse(f"+{example.country_code}{national[:-4]}{rng.randrange(10_000):04d}")
     style = rng.choice(_PHONE_FORMATS)
@@ -140,7 +141,10 @@ def _blank(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _user_data(rng: random.Random, person: dict[str, Any], name: str, template: dict[str, Any]) -> dict[str, Any]:
     user = dict(template)
-    user.update(madid=person["madid"], anon_id=person["anon_id"], client_ip_address=person["ip"],
+    # phones change networks: half of the events come from another address than the person's usual one
+    ip = person["ip"] if rng.random() < 0.5 else (
+        f"{rng.randrange(1, 224)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}")
+    user.update(madid=person["madid"], anon_id=person["anon_id"], client_ip_address=ip,
                 client_user_agent=person["ua"])
     if name == "MobileAppInstall":
         return user  # before registration an app knows only device identifiers
@@ -192,14 +196,14 @@ def generate(n: int, seed: int, now: int, app_ids: Sequence[str] = DEFAULT_APP_I
     an earlier record (same event_id). `stale_events`: records older than Meta's 7 days.
     `invalid_purchases`: Purchase records without value. Knob records are spread over the stream.
     """
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 -- reproducible test data, not secrets
     schema = load_schema()
     user_template = _blank(next(f for f in schema["fields"] if f["name"] == "user_data")["type"])
     pool = [_person(rng, i) for i in range(max(1, people if people is not None else n // 4))]
     names = [name for weight, name in EVENT_MIX for _ in range(weight)]
-    specials = {i: "stale" for i in rng.sample(range(n), min(n, stale_events))}
+    specials = dict.fromkeys(rng.sample(range(n), min(n, stale_events)), "stale")
     free = [i for i in range(n) if i not in specials]
-    specials.update({i: "invalid" for i in rng.sample(free, min(len(free), invalid_purchases))})
+    specials.update(dict.fromkeys(rng.sample(free, min(len(free), invalid_purchases)), "invalid"))
     recent: deque[dict[str, Any]] = deque(maxlen=100)
     for i in range(n):
         if recent and rng.random() < duplicate_rate:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -27,9 +28,17 @@ from stream.fields import EMPTY, FIELD_REASONS, INTEGER_FIELDS, INVALID_TYPE, RA
 # Enough for the distinct values of ~10,000 people seen recently (about 10 keys each); ~200 bytes per
 # entry, so ~20 MB at most. The cache keeps hashes of personal data in process memory only.
 DEFAULT_HASH_CACHE_SIZE: Final = 100_000
+# The hashed keys of ~10,000 recently seen people as one entry each (~2 KB: raw values and hashes).
+DEFAULT_GROUP_CACHE_SIZE: Final = 10_000
 UNKNOWN_FIELD: Final = "unknown_field"
 _SHA256_HEX: Final = re.compile(r"[0-9a-fA-F]{64}")
+# None, "" and [] are "no value": the schema's absent optional, or how apps write "unknown".
+_PRESENT: Final = operator.itemgetter(1)
 _LIST, _SCALAR, _RAW = "list", "scalar", "raw"
+HASHED_KEYS: Final = meta.HASHED_LIST_FIELDS + meta.HASHED_SCALAR_FIELDS
+RAW_KEYS: Final = tuple(RAW_NORMALIZERS)
+_KNOWN_KEYS: Final = frozenset(HASHED_KEYS + RAW_KEYS)
+_NO_TABLE: Final[Mapping[str, fields.FieldNormalizer]] = {}  # raw keys need no field table
 _KINDS: Final = {
     **dict.fromkeys(meta.HASHED_LIST_FIELDS, _LIST), **dict.fromkeys(meta.HASHED_SCALAR_FIELDS, _SCALAR),
     **dict.fromkeys(RAW_NORMALIZERS, _RAW),
@@ -53,23 +62,31 @@ def hash_value(normalizer: fields.FieldNormalizer, value: str) -> str | None:
     return None if normalized is None else hashlib.sha256(normalized.encode()).hexdigest()
 
 
-_hash: Callable[[fields.FieldNormalizer, str], str | None] = functools.lru_cache(
-    maxsize=DEFAULT_HASH_CACHE_SIZE)(hash_value)
+def raw_value(normalizer: fields.FieldNormalizer, value: str) -> str | None:
+    """`normalizer(value)` for a key sent unhashed (cached like hashes: an IPv6 check costs ~20 µs)."""
+    return normalizer(value)
+
+
+_Cached = Callable[[fields.FieldNormalizer, str], "str | None"]
+_hash: _Cached = functools.lru_cache(maxsize=DEFAULT_HASH_CACHE_SIZE)(hash_value)
+_raw_value: _Cached = functools.lru_cache(maxsize=DEFAULT_HASH_CACHE_SIZE // 4)(raw_value)
 
 
 def set_hash_cache_size(maxsize: int) -> None:
-    """Use a fresh LRU hash cache of `maxsize` entries; 0 turns caching off (for benchmarks and tests)."""
-    global _hash  # one process-wide cache, swapped as a whole
+    """Use fresh LRU caches (hashes: `maxsize` entries, raw keys: a quarter); 0 turns caching off."""
+    global _hash, _raw_value, _group  # one process-wide cache each, swapped as a whole
+    _group = functools.lru_cache(maxsize=max(1, maxsize // 10))(hashed_group) if maxsize > 0 else hashed_group
     _hash = functools.lru_cache(maxsize=maxsize)(hash_value) if maxsize > 0 else hash_value
+    _raw_value = functools.lru_cache(maxsize=max(1, maxsize // 4))(raw_value) if maxsize > 0 else raw_value
 
 
-def hash_cache_stats() -> tuple[int, int]:
-    """(hits, misses) of the current hash cache; (0, 0) when caching is off."""
-    info = getattr(_hash, "cache_info", None)
-    if info is None:
-        return (0, 0)
-    stats = info()
-    return (stats.hits, stats.misses)
+def hash_cache_stats() -> dict[str, tuple[int, int]]:
+    """(hits, misses) of each cache (person groups, field hashes, raw keys); empty when caching is off."""
+    stats = {}
+    for name, cache in (("groups", _group), ("hashes", _hash), ("raw", _raw_value)):
+        if (info := getattr(cache, "cache_info", None)) is not None:
+            stats[name] = (info().hits, info().misses)
+    return stats
 
 
 def _reason(key: str, value: str) -> str:
@@ -78,12 +95,6 @@ def _reason(key: str, value: str) -> str:
 
 def _hashed_list(key: str, value: Any, normalize: fields.FieldNormalizer,
                  dropped: list[Dropped]) -> list[str] | None:
-    if type(value) is str:
-        digest = _hash(normalize, value)
-        if digest is None:
-            dropped.append(Dropped(f"user_data.{key}", _reason(key, value)))
-            return None
-        return [digest]
     if not isinstance(value, list | tuple):
         dropped.append(Dropped(f"user_data.{key}", INVALID_TYPE))
         return None
@@ -113,55 +124,86 @@ def _raw_list(key: str, value: Any, dropped: list[Dropped]) -> list[str] | None:
     return sorted(kept) or None
 
 
-def _raw(key: str, value: Any, dropped: list[Dropped]) -> str | int | None:
-    if type(value) is int and key in INTEGER_FIELDS:
-        value = str(value)  # JSON input may carry the id as a number already
-    if type(value) is not str:
-        dropped.append(Dropped(f"user_data.{key}", INVALID_TYPE))
-        return None
-    text = RAW_NORMALIZERS[key](value)
-    if text is None:
-        dropped.append(Dropped(f"user_data.{key}", _reason(key, value)))
-        return None
-    return int(text) if key in INTEGER_FIELDS else text
+def _other(key: str, value: Any, table: Mapping[str, fields.FieldNormalizer], hash_external_id: bool,
+           dropped: list[Dropped]) -> Any:
+    """The slow path: lists, non-string values, unhashed external_id, unknown keys."""
+    kind = _KINDS.get(key)
+    if kind is _LIST:
+        if key == "external_id" and not hash_external_id:
+            return _raw_list(key, value, dropped)
+        return _hashed_list(key, value, table[key], dropped)
+    if kind is _RAW and type(value) is int and key in INTEGER_FIELDS:
+        return value if value >= 0 else dropped.append(Dropped(f"user_data.{key}", "invalid_integer_id"))
+    dropped.append(Dropped(f"user_data.{key}", INVALID_TYPE if kind is not None else UNKNOWN_FIELD))
+    return None
 
 
-def normalize_user_data(user_data: Mapping[str, Any], table: Mapping[str, fields.FieldNormalizer], *,
+def _normalize_items(items: Iterable[tuple[str, Any]], table: Mapping[str, fields.FieldNormalizer],
+                     hash_external_id: bool, dropped: list[Dropped]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    hashed, raw = _hash, _raw_value
+    for key, value in filter(_PRESENT, items):
+        if type(value) is str:
+            kind = _KINDS.get(key)
+            # hot path: one string per key, usually a cache hit
+            if kind is _LIST and (hash_external_id or key != "external_id"):
+                if (digest := hashed(table[key], value)) is not None:
+                    out[key] = [digest]
+                    continue
+            elif kind is _RAW:
+                if (text := raw(RAW_NORMALIZERS[key], value)) is not None:
+                    out[key] = int(text) if key in INTEGER_FIELDS else text
+                    continue
+            elif kind is _SCALAR:
+                if (digest := hashed(table[key], value)) is not None:
+                    out[key] = digest
+                    continue
+            elif kind is None:
+                dropped.append(Dropped(f"user_data.{key}", UNKNOWN_FIELD))
+                continue
+            else:
+                if (result := _raw_list(key, value, dropped)) is not None:
+                    out[key] = result
+                continue
+            dropped.append(Dropped(f"user_data.{key}", _reason(key, value)))
+        elif (result := _other(key, value, table, hash_external_id, dropped)) is not None:
+            out[key] = result
+    return out
+
+
+def hashed_group(country: str | None, max_year: int, hash_external_id: bool,
+                 values: tuple[Any, ...]) -> tuple[dict[str, Any], tuple[Dropped, ...]]:
+    """The hashed keys (in HASHED_KEYS order) of one person: their output and their drops."""
+    dropped: list[Dropped] = []
+    table = fields.field_table(country, max_year)
+    out = _normalize_items(zip(HASHED_KEYS, values, strict=True), table, hash_external_id, dropped)
+    return out, tuple(dropped)
+
+
+_group: Callable[..., tuple[dict[str, Any], tuple[Dropped, ...]]] = functools.lru_cache(
+    maxsize=DEFAULT_GROUP_CACHE_SIZE)(hashed_group)
+
+
+def normalize_user_data(user_data: Mapping[str, Any], *, country: str | None, max_year: int,
                         hash_external_id: bool, dropped: list[Dropped]) -> dict[str, Any]:
     """Meta's user_data object for `user_data` (raw or pre-hashed values); drops are appended to `dropped`.
 
-    `table` comes from `fields.field_table(country, max_year)`. Absent (None) keys are skipped; an
-    unknown key is dropped with `unknown_field`. Never raises on any value.
+    `country` (ISO alpha-2 lower: the event's, else the destination's) and `max_year` select the field
+    table (fields.field_table). None, "" and [] count as absent; an
+    unknown key is dropped with `unknown_field`. Never raises on any value. The hashed keys of a person
+    are cached together (they repeat on every event of that person), so their lists may be shared
+    between outcomes: treat the result as read-only.
     """
-    out: dict[str, Any] = {}
-    cached = _hash
-    for key, value in user_data.items():
-        if value is None:
-            continue
-        result: Any
-        kind = _KINDS.get(key)
-        if kind is _LIST and type(value) is str and (key != "external_id" or hash_external_id):
-            # hot path: one string for a hashed list key, usually a cache hit
-            if (digest := cached(table[key], value)) is not None:
-                out[key] = [digest]
-            else:
-                dropped.append(Dropped(f"user_data.{key}", _reason(key, value)))
-            continue
-        if kind is _LIST:
-            if key == "external_id" and not hash_external_id:
-                result = _raw_list(key, value, dropped)
-            else:
-                result = _hashed_list(key, value, table[key], dropped)
-        elif kind is _SCALAR:
-            result = _hash(table[key], value) if type(value) is str else None
-            if result is None:
-                reason = _reason(key, value) if type(value) is str else INVALID_TYPE
-                dropped.append(Dropped(f"user_data.{key}", reason))
-        elif kind is _RAW:
-            result = _raw(key, value, dropped)
-        else:
-            dropped.append(Dropped(f"user_data.{key}", UNKNOWN_FIELD))
-            continue
-        if result is not None:
-            out[key] = result
+    values = tuple(map(user_data.get, HASHED_KEYS))
+    try:
+        shared, group_dropped = _group(country, max_year, hash_external_id, values)
+    except TypeError:  # a list value (several emails...) cannot be a cache key: compute it directly
+        shared, group_dropped = hashed_group(country, max_year, hash_external_id, values)
+    dropped.extend(group_dropped)
+    raw_items = zip(RAW_KEYS, map(user_data.get, RAW_KEYS), strict=True)
+    out = _normalize_items(raw_items, _NO_TABLE, hash_external_id, dropped)
+    out.update(shared)
+    if not _KNOWN_KEYS.issuperset(user_data):
+        unknown = [k for k in user_data if k not in _KNOWN_KEYS and user_data[k] is not None]
+        dropped.extend(Dropped(f"user_data.{k}", UNKNOWN_FIELD) for k in unknown)
     return out

@@ -38,7 +38,7 @@ def register(sub: Any) -> None:
 
 def country_flag(value: str | None) -> str | None:
     """The validated --default-country (upper case), or UsageError naming the flag."""
-    from stream import places  # noqa: PLC0415 -- pycountry tables load only when needed
+    from stream import places  # pycountry tables load only when needed
 
     if value is None:
         return None
@@ -49,12 +49,12 @@ def country_flag(value: str | None) -> str | None:
 
 
 def _settings_chooser(args: argparse.Namespace) -> Callable[[Mapping[str, Any]], Any]:
-    from stream.normalize import NormalizeSettings  # noqa: PLC0415
+    from stream.normalize import NormalizeSettings
 
     fallback = NormalizeSettings(default_country=country_flag(args.default_country))
     if args.config is None:
         return lambda record: fallback
-    from stream import config  # noqa: PLC0415
+    from stream import config
 
     routes = config.load(args.config).route()
     per_app = {
@@ -62,7 +62,7 @@ def _settings_chooser(args: argparse.Namespace) -> Callable[[Mapping[str, Any]],
                                require_consent=dest.require_consent, hash_external_id=dest.hash_external_id)
         for app, dest in routes.items()
     }
-    return lambda record: per_app.get(record.get("app_id"), fallback)
+    return lambda record: per_app.get(str(record.get("app_id")), fallback)
 
 
 def bad_record_detail(exc: Exception) -> str:
@@ -77,11 +77,11 @@ def bad_record_detail(exc: Exception) -> str:
 def normalize_lines(lines: Iterable[bytes | str], now: int, choose: Callable[[Mapping[str, Any]], Any],
                     out: IO[bytes]) -> tuple[int, int, int]:
     """Write one JSON answer per line to `out`; return (events, rejected, bad records)."""
-    import orjson  # noqa: PLC0415
-    from fastavro.validation import ValidationError, validate  # noqa: PLC0415
+    import orjson
+    from fastavro.validation import ValidationError, validate
 
-    from stream.normalize import BAD_RECORD, normalize_event  # noqa: PLC0415
-    from stream.schema import load_schema  # noqa: PLC0415
+    from stream.normalize import BAD_RECORD, normalize_event
+    from stream.schema import load_schema
 
     schema = load_schema()
     counts = [0, 0, 0]
