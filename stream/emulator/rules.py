@@ -58,6 +58,7 @@ _SHA256_LINES: Final = re.compile(r"[0-9a-f]{64}(?:\n[0-9a-f]{64})*").fullmatch
 _HASHED: Final = "hashed"
 _RAW: Final = "raw"
 _KIND: Final = {**dict.fromkeys(RAW_FIELDS, _RAW), **dict.fromkeys(HASHED_FIELDS, _HASHED)}
+_RAW_FIELDS: Final = frozenset(RAW_FIELDS)
 # Every key of every too-broad set: a key outside it makes the set broad enough, so the subset tests
 # run only for events that carry nothing but these keys.
 _BROAD_UNION: Final = frozenset().union(*TOO_BROAD_KEY_SETS)
@@ -262,80 +263,78 @@ def validate_events(
 def _all_valid(events: list[Event], now: float, rejected_ids: frozenset[str]) -> bool:
     """True only when every event passes `check_event`; False means "look closer", not "invalid".
 
-    One loop over events and one over user_data keys with everything inlined; the SHA-256 test of all
-    hashed values of the request is one pattern match over them joined by newlines, which holds
-    only when each value is exactly 64 lowercase hex characters (the length test rules out a value
-    holding a newline).
+    One loop over events and one over user_data keys with everything inlined (subscripts and `in`
+    tests, no method calls where avoidable); the SHA-256 test of all hashed values of the request is
+    one pattern match over them joined by newlines, which holds only when each value is exactly 64
+    lowercase hex characters (the length test rules out a value holding a newline).
     """
     oldest = now - MAX_EVENT_AGE_S
     newest = now + MAX_FUTURE_SKEW_S
     hashed: list[str] = []
-    kinds = _KIND
-    for event in events:
-        name = event.get("event_name")
-        event_time: Any = event.get("event_time")
-        source = event.get("action_source")
-        user_data = event.get("user_data")
-        if (
-            type(name) is not str
-            or not name
-            or type(event_time) not in (int, float)
-            or not oldest <= event_time <= newest
-            or type(user_data) is not dict
-            or type(source) is not str
-            or source not in _FAST_SOURCES
-        ):
-            return False
-        strong = False
-        for key, value in user_data.items():
-            kind = kinds.get(key)
-            if kind is None:
-                continue
-            if kind is _HASHED:
-                if type(value) is list:
-                    if not value:
+    hashed_fields = HASHED_FIELDS
+    raw_fields = _RAW_FIELDS
+    broad_keys = _BROAD_UNION
+    try:
+        for event in events:
+            name = event["event_name"]
+            event_time: Any = event["event_time"]
+            source = event["action_source"]
+            user_data = event["user_data"]
+            if (
+                type(name) is not str
+                or not name
+                or type(event_time) not in (int, float)
+                or not oldest <= event_time <= newest
+                or type(user_data) is not dict
+                or type(source) is not str
+                or source not in _FAST_SOURCES
+            ):
+                return False
+            strong = False
+            for key, value in user_data.items():
+                if key in hashed_fields:
+                    if type(value) is list:
+                        if not value:
+                            continue
+                        hashed += value
+                    elif type(value) is str:
+                        hashed.append(value)
+                    elif value is None:
                         continue
-                    hashed += value
-                elif type(value) is str:
-                    hashed.append(value)
-                elif value is None:
+                    else:
+                        return False
+                elif key not in raw_fields or not value:
                     continue
-                else:
+                if not strong and key not in broad_keys:
+                    strong = True
+            if not strong:  # only keys of too-broad sets, or none: let check_event decide
+                return False
+            if source == "app":
+                app_data = event["app_data"]
+                ate = app_data["advertiser_tracking_enabled"]
+                extinfo = app_data["extinfo"]
+                if (
+                    type(ate) not in (int, bool, str)
+                    or ate not in _FAST_ATE
+                    or type(extinfo) is not list
+                    or len(extinfo) != EXTINFO_LENGTH
+                    or extinfo[0] not in _FAST_EXTINFO_VERSIONS
+                    or not extinfo[EXTINFO_OS_VERSION_SLOT]
+                ):
                     return False
-            elif value is None or value == "" or value == []:
-                continue
-            if not strong and key not in _BROAD_UNION:
-                strong = True
-        if not strong:  # only keys of too-broad sets, or none: let check_event decide
-            return False
-        if source == "app":
-            app_data = event.get("app_data")
-            if type(app_data) is not dict:
+            if name == _PURCHASE:
+                custom_data = event["custom_data"]
+                currency = custom_data["currency"]
+                if (
+                    type(custom_data["value"]) not in (int, float)
+                    or type(currency) is not str
+                    or currency.lower() not in _CURRENCIES
+                ):
+                    return False
+            if rejected_ids and _event_id(event) in rejected_ids:
                 return False
-            ate = app_data.get("advertiser_tracking_enabled")
-            extinfo = app_data.get("extinfo")
-            if (
-                type(ate) not in (int, bool, str)
-                or ate not in _FAST_ATE
-                or type(extinfo) is not list
-                or len(extinfo) != EXTINFO_LENGTH
-                or extinfo[0] not in _FAST_EXTINFO_VERSIONS
-                or not extinfo[EXTINFO_OS_VERSION_SLOT]
-            ):
-                return False
-        if name == _PURCHASE:
-            custom_data = event.get("custom_data")
-            if type(custom_data) is not dict:
-                return False
-            currency = custom_data.get("currency")
-            if (
-                type(custom_data.get("value")) not in (int, float)
-                or type(currency) is not str
-                or currency.lower() not in _CURRENCIES
-            ):
-                return False
-        if rejected_ids and _event_id(event) in rejected_ids:
-            return False
+    except (KeyError, TypeError):  # a missing field, or app_data/custom_data that is not an object
+        return False
     if not hashed:
         return True
     try:
