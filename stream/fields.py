@@ -143,7 +143,8 @@ _MONTHS: Final = MappingProxyType({
     "oct": 10, "nov": 11, "dec": 12,
 })  # fmt: skip
 _DATE_COMPACT: Final = re.compile(r"(\d{4})(\d{2})(\d{2})")
-_DATE_YMD: Final = re.compile(r"(\d{4})([-/.])(\d{1,2})\2(\d{1,2})(?:[T ].*)?")
+# the text is lowercased first, so an ISO time part starts with "t"
+_DATE_YMD: Final = re.compile(r"(\d{4})([-/.])(\d{1,2})\2(\d{1,2})(?:[t ].*)?")
 _DATE_XXY: Final = re.compile(r"(\d{1,2})([-/.])(\d{1,2})\2(\d{4})")
 _DATE_DAY_MONTH: Final = re.compile(r"(\d{1,2})(?:st|nd|rd|th)?\s+([a-z]+)\.?,?\s+(\d{4})")
 _DATE_MONTH_DAY: Final = re.compile(r"([a-z]+)\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})")
