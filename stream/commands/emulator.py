@@ -11,6 +11,13 @@ from typing import Any
 from stream.errors import UsageError
 
 DEFAULT_PORT = 8089
+_FAULT_FLAGS = (
+    ("http_500", "answer HTTP 500, Meta's code 1/99"),
+    ("http_503", "answer HTTP 503, Meta's code 2"),
+    ("throttle", "answer Meta's rate limits 4, 17, 613, 80004 in turn, with usage headers"),
+    ("timeout", "hold the request past the client's timeout, then drop it"),
+    ("reset", "reset the TCP connection"),
+)
 
 
 def _probability(text: str) -> float:
@@ -47,8 +54,9 @@ def register(sub: Any) -> None:
                         help="the token valid for a dataset (repeatable); without any, every non-empty "
                         "token is accepted for every dataset")  # fmt: skip
     faults = parser.add_argument_group("faults (probabilities per request; see POST /_emulator/faults)")
-    for name in ("http_500", "http_503", "throttle", "timeout", "reset"):
-        faults.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_probability, default=0.0, metavar="P")
+    for name, what in _FAULT_FLAGS:
+        faults.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_probability, default=0.0,
+                            metavar="P", help=what)  # fmt: skip
     faults.add_argument("--latency-ms", type=_latency, default=None, metavar="LO,HI",
                         help="added delay per request, uniform between LO and HI ms")  # fmt: skip
     faults.add_argument("--token-expired", action="store_true", help="answer 190/463 to every request")
@@ -83,9 +91,7 @@ def run(args: argparse.Namespace) -> int:
     tokens = parse_tokens(args.token)
     if args.keep_events < 0:
         raise UsageError("--keep-events must be >= 0")
-    body: dict[str, Any] = {
-        name: getattr(args, name) for name in ("http_500", "http_503", "throttle", "timeout", "reset")
-    }
+    body: dict[str, Any] = {name: getattr(args, name) for name, _ in _FAULT_FLAGS}
     body.update(latency_ms=args.latency_ms, token_expired=args.token_expired, seed=args.seed,
                 throttle_regain_minutes=args.throttle_regain_minutes)  # fmt: skip
     if args.timeout_hold_s is not None:
