@@ -108,6 +108,10 @@ class Batcher:
                     del self._open[dest]
         return removed
 
+    def items(self) -> list[Item]:
+        """Every item waiting in an open batch."""
+        return [i for b in self._open.values() for i in b.items]
+
     @property
     def open_events(self) -> int:
         """Events waiting in open batches."""

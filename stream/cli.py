@@ -20,6 +20,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stream.commands.kafka",
     "stream.commands.demo",
     "stream.commands.run",
+    "stream.commands.check_config",
+    "stream.commands.quality",
     "stream.commands.produce",
     "stream.commands.normalize",
     "stream.commands.emulator",

@@ -287,12 +287,12 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
 
 
 def _from_env(text: str, hint: Any, key: str, source: str) -> Any:
-    try:
-        if hint is bool:
-            lowered = text.strip().lower()
-            if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(text)
+    if hint is bool:
+        lowered = text.strip().lower()
+        if lowered in ("true", "false", "1", "0", "yes", "no"):
             return lowered in ("true", "1", "yes")
+        raise ConfigError(f"{source}: environment override for '{key}' must be bool, got {text!r}")
+    try:
         if hint is int:
             return int(text)
         if hint is float:

@@ -79,7 +79,7 @@ def _read(payload: bytes | memoryview, writer: Any, reader: Any | None) -> dict[
     except fastavro.read.SchemaResolutionError as exc:
         raise DecodeError(INCOMPATIBLE_SCHEMA, str(exc)[:200]) from exc
     # corrupt input makes fastavro raise many kinds of errors (EOF, unicode, index, overflow, memory)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise DecodeError(BAD_AVRO, f"{type(exc).__name__}: {str(exc)[:160]}") from exc
     if buf.tell() != len(payload):
         raise DecodeError(BAD_AVRO, f"{len(payload) - buf.tell()} trailing bytes after the record")

@@ -50,9 +50,9 @@ class DeadLetter:
     event_name: str = ""
     event_id: str | None = None
 
-    def headers(self, now: float) -> list[tuple[str, bytes]]:
+    def headers(self, now: float) -> list[tuple[str, str | bytes | None]]:
         """Kafka headers for this letter."""
-        out = [
+        out: list[tuple[str, str | bytes | None]] = [
             (HEADER_REASON, self.reason.encode()),
             (HEADER_TOPIC, self.topic.encode()),
             (HEADER_PARTITION, str(self.partition).encode()),
@@ -119,11 +119,12 @@ class DeadLetterWriter:
             try:
                 self._producer.produce(self.topic, value=letter.value, key=letter.key,
                                        headers=letter.headers(time.time()), on_delivery=delivered)
-                return
             except BufferError:
                 self._producer.poll(0.05)  # queue full: serve reports, then retry
+            else:
+                return
 
-    async def flush(self, timeout: float) -> int:
+    async def flush(self, timeout: float) -> int:  # noqa: ASYNC109 - a bounded drain, not a cancel scope
         """Wait up to `timeout` for every queued letter; return how many are still undelivered."""
         if self._producer is None:
             return 0

@@ -36,7 +36,8 @@ def redact(text: str) -> str:
     return text
 
 
-def _redact_processor(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def _redact_processor(_logger: Any, _name: str, event: MutableMapping[str, Any],
+                      ) -> MutableMapping[str, Any]:
     for key, value in event.items():
         if isinstance(value, str):
             event[key] = redact(value)
@@ -53,7 +54,8 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
     """Set up structlog for the process: `fmt` json, console or auto (console when stderr is a TTY)."""
     out = stream or sys.stderr
     use_console = fmt == "console" or (fmt == "auto" and hasattr(out, "isatty") and out.isatty())
-    renderer: Any = structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer(serializer=_dumps)
+    renderer: Any = (structlog.dev.ConsoleRenderer() if use_console
+                     else structlog.processors.JSONRenderer(serializer=_dumps))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -37,11 +37,11 @@ class RegistryLookup:
             if exc.http_status_code == HTTP_NOT_FOUND:
                 return None
             raise RegistryUnavailable(f"schema registry error for id {schema_id}: {exc.http_status_code}") from exc
-        except Exception as exc:  # noqa: BLE001 - the client surfaces network failures as many types
+        except Exception as exc:
             raise RegistryUnavailable(f"schema registry unreachable: {type(exc).__name__}") from exc
         if schema.schema_type not in (None, "AVRO"):
             return None
         try:
-            return fastavro.parse_schema(orjson.loads(schema.schema_str))
+            return fastavro.parse_schema(orjson.loads(schema.schema_str or ""))
         except (orjson.JSONDecodeError, fastavro.schema.SchemaParseException, ValueError, KeyError) as exc:
             raise RegistryUnavailable(f"schema id {schema_id} is not a valid Avro schema") from exc

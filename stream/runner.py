@@ -24,11 +24,12 @@ from confluent_kafka import Message
 
 from stream.batch import Batch, Batcher
 from stream.config import Destination, Settings
-from stream.decode import Decoder, DecodeError
+from stream.decode import DecodeError, Decoder
 from stream.dedupe import DedupeStore, Verdict, dedupe_key
 from stream.dlq import DeadLetter, DeadLetterWriter
 from stream.normalize import NO_CONSENT, NormalizeSettings, normalize_event
 from stream.offsets import OffsetTracker
+from stream.quality import Quality
 from stream.records import Item, TopicPartition
 from stream.registry import RegistryLookup, RegistryUnavailable
 from stream.schema import load_schema
@@ -64,6 +65,7 @@ class Pipeline:
         self.settings = settings
         self.clock = clock
         self.stats = Stats()
+        self.quality = Quality()
         self.tracker = OffsetTracker()
         self._assigned_gen: dict[TopicPartition, int] = {}
         wire = WireFormat(settings.decode.wire_format)
@@ -93,6 +95,7 @@ class Pipeline:
         self._draining = False
         self._unfinished = 0
         self._started = False
+        self.metrics: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -110,6 +113,11 @@ class Pipeline:
         ]
         for task in self._tasks:
             task.add_done_callback(self._task_done)
+        if self.settings.metrics.port:
+            from stream.metrics import MetricsServer
+
+            self.metrics = MetricsServer(self, self.settings.metrics.host, self.settings.metrics.port)
+            await self.metrics.start()
         await self.source.start()
         log.info("pipeline_started", topics=list(self.settings.kafka.topics), group=self.settings.kafka.group_id,
                  destinations=len(self.senders))
@@ -135,7 +143,7 @@ class Pipeline:
         def on_stop(signame: str) -> None:
             if self._stop.is_set():
                 log.warning("second_signal_exit_now", signal=signame)
-                import os  # noqa: PLC0415
+                import os
 
                 os._exit(130)
             log.info("stop_requested", signal=signame)
@@ -176,6 +184,8 @@ class Pipeline:
             await sender.stop()
         await self.dlq.stop()
         await self.client.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
         log.info("pipeline_stopped", consumed=self.stats.consumed, acked=self.stats.events_acked,
                  unfinished=self._unfinished, final_commit=self.source.final_commit_ok)
 
@@ -217,7 +227,7 @@ class Pipeline:
         for sender in self.senders.values():
             self._abandon(sender.take_partitions(tps))
         deadline = time.monotonic() + self.settings.pipeline.revoke_timeout_s
-        while time.monotonic() < deadline and (
+        while time.monotonic() < deadline and (  # noqa: ASYNC110 - polls state owned by several tasks
             any(s.inflight_holds(tps) for s in self.senders.values()) or self._dlq_holds(tps)
         ):
             await asyncio.sleep(0.02)
@@ -225,9 +235,8 @@ class Pipeline:
         for tp in partitions:
             part = self.tracker.drop(*tp)
             self._assigned_gen.pop(tp, None)
-            if part is not None:
-                if part.commit_point is not None:
-                    offsets[tp] = part.commit_point
+            if part is not None and part.commit_point is not None:
+                offsets[tp] = part.commit_point
         self._drop_waiters(tps)
         return offsets
 
@@ -274,15 +283,18 @@ class Pipeline:
         now = self.clock()
         inow = int(now)
         for msg in messages:
-            tp = (msg.topic(), msg.partition())
-            part = self.tracker.get(*tp)
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            assert topic is not None
+            assert partition is not None
+            assert offset is not None
+            tp = (topic, partition)
+            part = self.tracker.get(topic, partition)
             if part is None or self._assigned_gen.get(tp, 1 << 62) > generation:
                 continue  # consumed before a revoke of this partition: the owner reads it again
-            offset = msg.offset()
             part.received(offset)
             self._unfinished += 1
             self.stats.consumed += 1
-            item = Item(tp[0], tp[1], offset, msg.key(), msg.value() or b"", msg.timestamp()[1], part)
+            item = Item(topic, partition, offset, msg.key(), msg.value() or b"", msg.timestamp()[1], part)
             try:
                 record = self.decoder.decode(msg.value())
             except DecodeError as exc:
@@ -306,10 +318,12 @@ class Pipeline:
                     self.stats.no_consent += 1
                     self._finish(item)  # never sent, never kept
                 else:
+                    self.quality.invalid(route.dest.name, str(record.get("event_name") or "?"))
                     self._dead_letter(item, reason, outcome.rejection.detail,
                                       event_name=record.get("event_name") or "", event_id=record.get("event_id"))
                 continue
             event = outcome.event
+            self.quality.valid(route.dest.name, event)
             item.destination = route.dest.name
             item.body = orjson.dumps(event)
             item.event_name = event["event_name"]
@@ -324,6 +338,7 @@ class Pipeline:
             verdict = self.dedupe.check(key, now)
             if verdict is Verdict.SENT:
                 self.stats.duplicates += 1
+                self.quality.duplicate(item.destination, item.event_name)
                 self._finish(item)
                 return
             if verdict is Verdict.PENDING:
@@ -364,10 +379,12 @@ class Pipeline:
         self.stats.events_acked += len(batch.items)
         for item in batch.items:
             self.stats.latency(now_ms - item.append_ms)
+            self.stats.freshness.observe(now - item.event_time)
             if item.dedupe_key is not None:
                 self.dedupe.confirm(item.dedupe_key, now)
                 for twin in self._waiters.pop(item.dedupe_key, ()):
                     self.stats.duplicates += 1
+                    self.quality.duplicate(twin.destination, twin.event_name)
                     self._finish(twin)
             self._finish(item)
         self._after_change()
@@ -420,6 +437,15 @@ class Pipeline:
     def unfinished(self) -> int:
         """Consumed events of assigned partitions not finished yet."""
         return self._unfinished
+
+    def oldest_unacked_event_time(self) -> int | None:
+        """event_time of the oldest event consumed but not yet acknowledged (Meta refuses it after 7 days)."""
+        times = [i.event_time for i in self.batcher.items() if i.event_time]
+        for sender in self.senders.values():
+            times.extend(i.event_time for i in sender.items() if i.event_time)
+        for twins in self._waiters.values():
+            times.extend(t.event_time for t in twins if t.event_time)
+        return min(times) if times else None
 
     def destination_states(self) -> dict[str, str]:
         """name -> flowing | throttled | halted."""

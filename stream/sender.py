@@ -57,7 +57,7 @@ def backoff_delay(attempt: int, initial: float, maximum: float, hint: float | No
     """Exponential backoff with full jitter in [d/2, d]; Meta's hint, when given, is a floor."""
     base = min(maximum, initial * (2 ** min(attempt, 30)))
     delay = base * (0.5 + rng.random() / 2)
-    return max(delay, hint) if hint else delay
+    return float(max(delay, hint)) if hint else float(delay)
 
 
 class DestinationSender:
@@ -146,6 +146,10 @@ class DestinationSender:
         """True while a batch being sent holds an item of one of `tps`."""
         return any(i.tp in tps for b in self._inflight for i in b.items)
 
+    def items(self) -> list[Item]:
+        """Every item queued or in flight here."""
+        return [i for b in (*self._queue, *self._inflight) for i in b.items]
+
     @property
     def queued_events(self) -> int:
         return sum(len(b.items) for b in self._queue)
@@ -180,6 +184,10 @@ class DestinationSender:
         return True
 
     # -- internals -------------------------------------------------------------------------------
+    def _halted(self) -> bool:
+        """Read the state afresh: it changes while this task waits for a slot."""
+        return self.state is DestinationState.HALTED
+
     def _check_idle(self) -> None:
         if not self._queue and not self._inflight:
             self._idle.set()
@@ -195,7 +203,7 @@ class DestinationSender:
             self._wake.clear()
             while self._queue and self.state is not DestinationState.HALTED:
                 await self._slots.acquire()
-                if not self._queue or self.state is DestinationState.HALTED:
+                if not self._queue or self._halted():
                     self._slots.release()
                     break
                 batch = self._queue.popleft()
@@ -225,6 +233,7 @@ class DestinationSender:
             started = time.monotonic()
             answer = await self._client.post(self._url, body)
             ms = (time.monotonic() - started) * 1000
+            self._stats.send_latency.observe(ms / 1000)
             if answer.verdict is Verdict.ACKED:
                 if self.state is DestinationState.THROTTLED:
                     self.state = DestinationState.FLOWING

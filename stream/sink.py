@@ -85,7 +85,7 @@ def classify(status: int, body: bytes, headers: Mapping[str, str]) -> Answer:
         return answer(Verdict.HALT)
     if code in _PERMISSION_CODES:
         return answer(Verdict.HALT)
-    if transient or code in meta.TRANSIENT_CODES or status >= 500 or code is None and status == 408:
+    if transient or code in meta.TRANSIENT_CODES or status >= 500 or (code is None and status == 408):
         return answer(Verdict.RETRY, "transient")
     if 400 <= status < 500:
         return answer(Verdict.REJECTED)

@@ -16,9 +16,11 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+import orjson
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -34,6 +36,8 @@ _DEFAULTS: dict[str, Any] = {
     "enable.partition.eof": False,
     "fetch.wait.max.ms": 100,
     "session.timeout.ms": 45000,
+    # librdkafka statistics feed the consumer-lag metric
+    "statistics.interval.ms": 5000,
 }
 # consume() timeout: short, so commands, pause and stop are served promptly
 _POLL_S = 0.1
@@ -86,6 +90,8 @@ class KafkaSource:
         self.generation = 0
         self.assignment: set[TP] = set()
         self.last_error: str = ""
+        self.last_error_at = 0.0
+        self.lag: dict[TP, int] = {}
         self.final_commit_ok: bool | None = None
 
     async def start(self) -> None:
@@ -93,7 +99,7 @@ class KafkaSource:
         if self._thread is not None:
             raise RuntimeError("KafkaSource already started")
         self._loop = asyncio.get_running_loop()
-        self._consumer = Consumer({**self._conf, "error_cb": self._error_cb})
+        self._consumer = Consumer({**self._conf, "error_cb": self._error_cb, "stats_cb": self._stats_cb})
         self._consumer.subscribe(list(self._kafka.topics), on_assign=self._assign_cb,
                                  on_revoke=self._revoke_cb, on_lost=self._lost_cb)
         self._thread = threading.Thread(target=self._run, name="kafka-source", daemon=True)
@@ -189,7 +195,21 @@ class KafkaSource:
                 self._loop.call_soon_threadsafe(self._on_error, KafkaException(err))
         return True
 
+    def _stats_cb(self, text: str) -> None:
+        try:
+            doc = orjson.loads(text)
+            lag = {
+                (topic, int(p)): part["consumer_lag"]
+                for topic, tdoc in doc.get("topics", {}).items()
+                for p, part in tdoc.get("partitions", {}).items()
+                if int(p) >= 0 and (topic, int(p)) in self.assignment and part.get("consumer_lag", -1) >= 0
+            }
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            return
+        self.lag = lag
+
     def _error_cb(self, err: KafkaError) -> None:
+        self.last_error_at = time.time()
         self.last_error = err.name()
         log.warning("kafka_error", error=err.name(), detail=err.str()[:200])
 

@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import random
 from collections import Counter
 
 # Latency samples kept for percentiles; past this a seeded reservoir keeps a uniform sample
 MAX_LATENCY_SAMPLES = 200_000
+
+
+# Meta answers in < 600 ms typically and we time out at 1.5 s by default
+SEND_LATENCY_BOUNDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0)
+# event_time -> ack: Meta wants events within an hour; it refuses them after 7 days
+FRESHNESS_BOUNDS = (1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 86400.0, 3 * 86400.0, 6 * 86400.0)
+
+
+@dataclasses.dataclass
+class Histogram:
+    """Fixed-bucket counts for a Prometheus histogram (cumulative on export)."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = dataclasses.field(default_factory=list)
+    total: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        """Count one observation."""
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(le, count) pairs including +Inf, as Prometheus wants them."""
+        out, running = [], 0
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            running += count
+            out.append((bound, running))
+        return out
 
 
 @dataclasses.dataclass
@@ -28,6 +60,8 @@ class Stats:
     dead_lettered: Counter[str] = dataclasses.field(default_factory=Counter)
     splits: int = 0
     halts: int = 0
+    send_latency: Histogram = dataclasses.field(default_factory=lambda: Histogram(SEND_LATENCY_BOUNDS))
+    freshness: Histogram = dataclasses.field(default_factory=lambda: Histogram(FRESHNESS_BOUNDS))
     _latencies_ms: list[float] = dataclasses.field(default_factory=list)
     _latency_seen: int = 0
     _rng: random.Random = dataclasses.field(default_factory=lambda: random.Random(7))  # noqa: S311

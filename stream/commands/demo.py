@@ -15,8 +15,8 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print its summary."""
-    from stream.demo import main  # noqa: PLC0415
-    from stream.errors import UsageError  # noqa: PLC0415
+    from stream.demo import main
+    from stream.errors import UsageError
 
     if args.events < 10:
         raise UsageError("--events must be at least 10")

@@ -17,14 +17,14 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load and validate the config, then run the pipeline until a stop signal; exit 1 if a stage failed."""
-    from stream import config  # noqa: PLC0415
-    from stream.logs import configure  # noqa: PLC0415
-    from stream.runner import Pipeline  # noqa: PLC0415
+    from stream import config
+    from stream.logs import configure
+    from stream.runner import Pipeline
 
     settings = config.load(args.config)
     configure(settings.logging.level, settings.logging.format)
     for dest in settings.destinations:
-        from stream.logs import register_secret  # noqa: PLC0415
+        from stream.logs import register_secret
 
         register_secret(dest.read_token())
     return asyncio.run(Pipeline(settings).run_until_stopped())

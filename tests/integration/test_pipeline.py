@@ -263,7 +263,7 @@ def test_expired_token_halts_one_destination_without_committing_then_catches_up(
     expected_second = expected_keys(second, now, sc.routes)
     fitness_second = {k for k in expected_second if k[0] == fitness.dataset_id}
     assert wait_until(lambda: fitness_second <= set(sc.counts()), 60), "the other destination kept flowing"
-    assert wait_until(lambda: any(l.get("event") == "destination_halted" for l in proc.log_lines()), 30)
+    assert wait_until(lambda: any(e.get("event") == "destination_halted" for e in proc.log_lines()), 30)
     time.sleep(2)  # let any wrong commit happen before we look
     offsets = _offsets_by_id(sc, 800)
     accepted = set(sc.counts())
@@ -277,7 +277,7 @@ def test_expired_token_halts_one_destination_without_committing_then_catches_up(
     proc.stop()
     counts = sc.counts()
     assert set(counts) == expected_keys(first, now, sc.routes) | expected_second
-    assert any(l.get("event") == "destination_resumed" for l in proc.log_lines())
+    assert any(e.get("event") == "destination_resumed" for e in proc.log_lines())
 
 
 def test_sigkill_mid_stream_then_restart_loses_nothing(scenario_factory: Callable[..., Scenario]) -> None:
@@ -314,7 +314,7 @@ def test_a_second_instance_joins_and_leaves_without_loss(scenario_factory: Calla
     first = sc.start()
     assert wait_until(lambda: sum(sc.counts().values()) >= 1000, 60)
     second = sc.start()
-    assert wait_until(lambda: any(l.get("event") == "partitions_assigned" for l in second.log_lines()), 60)
+    assert wait_until(lambda: any(e.get("event") == "partitions_assigned" for e in second.log_lines()), 60)
     assert wait_until(lambda: sum(sc.counts().values()) >= 4000, 90)
     assert second.stop() == 0
     assert sc.all_committed()

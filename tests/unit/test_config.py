@@ -1,0 +1,102 @@
+"""Config loading: every error names the key and the file; env overrides; passthrough."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stream import config
+from stream.commands.check_config import REDACTED, redacted
+from stream.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "example.toml"
+DEST = '[destinations.main]\ndataset_id = "123"\napp_ids = ["a"]\ntoken_env = "T"\n'
+
+
+def _load(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> config.Settings:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return config.load(path, env=env or {})
+
+
+def test_the_example_config_is_valid_and_documents_the_defaults() -> None:
+    """config/example.toml loads, and its values equal the built-in defaults (it documents them)."""
+    settings = config.load(EXAMPLE, env={})
+    defaults = config.load(None, env={})
+    for section in ("kafka", "decode", "pipeline", "dedupe", "batch", "send", "logging"):
+        assert getattr(settings, section) == getattr(defaults, section), section
+    assert settings.destinations[0].dataset_id == "123456789012345"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[kafka]\nbootstrap = 'x'\n", "unknown key 'kafka.bootstrap'"),
+        ("[nonsense]\n", "unknown key 'nonsense'"),
+        ("[kafka]\ntopics = 'one'\n", "'kafka.topics' must be a list of strings"),
+        ("[send]\nconcurrency = 'four'\n", "'send.concurrency' must be int"),
+        ("[send]\nconcurrency = 0\n", "'send.concurrency' must be at least 1"),
+        ("[batch]\nmax_events = 1001\n", "'batch.max_events' must be 1..1000"),
+        ("[decode]\nwire_format = 'json'\n", "'decode.wire_format'"),
+        ("[decode]\nwire_format = 'confluent'\n", "'decode.schema_registry_url' is required"),
+        ("[kafka]\ndlq_topic = 'conversions'\n", "'kafka.dlq_topic' must differ"),
+        ("[logging]\nlevel = 'loud'\n", "'logging.level'"),
+        ("[kafka\nbootstrap_servers = 1\n", "not valid TOML"),
+        (DEST.replace('"123"', '"abc"'), "'destinations.main.dataset_id'"),
+        (DEST.replace('token_env = "T"', ""), "'destinations.main.token_env' set exactly one"),
+        (DEST + 'token_file = "/x"\n', "set exactly one"),
+        (DEST.replace('dataset_id = "123"\n', ""), "missing key 'destinations.main.dataset_id'"),
+        (DEST + 'default_country = "USA"\n', "'destinations.main.default_country'"),
+        (DEST + '[destinations.other]\ndataset_id = "9"\napp_ids = ["a"]\ntoken_env = "T"\n', "already routed"),
+        (DEST + 'api_version = "26"\n', "'destinations.main.api_version'"),
+    ],
+)
+def test_each_config_error_names_the_key_and_the_file(tmp_path: Path, text: str, message: str) -> None:
+    """A bad key, type or value raises ConfigError whose message names the file and the key."""
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, text)
+    assert message in str(info.value)
+    assert str(tmp_path / "c.toml") in str(info.value)
+
+
+def test_environment_overrides_are_typed(tmp_path: Path) -> None:
+    """CAPI_STREAM_SECTION__KEY overrides the file, converted to the key's type."""
+    settings = _load(tmp_path, DEST, env={
+        "CAPI_STREAM_KAFKA__BOOTSTRAP_SERVERS": "b:1", "CAPI_STREAM_SEND__CONCURRENCY": "8",
+        "CAPI_STREAM_KAFKA__TOPICS": "t1, t2", "CAPI_STREAM_DESTINATIONS__MAIN__REQUIRE_CONSENT": "true",
+    })  # fmt: skip
+    assert settings.kafka.bootstrap_servers == "b:1"
+    assert settings.send.concurrency == 8
+    assert settings.kafka.topics == ("t1", "t2")
+    assert settings.destinations[0].require_consent is True
+
+
+def test_a_bad_environment_override_names_the_key(tmp_path: Path) -> None:
+    """An override that does not convert to the key's type is a ConfigError naming the key."""
+    with pytest.raises(ConfigError, match=r"send\.concurrency"):
+        _load(tmp_path, "", env={"CAPI_STREAM_SEND__CONCURRENCY": "many"})
+
+
+def test_librdkafka_settings_pass_through_verbatim(tmp_path: Path) -> None:
+    """Keys under [kafka.consumer] are not checked by us and reach librdkafka unchanged."""
+    settings = _load(tmp_path, '[kafka.consumer]\n"fetch.min.bytes" = 65536\n"sasl.password" = "pw"\n')
+    assert settings.kafka.consumer == {"fetch.min.bytes": 65536, "sasl.password": "pw"}
+    shown = redacted(settings)
+    assert shown["kafka"]["consumer"] == {"fetch.min.bytes": 65536, "sasl.password": REDACTED}
+
+
+def test_tokens_come_from_env_or_file_and_a_missing_one_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """read_token returns the env variable or the file's stripped content; empty is a ConfigError."""
+    settings = _load(tmp_path, DEST)
+    monkeypatch.setenv("T", " tok \n")
+    assert settings.destinations[0].read_token() == "tok"
+    monkeypatch.delenv("T")
+    with pytest.raises(ConfigError, match="no access token"):
+        settings.destinations[0].read_token()
+    token_file = tmp_path / "tok"
+    token_file.write_text("from-file\n")
+    settings = _load(tmp_path, DEST.replace('token_env = "T"', f'token_file = "{token_file}"'))
+    assert settings.destinations[0].read_token() == "from-file"
