@@ -283,7 +283,7 @@ class Emulator:
         if fault is FaultKind.HTTP_503:
             return self._meta_error(errors.service_unavailable())
         if fault is FaultKind.THROTTLE:
-            assert throttle_code is not None  # noqa: S101 - the plan always sets it for throttles
+            assert throttle_code is not None
             return self._meta_error(
                 errors.throttled(throttle_code, dataset_id, self._plan.spec.throttle_regain_minutes)
             )
@@ -469,7 +469,7 @@ class EmulatorThread:
     def call(self, fn: Callable[[Emulator], T]) -> T:
         """Run `fn(emulator)` on the emulator's loop and return its result."""
         emulator = self._running()
-        assert self._loop is not None  # noqa: S101 - set before the emulator is
+        assert self._loop is not None
         result: Future[T] = Future()
 
         def run() -> None:
