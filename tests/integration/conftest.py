@@ -11,9 +11,12 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pipeline_harness import APPS_A, APPS_B, Dest, Scenario, write_config
 
+from stream.emulator import EmulatorThread
 from stream.errors import CapiStreamError
 from stream.localkafka import LocalKafka, free_port, probe
 from stream.produce import ensure_topic
@@ -79,3 +82,39 @@ def group_factory() -> Callable[[], str]:
 def repo_root() -> Path:
     """The repository's top directory."""
     return Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def scenario_factory(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], group_factory: Callable[[], str], tmp_path: Path
+) -> Iterator[Callable[..., Scenario]]:
+    """Build a scenario: fresh topics and group, two destinations with token files, a running emulator."""
+    made: list[Scenario] = []
+
+    def make(partitions: int = 4, extra: str = "", faults: dict[str, Any] | None = None) -> Scenario:
+        topic = topic_factory(partitions=partitions)
+        dlq = topic_factory(partitions=1, prefix="dlq")
+        dests = []
+        tokens = {}
+        for name, dataset, apps in (("shop", "111", APPS_A), ("fitness", "222", APPS_B)):
+            token = f"tok-{name}-{uuid.uuid4().hex}"
+            token_file = tmp_path / f"{name}.token"
+            token_file.write_text(token + "\n")
+            tokens[dataset] = token
+            dests.append(Dest(name, dataset, apps, token_file))
+        emulator = EmulatorThread(tokens=tokens).start()
+        if faults:
+            emulator.set_faults(faults)
+        group = group_factory()
+        config = write_config(tmp_path / "capi.toml", bootstrap=kafka_bootstrap, topic=topic, group=group,
+                              dlq_topic=dlq, emulator_url=emulator.url, dests=dests, extra=extra)
+        scenario = Scenario(kafka_bootstrap, topic, dlq, group, partitions, dests, emulator, config, tmp_path)
+        made.append(scenario)
+        return scenario
+
+    yield make
+    for scenario in made:
+        for proc in scenario.processes:
+            if proc.alive():
+                proc.kill()
+        scenario.emulator.stop()

@@ -20,11 +20,15 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from stream.emulator import EmulatorThread
 from stream.normalize import NormalizeSettings, normalize_event
 from stream.produce import produce_lines
 from stream.schema import load_schema
 
 Key = tuple[str, str, str]  # dataset, event_name, event_id
+APPS_A = ["com.example.shop", "com.example.game"]
+APPS_B = ["com.example.fitness"]
+DRAIN_S = 120.0
 
 
 @dataclasses.dataclass
@@ -197,3 +201,41 @@ def expected_keys(records: Iterable[Mapping[str, Any]], now: int, routes: Mappin
 def accepted_counts(received: list[dict[str, Any]]) -> Counter[Key]:
     """The emulator's ledger as a Counter of keys."""
     return Counter({(r["dataset_id"], r["event_name"], r["event_id"]): r["count"] for r in received})
+
+
+@dataclasses.dataclass
+class Scenario:
+    """One test's topic, group, destinations, emulator and processes."""
+
+    bootstrap: str
+    topic: str
+    dlq_topic: str
+    group: str
+    partitions: int
+    dests: list[Dest]
+    emulator: EmulatorThread
+    config: Path
+    tmp: Path
+    processes: list[PipelineProcess] = dataclasses.field(default_factory=list)
+
+    @property
+    def routes(self) -> dict[str, tuple[str, str]]:
+        return {app: (d.dataset_id, d.default_country) for d in self.dests for app in d.app_ids}
+
+    def start(self) -> PipelineProcess:
+        proc = PipelineProcess(self.config, self.tmp / f"run-{len(self.processes)}.log").start()
+        self.processes.append(proc)
+        return proc
+
+    def end(self) -> dict[int, int]:
+        return end_offsets(self.bootstrap, self.topic, self.partitions)
+
+    def committed(self) -> dict[int, int]:
+        return committed(self.bootstrap, self.group, self.topic, self.partitions)
+
+    def all_committed(self, timeout: float = DRAIN_S) -> bool:
+        end = self.end()
+        return wait_until(lambda: self.committed() == end, timeout, interval=0.5)
+
+    def counts(self) -> Any:
+        return accepted_counts(self.emulator.received())

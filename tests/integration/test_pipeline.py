@@ -2,115 +2,30 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from pipeline_harness import (
-    Dest,
-    PipelineProcess,
-    accepted_counts,
-    committed,
-    end_offsets,
+    APPS_A,
+    APPS_B,
+    Scenario,
     expected_keys,
     headers_of,
     produce_raw,
     produce_records,
     read_topic,
     wait_until,
-    write_config,
 )
 
 from stream.devregistry import DevRegistry
-from stream.emulator import EmulatorThread
 from stream.samples import generate
 from stream.schema import default_schema_path
 from stream.wire import WireFormat, encode
 
 pytestmark = pytest.mark.kafka
-
-APPS_A = ["com.example.shop", "com.example.game"]
-APPS_B = ["com.example.fitness"]
-DRAIN_S = 120.0
-
-
-@dataclasses.dataclass
-class Scenario:
-    """One test's topic, group, destinations, emulator and processes."""
-
-    bootstrap: str
-    topic: str
-    dlq_topic: str
-    group: str
-    partitions: int
-    dests: list[Dest]
-    emulator: EmulatorThread
-    config: Path
-    tmp: Path
-    processes: list[PipelineProcess] = dataclasses.field(default_factory=list)
-
-    @property
-    def routes(self) -> dict[str, tuple[str, str]]:
-        return {app: (d.dataset_id, d.default_country) for d in self.dests for app in d.app_ids}
-
-    def start(self) -> PipelineProcess:
-        proc = PipelineProcess(self.config, self.tmp / f"run-{len(self.processes)}.log").start()
-        self.processes.append(proc)
-        return proc
-
-    def end(self) -> dict[int, int]:
-        return end_offsets(self.bootstrap, self.topic, self.partitions)
-
-    def committed(self) -> dict[int, int]:
-        return committed(self.bootstrap, self.group, self.topic, self.partitions)
-
-    def all_committed(self, timeout: float = DRAIN_S) -> bool:
-        end = self.end()
-        return wait_until(lambda: self.committed() == end, timeout, interval=0.5)
-
-    def counts(self) -> Any:
-        return accepted_counts(self.emulator.received())
-
-
-@pytest.fixture
-def scenario_factory(
-    kafka_bootstrap: str, topic_factory: Callable[..., str], group_factory: Callable[[], str], tmp_path: Path
-) -> Iterator[Callable[..., Scenario]]:
-    """Build a scenario: fresh topics and group, two destinations with token files, a running emulator."""
-    made: list[Scenario] = []
-
-    def make(partitions: int = 4, extra: str = "", faults: dict[str, Any] | None = None) -> Scenario:
-        topic = topic_factory(partitions=partitions)
-        dlq = topic_factory(partitions=1, prefix="dlq")
-        dests = []
-        tokens = {}
-        for name, dataset, apps in (("shop", "111", APPS_A), ("fitness", "222", APPS_B)):
-            token = f"tok-{name}-{uuid.uuid4().hex}"
-            token_file = tmp_path / f"{name}.token"
-            token_file.write_text(token + "\n")
-            tokens[dataset] = token
-            dests.append(Dest(name, dataset, apps, token_file))
-        emulator = EmulatorThread(tokens=tokens).start()
-        if faults:
-            emulator.set_faults(faults)
-        group = group_factory()
-        config = write_config(tmp_path / "capi.toml", bootstrap=kafka_bootstrap, topic=topic, group=group,
-                              dlq_topic=dlq, emulator_url=emulator.url, dests=dests, extra=extra)
-        scenario = Scenario(kafka_bootstrap, topic, dlq, group, partitions, dests, emulator, config, tmp_path)
-        made.append(scenario)
-        return scenario
-
-    yield make
-    for scenario in made:
-        for proc in scenario.processes:
-            if proc.alive():
-                proc.kill()
-        scenario.emulator.stop()
-
 
 def _events(n: int, seed: int, apps: list[str], **knobs: Any) -> list[dict[str, Any]]:
     return list(generate(n, seed=seed, now=int(time.time()), app_ids=apps, **knobs))
