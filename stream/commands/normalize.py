@@ -70,7 +70,8 @@ def bad_record_detail(exc: Exception) -> str:
     text = str(exc).strip().strip("[]").strip()
     if (m := _FASTAVRO_MESSAGE.match(text)) is not None:
         path = m["path"].removeprefix("io.capistream.")
-        return f"{path}: got {m['got'].strip('<>').removeprefix('class ')}, expected {m['want']}"
+        got = m["got"].strip("<>").removeprefix("class ").strip("'")
+        return f"{path}: got {got}, expected {m['want']}"
     return type(exc).__name__
 
 
