@@ -23,9 +23,12 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stream.commands.check_config",
     "stream.commands.quality",
     "stream.commands.produce",
+    "stream.commands.samples",
     "stream.commands.normalize",
     "stream.commands.emulator",
     "stream.commands.bench",
+    "stream.commands.replay",
+    "stream.commands.dlq",
 )
 
 EXIT_OK = 0
