@@ -23,7 +23,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stream.commands.check_config",
     "stream.commands.quality",
     "stream.commands.produce",
-    "stream.commands.samples",
     "stream.commands.normalize",
     "stream.commands.emulator",
     "stream.commands.bench",
