@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stream.commands.check_config",
     "stream.commands.quality",
     "stream.commands.produce",
+    "stream.commands.samples",
     "stream.commands.normalize",
     "stream.commands.emulator",
     "stream.commands.bench",
@@ -62,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE if not exc.retriable else EXIT_PROBLEM
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (`... | head`): stop quietly, as Unix tools do
+        sys.stderr.close()
+        return 141
     return code
 
 
