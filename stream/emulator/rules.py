@@ -280,15 +280,10 @@ def _all_valid(events: list[Event], now: float, rejected_ids: frozenset[str]) ->
             event_time: Any = event["event_time"]
             source = event["action_source"]
             user_data = event["user_data"]
-            if (
-                type(name) is not str
-                or not name
-                or type(event_time) not in (int, float)
-                or not oldest <= event_time <= newest
-                or type(user_data) is not dict
-                or type(source) is not str
-                or source not in _FAST_SOURCES
-            ):
+            # Type tests are left to the operations where they can be: a non-number event_time fails
+            # the comparison (TypeError; a bool is far below `oldest`), a non-object user_data has
+            # no .items(), an unhashable action_source fails the set test; all land in the except.
+            if type(name) is not str or not name or not oldest <= event_time <= newest or source not in _FAST_SOURCES:
                 return False
             strong = False
             for key, value in user_data.items():
@@ -316,8 +311,7 @@ def _all_valid(events: list[Event], now: float, rejected_ids: frozenset[str]) ->
                 if (
                     type(ate) not in (int, bool, str)
                     or ate not in _FAST_ATE
-                    or type(extinfo) is not list
-                    or len(extinfo) != EXTINFO_LENGTH
+                    or len(extinfo) != EXTINFO_LENGTH  # a 16-character string fails the slot-0 test
                     or extinfo[0] not in _FAST_EXTINFO_VERSIONS
                     or not extinfo[EXTINFO_OS_VERSION_SLOT]
                 ):
@@ -333,7 +327,7 @@ def _all_valid(events: list[Event], now: float, rejected_ids: frozenset[str]) ->
                     return False
             if rejected_ids and _event_id(event) in rejected_ids:
                 return False
-    except (KeyError, TypeError):  # a missing field, or app_data/custom_data that is not an object
+    except (KeyError, TypeError, AttributeError):  # a missing field or a value of the wrong type
         return False
     if not hashed:
         return True

@@ -244,3 +244,27 @@ def test_fast_pass_agrees_with_the_reference_rules(events: list[Event]) -> None:
     """validate_events answers exactly what check_event says of the first invalid event."""
     expected = next((p for e in events if (p := rules.check_event(e, NOW, frozenset({"b"}))) is not None), None)
     assert rules.validate_events(events, NOW, frozenset({"b"})) == expected
+
+
+_OVERRIDES = st.lists(st.tuples(
+    st.sampled_from(["event_name", "event_time", "action_source", "user_data", "app_data", "custom_data",
+                     "event_id", "user_data.em", "user_data.madid", "user_data.anon_id", "user_data.ge",
+                     "app_data.extinfo", "app_data.advertiser_tracking_enabled", "custom_data.value",
+                     "custom_data.currency"]),
+    st.sampled_from([None, "", [], {}, 0, 1, True, 1.0, "1", "a2", "b", "usd", "app", H, [H], [H, "x"],
+                     NOW, NOW - MAX_EVENT_AGE_S - 1, ["a2"] * 16, ["a2", "", "", "", ""] + [""] * 11]),
+), max_size=3)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(_OVERRIDES, st.integers(min_value=0, max_value=5))
+def test_fast_pass_agrees_near_valid_events(overrides: list[tuple[str, object]], index: int) -> None:
+    """Valid events with up to three fields overridden get the reference answer from validate_events."""
+    events = sample_events(6, NOW)
+    for path, value in overrides:
+        parent, _, leaf = path.rpartition(".")
+        node = events[index].get(parent) if parent else events[index]
+        if isinstance(node, dict):
+            node[leaf] = copy.deepcopy(value)
+    expected = next((p for e in events if (p := rules.check_event(e, NOW, frozenset({"b"}))) is not None), None)
+    assert rules.validate_events(events, NOW, frozenset({"b"})) == expected
