@@ -15,6 +15,7 @@ from stream import meta
 from stream.userdata import Dropped
 from stream.validate import Rejection
 
+_ONLY_STR: Final = {str}
 _FLAGS: Final = ("advertiser_tracking_enabled", "application_tracking_enabled")
 _STRINGS: Final = ("campaign_ids", "install_referrer", "installer_package", "vendor_id",
                    "windows_attribution_id")
@@ -31,7 +32,7 @@ def extinfo(value: Any) -> list[str] | Rejection:
     """The 16 extinfo strings ("" for unknown), or a rejection naming what is wrong."""
     if not isinstance(value, list | tuple):
         return Rejection("app_data_missing", "app_data.extinfo is required for app events")
-    if len(value) == meta.EXTINFO_LENGTH and all(type(item) is str for item in value):
+    if len(value) == meta.EXTINFO_LENGTH and set(map(type, value)) == _ONLY_STR:
         slots = list(value)  # the usual shape: 16 strings already
     else:
         slots_or_rejection = _slots(value)

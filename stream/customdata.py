@@ -7,6 +7,7 @@ An invalid currency rejects the event (Meta would refuse the batch); other bad k
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any, Final
@@ -25,6 +26,7 @@ _KINDS: Final = {
                      "status", "description", "level"), _STR),
     "success": _FLAG, "delivery_category": _ENUM,
 }  # fmt: skip
+_ONLY_STR: Final = {str}
 DELIVERY_CATEGORIES: Final = frozenset({"in_store", "curbside", "home_delivery"})
 _CONTENT_STRINGS: Final = ("title", "brand", "category")
 _KNOWN: Final = frozenset((*_KINDS, "currency", "content_ids", "contents", "custom_properties"))
@@ -46,7 +48,14 @@ def number(value: Any) -> float | int | None:
 
 def currency(value: Any) -> str | None:
     """ISO 4217 code, lowercase (USD, usd, "U.S.D" -> usd); None if not a known code."""
-    if type(value) is not str or not value.isascii():
+    if type(value) is not str:
+        return None
+    return _currency(value)
+
+
+@functools.lru_cache(maxsize=256)  # a stream uses a handful of currencies
+def _currency(value: str) -> str | None:
+    if not value.isascii():
         return None
     code = value.translate(_LETTERS).lower()
     return code if code in places.CURRENCIES else None
@@ -76,6 +85,8 @@ def _content(item: Any, dropped: list[Dropped]) -> dict[str, Any] | None:
 
 
 def _content_ids(ids: Any, dropped: list[Dropped]) -> list[str] | None:
+    if type(ids) is list and set(map(type, ids)) == _ONLY_STR and all(ids):
+        return list(map(str.strip, ids))  # the usual shape: a list of id strings
     if not isinstance(ids, list | tuple):
         dropped.append(Dropped("custom_data.content_ids", "invalid_type"))
         return None

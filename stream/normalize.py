@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from stream import fields, validate
+from stream import fields, meta, validate
 from stream.appdata import normalize_app_data
 from stream.customdata import normalize_custom_data
 from stream.userdata import Dropped, normalize_user_data
@@ -67,21 +67,63 @@ def _event_country(user_data: Mapping[str, Any], default: str | None) -> str | N
     return default.lower() if default else None
 
 
-def _original_event(value: Any) -> dict[str, Any] | None:
+def _original_event(value: Any, dropped: list[Dropped]) -> dict[str, Any] | None:
+    """{event_name, event_time, order_id, event_id} of the event this one follows up [2]."""
     if not isinstance(value, Mapping):
+        dropped.append(Dropped("original_event_data", "invalid_type"))
         return None
-    out = {k: value[k] for k in _ORIGINAL_EVENT_KEYS if value.get(k) is not None}
+    out: dict[str, Any] = {}
+    for key in _ORIGINAL_EVENT_KEYS:
+        item = value.get(key)
+        if (type(item) is int) if key == "event_time" else (type(item) is str and item.strip()):
+            out[key] = item
+        elif item is not None:
+            dropped.append(Dropped(f"original_event_data.{key}", "invalid_type"))
     return out or None
 
 
 def _id(value: Any, dropped: list[Dropped]) -> str | None:
     if type(value) is int:
         return str(value)
-    if type(value) is str and value.strip():
-        return value.strip()
+    if type(value) is str and (text := value.strip()):
+        return text
     if value is not None:
         dropped.append(Dropped("event_id", "empty" if type(value) is str else "invalid_type"))
     return None
+
+
+def _envelope(record: Mapping[str, Any], now: int, settings: NormalizeSettings) -> tuple[str, int, str] | Rejection:
+    """(event_name, event_time, action_source) or the first rule broken; the common case skips the calls."""
+    consent = record.get("consent")
+    if consent is not True and (refused := validate.consent(consent, required=settings.require_consent)):
+        return refused
+    name = record.get("event_name")
+    if type(name) is not str or name != name.strip() or not name:
+        name = validate.event_name(name)
+        if isinstance(name, Rejection):
+            return name
+    time = record.get("event_time")
+    if type(time) is not int:
+        time = validate.event_time(time)
+        if isinstance(time, Rejection):
+            return time
+    source = record.get("action_source", "app")
+    if source != "app":
+        source = validate.action_source(source)
+        if isinstance(source, Rejection):
+            return source
+    # within 7 days and the skew every source is fine; only then does the source-specific rule matter
+    if not now - meta.MAX_EVENT_AGE_S <= time <= now + meta.MAX_FUTURE_SKEW_S and (
+        problem := validate.time_window(time, source, now)
+    ):
+        return problem
+    options = record.get("data_processing_options")
+    country, state = record.get("data_processing_options_country"), record.get("data_processing_options_state")
+    if (options is not None or country is not None or state is not None) and (
+        problem := validate.data_processing(options, country, state)
+    ):
+        return problem
+    return name, time, source
 
 
 def normalize_event(record: Mapping[str, Any], now: int, settings: NormalizeSettings) -> Outcome:
@@ -92,26 +134,13 @@ def normalize_event(record: Mapping[str, Any], now: int, settings: NormalizeSett
     Never raises for any content of `record`.
     """
     dropped: list[Dropped] = []
-    if (refused := validate.consent(record.get("consent"), required=settings.require_consent)) is not None:
-        return _rejected(refused, dropped)
-    name = validate.event_name(record.get("event_name"))
-    if isinstance(name, Rejection):
-        return _rejected(name, dropped)
-    time = validate.event_time(record.get("event_time"))
-    if isinstance(time, Rejection):
-        return _rejected(time, dropped)
-    source = validate.action_source(record.get("action_source", "app"))
-    if isinstance(source, Rejection):
-        return _rejected(source, dropped)
-    problem = validate.time_window(time, source, now) or validate.data_processing(
-        record.get("data_processing_options"), record.get("data_processing_options_country"),
-        record.get("data_processing_options_state"),
-    )
-    if problem is not None:
-        return _rejected(problem, dropped)
+    envelope = _envelope(record, now, settings)
+    if isinstance(envelope, Rejection):
+        return _rejected(envelope, dropped)
+    name, time, source = envelope
 
     raw_user = record.get("user_data")
-    if not isinstance(raw_user, Mapping):
+    if type(raw_user) is not dict and not isinstance(raw_user, Mapping):
         if raw_user is not None:
             dropped.append(Dropped("user_data", "invalid_type"))
         raw_user = {}
@@ -134,7 +163,7 @@ def normalize_event(record: Mapping[str, Any], now: int, settings: NormalizeSett
         return _rejected(app_data, dropped)
 
     event: dict[str, Any] = {"event_name": name, "event_time": time}
-    if (event_id := _id(record.get("event_id"), dropped)) is not None:
+    if (event_id := record.get("event_id")) is not None and (event_id := _id(event_id, dropped)) is not None:
         event["event_id"] = event_id
     event["action_source"] = source
     if type(url := record.get("event_source_url")) is str and url.strip():
@@ -151,6 +180,6 @@ def normalize_event(record: Mapping[str, Any], now: int, settings: NormalizeSett
         for key in ("data_processing_options_country", "data_processing_options_state"):
             if (code := record.get(key)) is not None:
                 event[key] = code
-    if (original := _original_event(record.get("original_event_data"))) is not None:
+    if (original := record.get("original_event_data")) is not None and (original := _original_event(original, dropped)):
         event["original_event_data"] = original
     return Outcome(event, None, tuple(dropped))

@@ -88,7 +88,7 @@ _ZERO_IDFA: Final = "00000000-0000-0000-0000-000000000000"
 
 def _phone(rng: random.Random, country: _Country) -> str:
     example = phonenumbers.example_number_for_type(country.code, phonenumbers.PhoneNumberType.MOBILE)
-    assert example is not None  # noqa: S101 -- libphonenumber has a mobile example for each of COUNTRIES
+    assert example is not None  # libphonenumber has a mobile example for each of COUNTRIES
     national = str(example.national_number)
     number = phonenumbers.parse(f"+{example.country_code}{national[:-4]}{rng.randrange(10_000):04d}")
     style = rng.choice(_PHONE_FORMATS)
@@ -121,7 +121,8 @@ def _person(rng: random.Random, index: int) -> dict[str, Any]:
         "phone": _phone(rng, country), "birth": birth, "city": rng.choice(country.cities),
         "state": rng.choice(country.states), "zip": rng.choice(country.zips),
         "country_form": rng.choice(country.forms) if rng.random() < 0.85 else None,
-        "date_format": rng.choice(_DATE_FORMATS), "gender": rng.choice(("m", "F", "Male", "female", None)),
+        "gender": rng.choice(("m", "F", "Male", "female", None)),
+        "date_format": rng.choice(_DATE_FORMATS) if rng.random() < 0.5 else None,  # half know the birth date
         "madid": (str(uuid.UUID(int=rng.getrandbits(128))).upper() if ios else
                   str(uuid.UUID(int=rng.getrandbits(128)))) if tracking else (_ZERO_IDFA if ios else None),
         "anon_id": f"XZ{uuid.UUID(int=rng.getrandbits(128)).hex}",
@@ -156,7 +157,7 @@ def _user_data(rng: random.Random, person: dict[str, Any], name: str, template: 
                                         phonenumbers.PhoneNumberFormat.E164),
         fn=person["first"], ln=person["last"], ct=person["city"], st=person["state"], zp=person["zip"],
         country=person["country_form"], ge=person["gender"], external_id=person["external_id"],
-        db=datetime.date(year, month, day).strftime(person["date_format"]) if rng.random() < 0.5 else None,
+        db=datetime.date(year, month, day).strftime(person["date_format"]) if person["date_format"] else None,
     )
     return user
 

@@ -138,7 +138,7 @@ def _not_documented_divergence(field: str, value: str) -> bool:
 def test_agrees_with_sdk_where_sdk_follows_meta(field: str) -> None:
     """Where §3.4 documents no SDK divergence, our hash equals Normalize.normalize_field's (or both refuse)."""
 
-    @settings(max_examples=120, deadline=None, database=None)
+    @settings(max_examples=80, deadline=None, database=None)
     @given(value=AGREEING_INPUTS[field])
     def check(value: str) -> None:
         assume(_not_documented_divergence(field, value))
@@ -155,7 +155,7 @@ def test_currency_agrees_with_sdk(code: str) -> None:
     assert currency(code) == Normalize.normalize_field_skip_hashing("currency", code)
 
 
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(field=st.sampled_from(sorted(TABLE)), value=st.text(), country=st.sampled_from([None, "us", "gb", "jp"]))
 def test_field_never_raises_and_hashes_are_hex(field: str, value: str, country: str | None) -> None:
     """Any unicode in any hashed field gives a 64 lowercase hex hash or a drop, never an exception."""
@@ -208,7 +208,7 @@ def _hashed_values(event: dict[str, Any], hash_external_id: bool) -> list[str]:
     return out
 
 
-@settings(max_examples=200, deadline=None, database=None)
+@settings(max_examples=150, deadline=None, database=None)
 @given(record=records(), require_consent=st.booleans(), hash_external_id=st.booleans())
 def test_event_never_raises_and_is_well_formed(record: dict[str, Any], require_consent: bool,
                                                hash_external_id: bool) -> None:
