@@ -88,7 +88,8 @@ _ZERO_IDFA: Final = "00000000-0000-0000-0000-000000000000"
 
 def _phone(rng: random.Random, country: _Country) -> str:
     example = phonenumbers.example_number_for_type(country.code, phonenumbers.PhoneNumberType.MOBILE)
-    assert example is not None  # libphonenumber has a mobile example for each of COUNTRIES
+    if example is None:  # libphonenumber has a mobile example for each of COUNTRIES
+        raise ValueError(f"no example mobile number for {country.code}")
     national = str(example.national_number)
     number = phonenumbers.parse(f"+{example.country_code}{national[:-4]}{rng.randrange(10_000):04d}")
     style = rng.choice(_PHONE_FORMATS)
