@@ -108,7 +108,7 @@ class Emulator:
         self._seed = seed
         self._clock = clock
         self.tokens = TokenBook(tokens)
-        self.ledger = Ledger(keep_events=keep_events)
+        self.ledger = Ledger(keep_events=keep_events, decode=_decode_kept)
         self._plan = FaultPlan(faults or FaultSpec(), seed)
         self._runner: web.AppRunner | None = None
         self._started = False
@@ -191,7 +191,7 @@ class Emulator:
 
     # --- the Meta endpoint -----------------------------------------------------------------------
 
-    def process(self, dataset_id: str, params: Mapping[str, Any], now: float) -> Reply:
+    def process(self, dataset_id: str, params: Mapping[str, Any], now: float, body: bytes | None = None) -> Reply:
         """Authenticate, validate and record one request's parameters; return (status, JSON body, headers).
 
         This is the whole per-request work of the emulator apart from HTTP and faults, so the
@@ -209,7 +209,10 @@ class Emulator:
         problem = rules.validate_events(events, now, self._plan.spec.reject_event_ids)
         if problem is not None:
             return self._refuse(problem)
-        self.ledger.accept(dataset_id, events, now, test_event_code)
+        data = params.get("data")
+        # Keep the request in its compact form (see Ledger.accept): the `data` text, or the JSON body.
+        raw = data if isinstance(data, str) else body
+        self.ledger.accept(dataset_id, events, now, test_event_code, raw=raw)
         trace = _trace_id()
         body = orjson.dumps({"events_received": len(events), "messages": [], "fbtrace_id": trace})
         return 200, body, {"x-fb-trace-id": trace}
@@ -234,7 +237,7 @@ class Emulator:
             params = parse_params(content_type, body, query)
             if isinstance(params, MetaError):
                 return self._refuse(params)
-            return self.process(dataset_id, params, now)
+            return self.process(dataset_id, params, now, body if content_type != _FORM else None)
         finally:
             if paused:
                 gc.enable()
@@ -366,6 +369,15 @@ class Emulator:
             web.route("*", "/{tail:.*}", self._unknown_path),
         ])  # fmt: skip
         return app
+
+
+def _decode_kept(raw: bytes | str) -> list[dict[str, Any]]:
+    """The events of an accepted request kept in compact form: a JSON body, or the `data` text."""
+    data = orjson.loads(raw)
+    if isinstance(raw, bytes) and isinstance(data, dict):
+        data = data.get("data")
+    events = rules.read_events(data)
+    return [] if isinstance(events, MetaError) else events
 
 
 def _form_pairs(text: str) -> list[tuple[str, str]]:

@@ -111,3 +111,19 @@ def test_negative_keep_is_refused() -> None:
     """A negative number of kept events is a programming error."""
     with pytest.raises(ValueError, match="keep_events"):
         Ledger(keep_events=-1)
+
+
+def test_raw_requests_are_decoded_when_read() -> None:
+    """Requests kept in raw form come back as their events, newest first, through `decode`."""
+    decoded: list[str] = []
+
+    def decode(raw: object) -> list[dict[str, object]]:
+        decoded.append(str(raw))
+        return sample_events(2, NOW, prefix=str(raw))
+
+    ledger = Ledger(keep_events=3, decode=decode)
+    ledger.accept("ds", sample_events(2, NOW, prefix="a"), NOW, raw="a")
+    ledger.accept("ds", sample_events(2, NOW, prefix="b"), NOW, raw="b")
+    assert decoded == []
+    assert [r.event["event_id"] for r in ledger.recent(3)] == ["b1", "b0", "a1"]
+    assert decoded == ["b", "a"]
