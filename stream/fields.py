@@ -196,7 +196,9 @@ _US_ZIP: Final = re.compile(r"[0-9]{5}(?:[0-9]{4})?")
 def zip_code(value: str, country_code: str | None) -> str | None:
     """zp: lowercase, no spaces or dashes; US ZIP and ZIP+4 -> the first 5 digits [§0][3.4]."""
     text = _alnum(value)
-    if country_code in (None, "us") and _US_ZIP.fullmatch(text):
+    if country_code == "us" and text[:5].isdigit() and text[:5].isascii():
+        return text[:5]
+    if country_code is None and _US_ZIP.fullmatch(text):  # unknown country: only the ZIP / ZIP+4 shape
         return text[:5]
     return text or None
 

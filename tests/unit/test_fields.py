@@ -189,6 +189,9 @@ OWN = [
     ("zp", "SW1A 2AA", "gb", "sw1a2aa"),
     ("zp", "01310-100", "br", "01310100"),
     ("zp", "94035 1234", None, "94035"),
+    ("zp", "94035-12", "us", "94035"),  # US: the first 5 digits, whatever follows
+    ("zp", "9403512", None, "9403512"),  # unknown country, not a ZIP shape: kept
+    ("zp", "00-950", None, "00950"),
     ("zp", "--", None, None),
     ("country", "united kingdom", None, "gb"),
     ("country", "DEU", None, "de"),
