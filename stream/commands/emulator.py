@@ -85,10 +85,14 @@ def parse_tokens(pairs: list[str]) -> dict[str, str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until SIGINT or SIGTERM; print the URL on stdout once listening."""
+    """Serve until SIGINT or SIGTERM; print the URL on stdout once listening (logs go to stderr)."""
+    from stream import logs
     from stream.emulator import FaultSpec
 
+    logs.configure()
     tokens = parse_tokens(args.token)
+    for token in (tokens or {}).values():
+        logs.register_secret(token)
     if args.keep_events < 0:
         raise UsageError("--keep-events must be >= 0")
     body: dict[str, Any] = {name: getattr(args, name) for name, _ in _FAULT_FLAGS}
