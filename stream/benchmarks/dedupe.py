@@ -8,6 +8,10 @@ For each size N (default 1M; `--keys 1000000,10000000` for the README table) two
    then every key is looked up again (the path for a duplicate, which must say SENT). Reports ops/s,
    CPU seconds and the RSS growth, which also counts allocator slack the trace does not see.
 `now` advances over 47 hours while the keys arrive, so they spread over the buckets as in production.
+`--steady` adds a third child per size: keys arrive at N per window for three windows, so the oldest
+expire while new ones come in, and the traced bytes per held key are reported at their worst (the store
+rebuilds its dict as deletions pile up, because a Python dict never shrinks) and at their peak (during a
+rebuild both tables exist).
 `dedupe_key` is timed once on realistic (event_name, event_id) pairs.
 """
 
@@ -35,6 +39,8 @@ T0 = 1_800_000_000.0
 SPREAD_S = 47 * 3600.0  # keys arrive over most of the 48 h window: every bucket gets some
 CHUNK = 10_000  # keys per `now` step; keeps the clock out of the timed loop's per-key cost
 KEY_FN_SAMPLES = 200_000
+# --steady: keys arrive for this many windows, so the store has churned through ~2 windows of expiry
+STEADY_WINDOWS = 3
 EVENT_NAMES = ("Purchase", "MobileAppInstall", "Subscribe", "StartTrial", "AddToCart", "fb_mobile_level_achieved")
 
 
@@ -43,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keys", default=str(TARGET_AT_KEYS),
                         help="comma-separated store sizes (default 1000000; the README uses 1000000,10000000)")
     parser.add_argument("--no-trace", action="store_true", help="skip the tracemalloc pass (RSS only)")
+    parser.add_argument("--steady", action="store_true",
+                        help="also measure bytes per key in steady state: keys expiring as new ones arrive")
     parser.add_argument("--seed", type=int, default=1, help="random seed of the keys (default 1)")  # fmt: skip
 
 
@@ -84,6 +92,12 @@ def run(args: argparse.Namespace) -> int:
                 ok &= met
                 print(f"  target <= {TARGET_BYTES_PER_KEY:.0f} B/key at {size:,} keys: "
                       f"{'met' if met else 'MISSED'} ({measured:.1f})")  # fmt: skip
+    if args.steady:
+        for size in sizes:
+            steady = _child("steady", size, args.seed)
+            print(f"steady state, ~{steady['held']:,} keys held while {steady['expired']:,} expired: "
+                  f"{steady['worst_bytes_per_key']:.1f} B/key at worst, {steady['end_bytes_per_key']:.1f} at the end, "
+                  f"{steady['peak_bytes_per_key']:.1f} at the peak of a dict rebuild (traced)")  # fmt: skip
     print(f"dedupe_key: {_key_fn_per_s():,.0f} keys/s (BLAKE2b-64 of event_name and event_id)")
     return 0 if ok else 1
 
@@ -144,6 +158,30 @@ def _measure_trace(size: int, seed: int) -> dict[str, Any]:
     return {"bytes_per_key": (after - before) / len(store), "held": len(store)}
 
 
+def _measure_steady(size: int, seed: int) -> dict[str, Any]:
+    """Keys arrive for STEADY_WINDOWS windows at `size` per window, so ~`size` are held while the oldest
+    expire; the traced bytes per held key, worst over the last windows and at the end."""
+    keys = _keys(STEADY_WINDOWS * size, seed)
+    store = DedupeStore(max_keys=2 * size)  # room to spare: this pass measures expiry churn, not eviction
+    rate = size / store.window_s
+    check, confirm, new = store.check, store.confirm, Verdict.NEW
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    worst = 0.0
+    for start in range(0, len(keys), CHUNK):
+        now = T0 + start / rate
+        for key in keys[start : start + CHUNK]:
+            if check(key, now) is new:
+                confirm(key, now)
+        if start >= size:  # after the first window, when expiry has started
+            worst = max(worst, (tracemalloc.get_traced_memory()[0] - before) / len(store))
+    end = (tracemalloc.get_traced_memory()[0] - before) / len(store)
+    peak = (tracemalloc.get_traced_memory()[1] - before) / len(store)
+    tracemalloc.stop()
+    return {"worst_bytes_per_key": worst, "end_bytes_per_key": end, "peak_bytes_per_key": peak,
+            "held": len(store), "expired": store.expired}  # fmt: skip
+
+
 def _measure_time(size: int, seed: int) -> dict[str, Any]:
     keys = _keys(size, seed)
     store = DedupeStore(max_keys=size)
@@ -182,7 +220,7 @@ def _key_fn_per_s() -> float:
 
 def _child_main(argv: list[str]) -> None:
     mode, size, seed = argv[0], int(argv[1]), int(argv[2])
-    measure = _measure_trace if mode == "trace" else _measure_time
+    measure = {"trace": _measure_trace, "steady": _measure_steady, "time": _measure_time}[mode]
     sys.stdout.buffer.write(orjson.dumps(measure(size, seed)))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import math
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -255,6 +256,26 @@ class TestEviction:
         assert (len(store), store.pending, store.evictions) == (1, 8, 0)
 
 
+class TestMemory:
+    """Memory stays proportional to the keys held, also while they churn."""
+
+    def test_churn_stays_within_the_memory_target(self) -> None:
+        """After three windows of keys expiring as new ones arrive, a held key still costs <= 100 traced bytes."""
+        held = 10_000  # keys arriving per window
+        store = DedupeStore(MODEL_WINDOW_S, max_keys=10 * held, buckets=MODEL_BUCKETS)
+        step = MODEL_WINDOW_S / held
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for n in range(3 * held):
+                sent(store, 2**40 + n * 7919, T0 + n * step)  # 2**40 and up: two-digit ints like real keys
+            bytes_per_key = (tracemalloc.get_traced_memory()[0] - before) / len(store)
+        finally:
+            tracemalloc.stop()
+        assert store.expired > held  # the keys did churn
+        assert bytes_per_key <= 100
+
+
 class TestKey:
     """dedupe_key: a deterministic, compact 60-bit key."""
 
@@ -362,6 +383,12 @@ OPERATIONS = st.lists(
 @given(start=st.floats(min_value=-1e6, max_value=2e9, allow_nan=False), operations=OPERATIONS)
 def test_store_agrees_with_reference_model(start: float, operations: list[tuple[str, int, float]]) -> None:
     """Over random check/confirm/release sequences with a wandering clock, verdicts, errors and counters match."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(stream.dedupe, "REBUILD_MIN_DELETED", 1)  # rebuild the dict often, as at scale
+        _run_against_model(start, operations)
+
+
+def _run_against_model(start: float, operations: list[tuple[str, int, float]]) -> None:
     store = DedupeStore(MODEL_WINDOW_S, max_keys=1000, buckets=MODEL_BUCKETS)
     model = ReferenceModel(MODEL_WINDOW_S, MODEL_BUCKETS)
     now = start
