@@ -39,6 +39,8 @@ from stream.replay import PartitionOffsets, Sample, SampleSet
 TIMEOUT_S: Final = 15.0
 # A whole read (one sample run, or one topic for `dlq show`) gives up after this long without progress.
 IDLE_READ_S: Final = 10.0
+# Messages per consume() call: amortises the call, bounded memory.
+READ_BATCH: Final = 500
 # Group states in which nobody consumes, so offsets may be moved (any other state has or gains members).
 INACTIVE_STATES: Final = frozenset({ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD})
 # librdkafka settings of a `[kafka.consumer]` table that every client needs too (TLS, SASL, client id).
@@ -92,7 +94,9 @@ class Admin:
         """The partition ids of `topic`. UnknownTopicError when it does not exist, AdminError when the
         broker does not answer."""
         try:
-            meta = self._client.list_topics(topic, timeout=TIMEOUT_S)
+            # all topics, not just `topic`: a metadata request naming a topic can make a broker with
+            # auto.create.topics.enable create it, and a typo must never create a topic
+            meta = self._client.list_topics(timeout=TIMEOUT_S)
         except KafkaException as exc:
             raise AdminError(f"cannot read metadata of {topic} from {self._conf['bootstrap.servers']}: "
                              f"{exc.args[0].str() if exc.args else exc}") from exc
@@ -184,9 +188,12 @@ def read_range(consumer: Any, topic: str, partition: int, start: int, end: int) 
     consumer.assign([TopicPartition(topic, partition, start)])
     got: list[Any] = []
     last_progress = time.monotonic()
+    position = start
     try:
         while time.monotonic() - last_progress < IDLE_READ_S:
-            batch = consumer.consume(500, timeout=0.5)
+            # consume() waits until it has this many messages or the timeout passes: ask for no more
+            # than the range still holds, so the last batch of a run returns as soon as it arrived
+            batch = consumer.consume(max(1, min(READ_BATCH, end - position)), timeout=0.5)
             for message in batch:
                 err = message.error()
                 if err is not None:
@@ -196,6 +203,7 @@ def read_range(consumer: Any, topic: str, partition: int, start: int, end: int) 
                 if message.offset() >= end:
                     return got, True
                 got.append(message)
+                position = message.offset() + 1
                 if message.offset() == end - 1:
                     return got, True
             if batch:
