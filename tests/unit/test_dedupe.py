@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 
 import stream.dedupe
 from stream import meta
+from stream.benchmarks.dedupe import parse_sizes
+from stream.cli import main
 from stream.dedupe import DedupeStore, NotPendingError, Verdict, dedupe_key
 
 WINDOW_S = float(meta.DEDUPE_WINDOW_S)
@@ -408,3 +410,19 @@ def _run_against_model(start: float, operations: list[tuple[str, int, float]]) -
         assert (len(store), store.pending, store.expired, store.evictions) == (
             len(model.sent), len(model.pending), model.expired, 0,
         )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "sizes"),
+    [("1000000", [1_000_000]), ("1000000,10_000_000", [1_000_000, 10_000_000]), (" 20000 , 30000 ", [20_000, 30_000])],
+)
+def test_bench_takes_a_list_of_sizes(text: str, sizes: list[int]) -> None:
+    """`bench dedupe --keys` takes comma-separated integers, underscores allowed."""
+    assert parse_sizes(text) == sizes
+
+
+@pytest.mark.parametrize("text", ["", "1M", "1000000,", "-5", "100"])
+def test_bench_refuses_bad_sizes_with_exit_2(text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A size that is not an integer of at least one chunk is a usage error: exit 2 and a message naming --keys."""
+    assert main(["bench", "dedupe", "--keys", text]) == 2
+    assert "--keys" in capsys.readouterr().err
