@@ -8,8 +8,10 @@ and a type Meta does not expect would get the whole batch of up to 1,000 events 
 
 A value that is 64 hex characters after trim is taken as an SHA-256 already and only lowercased
 (never hashed twice); any other value is normalized, and dropped with a reason if nothing valid remains.
-Hashes are cached on (normalizer, raw value) in a bounded LRU: real streams repeat a person's values on
-every event, and a hit skips normalization (a phone parse costs ~40 µs) and SHA-256.
+Real streams repeat a person's values on every event of that person, so three bounded LRU caches keep
+the work once per value: a person's identifiers together (all keys but the IP address), each hashed
+value on (normalizer, raw value), each raw value likewise. A hit skips normalization (a phone parse
+costs ~40 µs) and SHA-256; `set_hash_cache_size(0)` turns them off, with identical results.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from stream.fields import EMPTY, FIELD_REASONS, INTEGER_FIELDS, INVALID_TYPE, RA
 # Enough for the distinct values of ~10,000 people seen recently (about 10 keys each); ~200 bytes per
 # entry, so ~20 MB at most. The cache keeps hashes of personal data in process memory only.
 DEFAULT_HASH_CACHE_SIZE: Final = 100_000
-# The hashed keys of ~10,000 recently seen people as one entry each (~2 KB: raw values and hashes).
+# The identifiers of ~10,000 recently seen people, one entry each (~2 KB: raw values and output).
 DEFAULT_GROUP_CACHE_SIZE: Final = 10_000
 UNKNOWN_FIELD: Final = "unknown_field"
 _SHA256_HEX: Final = re.compile(r"[0-9a-fA-F]{64}")
@@ -38,6 +40,10 @@ _LIST, _SCALAR, _RAW = "list", "scalar", "raw"
 HASHED_KEYS: Final = meta.HASHED_LIST_FIELDS + meta.HASHED_SCALAR_FIELDS
 RAW_KEYS: Final = tuple(RAW_NORMALIZERS)
 _KNOWN_KEYS: Final = frozenset(HASHED_KEYS + RAW_KEYS)
+# Keys that change from event to event of one person (the address follows the network); the other keys
+# are a person's identifiers and are normalized and cached together.
+VOLATILE_KEYS: Final = ("client_ip_address",)
+PERSON_KEYS: Final = HASHED_KEYS + tuple(k for k in RAW_KEYS if k not in VOLATILE_KEYS)
 _NO_TABLE: Final[Mapping[str, fields.FieldNormalizer]] = {}  # raw keys need no field table
 _KINDS: Final = {
     **dict.fromkeys(meta.HASHED_LIST_FIELDS, _LIST), **dict.fromkeys(meta.HASHED_SCALAR_FIELDS, _SCALAR),
@@ -75,7 +81,7 @@ _raw_value: _Cached = functools.lru_cache(maxsize=DEFAULT_HASH_CACHE_SIZE // 4)(
 def set_hash_cache_size(maxsize: int) -> None:
     """Use fresh LRU caches (hashes: `maxsize` entries, raw keys: a quarter); 0 turns caching off."""
     global _hash, _raw_value, _group  # one process-wide cache each, swapped as a whole
-    _group = functools.lru_cache(maxsize=max(1, maxsize // 10))(hashed_group) if maxsize > 0 else hashed_group
+    _group = functools.lru_cache(maxsize=max(1, maxsize // 10))(person_group) if maxsize > 0 else person_group
     _hash = functools.lru_cache(maxsize=maxsize)(hash_value) if maxsize > 0 else hash_value
     _raw_value = functools.lru_cache(maxsize=max(1, maxsize // 4))(raw_value) if maxsize > 0 else raw_value
 
@@ -171,17 +177,17 @@ def _normalize_items(items: Iterable[tuple[str, Any]], table: Mapping[str, field
     return out
 
 
-def hashed_group(country: str | None, max_year: int, hash_external_id: bool,
+def person_group(country: str | None, max_year: int, hash_external_id: bool,
                  values: tuple[Any, ...]) -> tuple[dict[str, Any], tuple[Dropped, ...]]:
-    """The hashed keys (in HASHED_KEYS order) of one person: their output and their drops."""
+    """The identifiers of one person (values in PERSON_KEYS order): their output and their drops."""
     dropped: list[Dropped] = []
     table = fields.field_table(country, max_year)
-    out = _normalize_items(zip(HASHED_KEYS, values, strict=True), table, hash_external_id, dropped)
+    out = _normalize_items(zip(PERSON_KEYS, values, strict=True), table, hash_external_id, dropped)
     return out, tuple(dropped)
 
 
 _group: Callable[..., tuple[dict[str, Any], tuple[Dropped, ...]]] = functools.lru_cache(
-    maxsize=DEFAULT_GROUP_CACHE_SIZE)(hashed_group)
+    maxsize=DEFAULT_GROUP_CACHE_SIZE)(person_group)
 
 
 def normalize_user_data(user_data: Mapping[str, Any], *, country: str | None, max_year: int,
@@ -190,18 +196,18 @@ def normalize_user_data(user_data: Mapping[str, Any], *, country: str | None, ma
 
     `country` (ISO alpha-2 lower: the event's, else the destination's) and `max_year` select the field
     table (fields.field_table). None, "" and [] count as absent; an
-    unknown key is dropped with `unknown_field`. Never raises on any value. The hashed keys of a person
-    are cached together (they repeat on every event of that person), so their lists may be shared
-    between outcomes: treat the result as read-only.
+    unknown key is dropped with `unknown_field`. Never raises on any value. A person's keys (all but
+    VOLATILE_KEYS) are cached together, as they repeat on every event of that person, so their lists may
+    be shared between outcomes: treat the result as read-only.
     """
-    values = tuple(map(user_data.get, HASHED_KEYS))
+    values = tuple(map(user_data.get, PERSON_KEYS))
     try:
         shared, group_dropped = _group(country, max_year, hash_external_id, values)
     except TypeError:  # a list value (several emails...) cannot be a cache key: compute it directly
-        shared, group_dropped = hashed_group(country, max_year, hash_external_id, values)
+        shared, group_dropped = person_group(country, max_year, hash_external_id, values)
     dropped.extend(group_dropped)
-    raw_items = zip(RAW_KEYS, map(user_data.get, RAW_KEYS), strict=True)
-    out = _normalize_items(raw_items, _NO_TABLE, hash_external_id, dropped)
+    volatile = zip(VOLATILE_KEYS, map(user_data.get, VOLATILE_KEYS), strict=True)
+    out = _normalize_items(volatile, _NO_TABLE, hash_external_id, dropped)
     out.update(shared)
     if not _KNOWN_KEYS.issuperset(user_data):
         unknown = [k for k in user_data if k not in _KNOWN_KEYS and user_data[k] is not None]
