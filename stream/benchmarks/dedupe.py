@@ -6,7 +6,9 @@ For each size N (default 1M; `--keys 1000000,10000000` for the README table) two
    keys arrive one by one as in the pipeline). This is the figure for the <= 100 B/key target.
 2. **time**: no tracing; N new keys go through check + confirm (the pipeline's path for a first copy),
    then every key is looked up again (the path for a duplicate, which must say SENT). Reports ops/s,
-   CPU seconds and the RSS growth, which also counts allocator slack the trace does not see.
+   CPU seconds and the RSS growth, which also counts allocator slack the trace does not see. Then
+   N/4 more new keys go into the full store: each evicts the oldest, and the longest single call shows
+   the pause of the dict rebuild that the evictions trigger (the pipeline's event loop waits that long).
 `now` advances over 47 hours while the keys arrive, so they spread over the buckets as in production.
 `--steady` adds a third child per size: keys arrive at N per window for three windows, so the oldest
 expire while new ones come in, and the traced bytes per held key are reported at their worst (the store
@@ -83,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         rss_text = "-" if timed["rss_bytes_per_key"] is None else f"{timed['rss_bytes_per_key']:.1f}"
         print(f"{size:>11,} {traced_text:>12} {rss_text:>9} {timed['new_per_s']:>19,.0f} "
               f"{timed['lookup_per_s']:>10,.0f} {timed['cpu_s']:>6.1f} {timed['peak_rss_mb']:>11,.0f}")  # fmt: skip
+        print(f"{'':>11} full store: {timed['evict_per_s']:,.0f} evicting check+confirm/s, longest call "
+              f"{timed['longest_call_ms']:.0f} ms (a dict rebuild), {timed['evictions']:,} evictions")  # fmt: skip
         if not timed["all_sent"]:
             print(f"  ERROR: {timed['not_sent']} of {size} confirmed keys were not SENT on lookup")
         if size == TARGET_AT_KEYS:
@@ -183,7 +187,9 @@ def _measure_steady(size: int, seed: int) -> dict[str, Any]:
 
 
 def _measure_time(size: int, seed: int) -> dict[str, Any]:
-    keys = _keys(size, seed)
+    extra = size // 4  # new keys past max_keys: each evicts one, and the last ones trigger a dict rebuild
+    everything = _keys(size + extra, seed)
+    keys, more = everything[:size], everything[size:]
     store = DedupeStore(max_keys=size)
     rss_before = _rss_bytes()
     cpu_before = time.process_time()
@@ -197,6 +203,8 @@ def _measure_time(size: int, seed: int) -> dict[str, Any]:
     found = sum(check(key, now) is sent for key in keys)
     lookup_s = time.perf_counter() - started
     cpu_s = time.process_time() - cpu_before
+    all_sent = found == size and store.evictions == 0 and store.pending == 0
+    evict_s, longest_s = _evict(store, more, now)
     rss_per_key = None if rss_before is None or rss_after is None else (rss_after - rss_before) / len(store)
     return {
         "new_per_s": size / fill_s,
@@ -204,9 +212,25 @@ def _measure_time(size: int, seed: int) -> dict[str, Any]:
         "cpu_s": cpu_s,
         "rss_bytes_per_key": rss_per_key,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "all_sent": found == size and store.evictions == 0 and store.pending == 0,
+        "all_sent": all_sent,
         "not_sent": size - found,
+        "evict_per_s": extra / evict_s,
+        "longest_call_ms": longest_s * 1000,
+        "evictions": store.evictions,
     }
+
+
+def _evict(store: DedupeStore, keys: array[int], now: float) -> tuple[float, float]:
+    """check + confirm new keys into a full store; total seconds and the longest single call pair."""
+    check, confirm, new, clock = store.check, store.confirm, Verdict.NEW, time.perf_counter
+    longest = 0.0
+    started = clock()
+    for key in keys:
+        began = clock()
+        if check(key, now) is new:
+            confirm(key, now)
+        longest = max(longest, clock() - began)
+    return clock() - started, longest
 
 
 def _key_fn_per_s() -> float:
