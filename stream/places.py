@@ -7,6 +7,7 @@ letters-only, lowercased, accent-free spelling of every form pycountry knows to 
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from typing import Final
 
@@ -60,6 +61,7 @@ US_STATES: Final = _us_state_table()
 CURRENCIES: Final = frozenset(c.alpha_3.lower() for c in pycountry.currencies)
 
 
+@functools.lru_cache(maxsize=1024)  # every event asks for its country; apps write it a few ways
 def country_code(text: str) -> str | None:
     """ISO alpha-2 (lowercase) for a code, alpha-3, name or common alias; None if unknown."""
     return COUNTRIES.get(text.lower()) or COUNTRIES.get(letters_key(text))

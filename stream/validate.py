@@ -39,6 +39,7 @@ REJECTION_REASONS: Final[Mapping[str, str]] = {
     "customer_information_too_broad": "only one of Meta's too-broad key sets (e.g. fn + ge)",
 }
 PURCHASE: Final = "Purchase"
+_BROAD_KEYS: Final = frozenset().union(*meta.TOO_BROAD_KEY_SETS)
 # LDU is the only data processing option Meta defines [2].
 DATA_PROCESSING_OPTIONS: Final = frozenset({"LDU"})
 
@@ -125,6 +126,8 @@ def customer_information(user_data: Mapping[str, Any]) -> Rejection | None:
     """At least one valid key, and not only one of Meta's too-broad sets [3.1] (100 / 2804050)."""
     if not user_data:
         return Rejection("no_customer_information", "no valid user_data key")
+    if not user_data.keys() <= _BROAD_KEYS:
+        return None  # a key outside every too-broad set (em, ph, madid, ...) makes the set specific enough
     keys = frozenset(user_data)
     if meta.is_too_broad(keys):
         return Rejection("customer_information_too_broad", f"only {sorted(keys)}")
