@@ -607,3 +607,13 @@ def test_token_flags_parse_to_a_mapping() -> None:
 
     assert parse_tokens([]) is None
     assert parse_tokens(["1=a", "2=b=c"]) == {"1": "a", "2": "b=c"}
+
+
+def test_http_benchmark_runs_against_a_child_emulator() -> None:
+    """The end-to-end measurement starts the command, sends every request and reports figures."""
+    from stream.benchmarks.emulator import _bodies, measure_http
+
+    bodies, _ = _bodies(4, 10, _now())
+    figures = measure_http(bodies, 10, concurrency=2)
+    assert figures["requests"] == 2
+    assert figures["events"] == 20
