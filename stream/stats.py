@@ -62,6 +62,8 @@ class Stats:
     halts: int = 0
     send_latency: Histogram = dataclasses.field(default_factory=lambda: Histogram(SEND_LATENCY_BOUNDS))
     freshness: Histogram = dataclasses.field(default_factory=lambda: Histogram(FRESHNESS_BOUNDS))
+    first_consumed_at: float = 0.0
+    last_acked_at: float = 0.0
     _latencies_ms: list[float] = dataclasses.field(default_factory=list)
     _latency_seen: int = 0
     _rng: random.Random = dataclasses.field(default_factory=lambda: random.Random(7))  # noqa: S311
@@ -83,6 +85,17 @@ class Stats:
         data = sorted(self._latencies_ms)
         index = min(len(data) - 1, max(0, round(q / 100 * (len(data) - 1))))
         return data[index]
+
+    def summary(self) -> dict[str, float | int | None]:
+        """The figures a benchmark reads after a run (JSON-friendly)."""
+        span = self.last_acked_at - self.first_consumed_at if self.last_acked_at else 0.0
+        return {
+            "consumed": self.consumed, "acked": self.events_acked, "batches_acked": self.batches_acked,
+            "duplicates": self.duplicates, "dead_lettered": sum(self.dead_lettered.values()),
+            "retries": sum(self.retries.values()), "first_consumed_at": self.first_consumed_at,
+            "last_acked_at": self.last_acked_at, "span_s": span,
+            "p50_ms": self.percentile(50), "p99_ms": self.percentile(99), "max_ms": self.percentile(100),
+        }  # fmt: skip
 
     @property
     def finished_without_send(self) -> int:

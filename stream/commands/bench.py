@@ -8,6 +8,7 @@ from typing import Any
 
 # name -> (module, one-line help); each module exposes add_arguments(parser) and run(args) -> int.
 BENCHMARKS: dict[str, tuple[str, str]] = {
+    "e2e": ("stream.benchmarks.e2e", "the pipeline end to end against the local broker and emulator (+ SDK baseline)"),
     "normalize": ("stream.benchmarks.normalize", "events/s of the normalize stage and of Meta's SDK, same events"),
     "emulator": ("stream.benchmarks.emulator", "events/s the Meta emulator validates (server core and end to end)"),
     "dedupe": ("stream.benchmarks.dedupe", "bytes per key and ops/s of the dedupe store (1M, 10M keys)"),

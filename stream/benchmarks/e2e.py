@@ -1,0 +1,284 @@
+"""`capi-stream bench e2e`: the pipeline draining a topic with commit-after-ack, against the real local
+broker and the emulator (in a process of its own), optionally side by side with the SDK baseline.
+
+Figures: events/s (first consume -> last ack, and wall time until every offset is committed), latency
+from Kafka append to Meta's ack (p50/p99/max), peak RSS and CPU seconds of each pipeline process.
+`--rate R` offers a fixed load instead and reports the latency percentiles at that load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from stream.errors import UsageError
+from stream.localkafka import LocalKafka, default_data_dir, free_port, port_in_use
+from stream.produce import ensure_topic
+from stream.samples import generate
+from stream.schema import load_schema
+from stream.wire import encode
+
+TOKEN = "bench-token-0123456789"  # noqa: S105 - the emulator accepts any token
+APPS = ("com.example.shop", "com.example.game", "com.example.fitness")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `bench e2e`."""
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--instances", type=int, default=1, help="pipeline processes in one group")
+    parser.add_argument("--baseline", action="store_true", help="also run the SDK consumer loop on the same data")
+    parser.add_argument("--rate", type=float, default=0.0, help="offer this many events/s instead of a backlog")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of offered load with --rate")
+    parser.add_argument("--bootstrap", default=None, help="use this broker (default: start a local one)")
+    parser.add_argument("--seed", type=int, default=7)
+
+
+@contextlib.contextmanager
+def _broker(bootstrap: str | None) -> Iterator[str]:
+    if bootstrap or (bootstrap := os.environ.get("CAPI_STREAM_BOOTSTRAP")):
+        yield bootstrap
+        return
+    broker = LocalKafka(data_dir=default_data_dir().parent / "bench-kafka")
+    running = broker.status()
+    address, started = broker.start(port=None if running.running else free_port())
+    try:
+        yield address
+    finally:
+        if started:
+            broker.stop()
+
+
+@contextlib.contextmanager
+def _emulator() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "stream", "emulator", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not port_in_use(port):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise UsageError("the emulator did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _values(n: int, seed: int) -> list[tuple[bytes, bytes]]:
+    schema = load_schema()
+    out = []
+    for record in generate(n, seed=seed, now=int(time.time()), app_ids=APPS, duplicate_rate=0.01):
+        record["consent"] = True
+        out.append((record["event_id"].encode(), encode(record, schema)))
+    return out
+
+
+def _produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]], rate: float = 0.0) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5 if rate else 50, "acks": "all",
+                         "compression.type": "lz4", "queue.buffering.max.messages": 500_000})
+    start = time.monotonic()
+    for i, (key, value) in enumerate(values):
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if rate:
+            ahead = start + i / rate - time.monotonic()
+            if ahead > 0:
+                producer.poll(0)
+                time.sleep(ahead)
+    producer.flush(120)
+
+
+def _end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-watermarks"})
+    try:
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+    finally:
+        c.close()
+
+
+def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        return {tp.partition: tp.offset for tp in
+                c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)}
+    finally:
+        c.close()
+
+
+def _proc_figures(pid: int) -> tuple[float, float]:
+    """(CPU seconds, peak RSS MiB) of a live process."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(stat[11]) + int(stat[12])) / CLK_TCK
+    hwm = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM"))
+    return cpu, int(hwm.split()[1]) / 1024
+
+
+def _config(tmp: Path, bootstrap: str, topic: str, group: str, url: str) -> Path:
+    path = tmp / f"{group}.toml"
+    path.write_text(f"""
+[kafka]
+bootstrap_servers = "{bootstrap}"
+topics = ["{topic}"]
+group_id = "{group}"
+dlq_topic = "{topic}.dlq"
+[kafka.consumer]
+"fetch.min.bytes" = 65536
+"fetch.wait.max.ms" = 50
+[batch]
+linger_ms = 50
+[send]
+concurrency = 8
+rate_limit_rps = 0
+[pipeline]
+max_in_flight_events = 60000
+[logging]
+level = "warning"
+format = "json"
+[destinations.main]
+dataset_id = "1111111111"
+app_ids = {list(APPS)!r}
+token_env = "CAPI_STREAM_BENCH_TOKEN"
+base_url = "{url}"
+""".replace("'", '"'))
+    return path
+
+
+def _run_pipelines(tmp: Path, config: Path, instances: int, bootstrap: str, group: str, topic: str,
+                   partitions: int, until: dict[int, int], timeout: float) -> dict[str, Any]:
+    env = {**os.environ, "CAPI_STREAM_BENCH_TOKEN": TOKEN}
+    procs = []
+    started = time.monotonic()
+    for i in range(instances):
+        penv = {**env, "CAPI_STREAM_STATS_FILE": str(tmp / f"{group}-{i}.json")}
+        procs.append(subprocess.Popen([sys.executable, "-m", "stream", "run", "--config", str(config)], env=penv,
+                                      stdout=subprocess.DEVNULL, stderr=open(tmp / f"{group}-{i}.log", "wb")))  # noqa: SIM115
+    done = False
+    figures: list[tuple[float, float]] = []
+    while time.monotonic() - started < timeout:
+        time.sleep(0.5)
+        if _committed(bootstrap, group, topic, partitions) == until:
+            done = True
+            break
+        if any(p.poll() is not None for p in procs):
+            break
+    wall = time.monotonic() - started
+    for p in procs:
+        if p.poll() is None:
+            figures.append(_proc_figures(p.pid))
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        p.wait(60)
+    stats = [orjson.loads((tmp / f"{group}-{i}.json").read_bytes()) for i in range(instances)
+             if (tmp / f"{group}-{i}.json").exists()]
+    first = min((s["first_consumed_at"] for s in stats if s["first_consumed_at"]), default=0.0)
+    last = max((s["last_acked_at"] for s in stats), default=0.0)
+    consumed = sum(s["consumed"] for s in stats)
+    return {
+        "complete": done, "wall_s": wall, "consumed": consumed, "acked": sum(s["acked"] for s in stats),
+        "span_s": last - first if first else 0.0,
+        "events_per_s": consumed / (last - first) if last > first else 0.0,
+        "p50_ms": max((s["p50_ms"] or 0) for s in stats) if stats else None,
+        "p99_ms": max((s["p99_ms"] or 0) for s in stats) if stats else None,
+        "max_ms": max((s["max_ms"] or 0) for s in stats) if stats else None,
+        "cpu_s": sum(f[0] for f in figures), "peak_rss_mib": max((f[1] for f in figures), default=0.0),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark and print a table and a JSON line."""
+    if args.events < 1 or args.partitions < 1 or args.instances < 1:
+        raise UsageError("--events, --partitions and --instances must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="capi-bench-") as tmpdir, _broker(args.bootstrap) as bootstrap, \
+            _emulator() as url:
+        tmp = Path(tmpdir)
+        topic = f"bench.{uuid.uuid4().hex[:8]}"
+        ensure_topic(bootstrap, topic, args.partitions)
+        result: dict[str, Any] = {"events": args.events, "partitions": args.partitions,
+                                  "instances": args.instances, "cores": os.cpu_count()}
+        group = f"bench-{uuid.uuid4().hex[:8]}"
+        config = _config(tmp, bootstrap, topic, group, url)
+        if args.rate:
+            n = int(args.rate * args.duration)
+            values = _values(n, args.seed)
+            feeder = threading.Thread(target=_produce, args=(bootstrap, topic, values, args.rate), daemon=True)
+            env = {**os.environ, "CAPI_STREAM_BENCH_TOKEN": TOKEN, "CAPI_STREAM_STATS_FILE": str(tmp / "rate.json")}
+            proc = subprocess.Popen([sys.executable, "-m", "stream", "run", "--config", str(config)], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(5)  # join the group before the load starts
+            feeder.start()
+            feeder.join()
+            end = _end_offsets(bootstrap, topic, args.partitions)
+            deadline = time.monotonic() + 120
+            while _committed(bootstrap, group, topic, args.partitions) != end and time.monotonic() < deadline:
+                time.sleep(0.5)
+            cpu, rss = _proc_figures(proc.pid)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+            stats = orjson.loads((tmp / "rate.json").read_bytes())
+            result.update(rate=args.rate, offered=n, acked=stats["acked"], p50_ms=stats["p50_ms"],
+                          p99_ms=stats["p99_ms"], max_ms=stats["max_ms"], cpu_s=cpu, peak_rss_mib=rss)
+            _print(result)
+            return 0
+        t0 = time.monotonic()
+        values = _values(args.events, args.seed)
+        _produce(bootstrap, topic, values)
+        end = _end_offsets(bootstrap, topic, args.partitions)
+        result["produce_s"] = time.monotonic() - t0
+        result["pipeline"] = _run_pipelines(tmp, config, args.instances, bootstrap, group, topic, args.partitions,
+                                            end, timeout=max(120.0, args.events / 1000))
+        if args.baseline:
+            base = subprocess.run(
+                [sys.executable, "-m", "stream.benchmarks.baseline", "--bootstrap", bootstrap, "--topic", topic,
+                 "--group", f"baseline-{uuid.uuid4().hex[:8]}", "--url", f"{url}/v26.0/1111111111/events",
+                 "--token", TOKEN, "--total", str(sum(end.values())), "--timeout", "1800"],
+                capture_output=True, text=True, check=False)
+            if base.returncode != 0:
+                raise UsageError(f"the baseline failed: {base.stderr.strip()[-300:]}")
+            b = orjson.loads(base.stdout.strip().splitlines()[-1])
+            b["events_per_s"] = b["consumed"] / b["seconds"] if b["seconds"] else 0.0
+            result["baseline"] = b
+            ours = result["pipeline"]["events_per_s"]
+            result["ratio"] = ours / b["events_per_s"] if b["events_per_s"] else None
+        _print(result)
+    return 0 if result.get("pipeline", {}).get("complete", True) else 1
+
+
+def _print(result: dict[str, Any]) -> None:
+    p = result.get("pipeline", result)
+    lines = [f"events {result.get('offered', result['events'])}, partitions {result['partitions']}, "
+             f"instances {result['instances']}, cores {result['cores']}"]
+    if "rate" in result:
+        lines.append(f"offered {result['rate']:,.0f} events/s: acked {result['acked']}")
+    else:
+        lines.append(f"capi-stream: {p['events_per_s']:,.0f} events/s (first consume -> last ack), "
+                     f"all committed after {p['wall_s']:.1f}s wall, complete={p['complete']}")
+    lines.append(f"latency append->ack: p50 {p['p50_ms'] or 0:,.0f} ms, p99 {p['p99_ms'] or 0:,.0f} ms, "
+                 f"max {p['max_ms'] or 0:,.0f} ms; CPU {p['cpu_s']:.1f} s; peak RSS {p['peak_rss_mib']:.0f} MiB")
+    if "baseline" in result:
+        b = result["baseline"]
+        lines.append(f"SDK baseline: {b['events_per_s']:,.0f} events/s ({b['consumed']} in {b['seconds']:.1f}s); "
+                     f"ratio {result['ratio']:.1f}x")
+    print("\n".join(lines))
+    print(orjson.dumps(result).decode())
