@@ -54,7 +54,7 @@ Event = dict[str, Any]
 _SHA256: Final = re.compile(r"[0-9a-f]{64}")
 # SHA-256 digests one per line (the hashed values of an event, joined by newlines).
 _SHA256_LINES: Final = re.compile(r"[0-9a-f]{64}(?:\n[0-9a-f]{64})*").fullmatch
-# user_data key -> how it is checked: one dict lookup per key on the hot path.
+# user_data key -> how `check_event` checks it.
 _HASHED: Final = "hashed"
 _RAW: Final = "raw"
 _KIND: Final = {**dict.fromkeys(RAW_FIELDS, _RAW), **dict.fromkeys(HASHED_FIELDS, _HASHED)}
@@ -66,8 +66,8 @@ _CURRENCIES: Final = frozenset(c.alpha_3.lower() for c in pycountry.currencies)
 _PURCHASE: Final = "Purchase"
 # JSON booleans and 0/1 (as numbers or strings) are what Meta's pages and SDK send for the ATT flag [4].
 _ATE_VALUES: Final = frozenset({"0", "1"})
-# The fast pass takes only the common, unambiguous shapes; anything else goes to `check_event`.
-# Hashable by construction: a list or dict value is never `in` these (the test is on type first).
+# The fast pass takes only the common, unambiguous shapes; anything else goes to `check_event`
+# (physical_store and website events included: they have rules of their own).
 _FAST_SOURCES: Final = ACTION_SOURCES - {"physical_store", "website"}
 _FAST_ATE: Final = (0, 1, True, False, "0", "1")
 _FAST_EXTINFO_VERSIONS: Final = tuple(EXTINFO_VERSIONS)
