@@ -9,8 +9,10 @@ digits with no trunk zero takes a fast path that skips the full parse (~40 µs) 
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
+from dataclasses import dataclass
 from typing import Final
 
 import phonenumbers
@@ -38,6 +40,57 @@ def _fast_e164(text: str) -> str | None:
             number = PhoneNumber(country_code=code, national_number=int(national))
             return text[1:] if phonenumbers.is_possible_number(number) else ""
     return ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the national fast path needs from one region's libphonenumber metadata."""
+
+    code: int
+    code_text: str
+    national_prefix: re.Pattern[str] | None
+    general: re.Pattern[str] | None
+    idd: re.Pattern[str] | None
+
+
+@functools.lru_cache(maxsize=512)
+def _plan(region: str) -> _Plan | None:
+    """The region's plan, or None where only the full parse is right (prefix rewrite rules, shared codes)."""
+    md = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if md is None or md.national_prefix_transform_rule or md.country_code is None:
+        return None
+    if phonenumbers.region_code_for_country_code(md.country_code) != region:
+        return None  # e.g. CA or GG: lengths are checked against the code's main region
+    pattern = md.general_desc.national_number_pattern if md.general_desc else None
+    return _Plan(md.country_code, str(md.country_code),
+                 re.compile(md.national_prefix_for_parsing) if md.national_prefix_for_parsing else None,
+                 re.compile(pattern) if pattern else None,
+                 re.compile(md.international_prefix) if md.international_prefix else None)
+
+
+def _fast_national(digits: str, region: str) -> str | None:
+    """E.164 digits of a national number, decided as `phonenumbers.parse` decides, in the plain cases.
+
+    Mirrors libphonenumber for a digits-only number: national prefix stripped unless that makes a viable
+    number unviable, kept when the rest is not a possible length. Anything else (an international
+    dialling prefix, a number starting with the country code, a leading zero left, an impossible
+    length) returns None and takes the full parse.
+    """
+    plan = _plan(region)
+    if plan is None or digits.startswith(plan.code_text) or (plan.idd is not None and plan.idd.match(digits)):
+        return None
+    national = digits
+    if plan.national_prefix is not None and (m := plan.national_prefix.match(digits)):
+        rest = digits[m.end():]
+        viable = plan.general is not None and plan.general.fullmatch(digits) is not None
+        if not (viable and (plan.general is None or plan.general.fullmatch(rest) is None)):
+            national = rest
+    if not national or national.startswith("0"):
+        return None
+    number = PhoneNumber(country_code=plan.code, national_number=int(national))
+    if phonenumbers.is_possible_number_with_reason(number) != phonenumbers.ValidationResult.IS_POSSIBLE:
+        return None
+    return f"{plan.code}{national}"
 
 
 def _parse(text: str, region: str | None) -> str | None:
@@ -75,7 +128,7 @@ def e164_digits(value: str, region: str | None) -> str | None:
     if compact.startswith("+"):
         return _parse(compact, None)
     if region is not None:
-        national = _parse(compact, region)
+        national = _fast_national(compact, region) or _parse(compact, region)
         if national is not None:
             return national
     return _parse("+" + compact, None)

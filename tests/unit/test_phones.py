@@ -1,0 +1,73 @@
+"""Phone numbers: the fast paths give exactly what libphonenumber's full parse gives."""
+
+from __future__ import annotations
+
+import phonenumbers
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream import phones
+
+REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
+TYPES = [phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE,
+         phonenumbers.PhoneNumberType.TOLL_FREE]
+
+
+@st.composite
+def national_numbers(draw: st.DrawFn) -> tuple[str, str]:
+    """(digits as people type them nationally, region): real numbering plans, random subscriber digits."""
+    region = draw(st.sampled_from(REGIONS))
+    example = phonenumbers.example_number_for_type(region, draw(st.sampled_from(TYPES)))
+    if example is None:
+        digits = draw(st.text("0123456789", min_size=4, max_size=14))
+        return digits, region
+    national = str(example.national_number)
+    keep = draw(st.integers(1, len(national)))
+    tail = draw(st.text("0123456789", min_size=len(national) - keep, max_size=len(national) - keep + 1))
+    number = phonenumbers.PhoneNumber(country_code=example.country_code,
+                                      national_number=int(national[:keep] + tail),
+                                      italian_leading_zero=example.italian_leading_zero)
+    text = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+    return "".join(ch for ch in text if ch.isdigit()), region
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(case=national_numbers())
+def test_fast_national_path_agrees_with_full_parse(case: tuple[str, str]) -> None:
+    """Whenever the national fast path answers, the full parse gives the same E.164 digits."""
+    digits, region = case
+    fast = phones._fast_national(digits, region)
+    if fast is not None:
+        assert fast == phones._parse(digits, region)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(digits=st.text("0123456789", min_size=1, max_size=16))
+def test_fast_e164_path_agrees_with_full_parse(digits: str) -> None:
+    """A `+digits` number gets the same answer from the fast path as from the full parse."""
+    text = "+" + digits
+    fast = phones._fast_e164(text) if phones._E164.fullmatch(text) else None
+    if fast is not None:
+        assert (fast or None) == phones._parse(text, None)
+
+
+@pytest.mark.parametrize(("digits", "region"), [
+    ("07400123456", "GB"), ("0612345678", "FR"), ("6505551212", "US"), ("01020000000", "KR"),
+    ("0412345678", "AU"), ("01512345678", "DE"),
+])
+def test_fast_national_path_takes_common_numbers(digits: str, region: str) -> None:
+    """Typical mobile numbers of common countries do not need the full parse."""
+    assert phones._fast_national(digits, region) == phones._parse(digits, region)
+    assert phones._fast_national(digits, region) is not None
+
+
+@pytest.mark.parametrize(("digits", "region"), [
+    ("11961234567", "BR"),  # prefix rewrite rules: full parse
+    ("5061234567", "CA"),  # +1 shared with the US: full parse
+    ("16505551212", "US"),  # starts with the country code: full parse decides
+    ("01144207946095", "US"),  # international dialling prefix 011
+])
+def test_fast_national_path_defers_hard_cases(digits: str, region: str) -> None:
+    """Numbers whose reading needs libphonenumber's full rules are left to it."""
+    assert phones._fast_national(digits, region) is None
