@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
@@ -45,7 +46,7 @@ _DURATION = re.compile(r"(\d+)\s*([smhdw])", re.IGNORECASE)
 _UNIT_S: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-class TargetKind:
+class TargetKind(enum.StrEnum):
     """The four ways to name the target offsets."""
 
     DATETIME = "datetime"
@@ -58,7 +59,7 @@ class TargetKind:
 class Target:
     """Where to move the group: a time (ms), the earliest offsets, or explicit offsets per partition."""
 
-    kind: str
+    kind: TargetKind
     timestamp_ms: int | None = None
     offsets: Mapping[int, int] = dataclasses.field(default_factory=dict)
 

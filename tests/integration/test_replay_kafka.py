@@ -11,6 +11,7 @@ import pytest
 from confluent_kafka import Consumer
 from pipeline_harness import committed, end_offsets, produce_records, wait_until
 
+from stream import admin
 from stream.cli import main
 from stream.samples import generate
 
@@ -266,3 +267,30 @@ def test_config_supplies_group_topic_and_window(kafka_bootstrap: str,
     plan = plan_of(out)
     assert (plan["group"], plan["topic"], plan["dedupe_window_s"]) == (group, topic, 3600.0)
     assert plan["totals"]["re_read"] == len(sent)
+
+
+def test_reset_refused_by_the_broker_is_reported(kafka_bootstrap: str,
+                                                 consumed: tuple[str, str, list[dict[str, Any]]],
+                                                 active_member: Callable[[str, str], None]) -> None:
+    """If a member joins between the check and the reset, the broker's refusal becomes GroupActiveError."""
+    topic, group, _ = consumed
+    before = committed(kafka_bootstrap, group, topic, PARTITIONS)
+    active_member(topic, group)
+    client = admin.Admin(admin.client_config(kafka_bootstrap))
+    with pytest.raises(admin.GroupActiveError, match="became active"):
+        client.alter(group, topic, {0: 0, 1: 0})
+    assert committed(kafka_bootstrap, group, topic, PARTITIONS) == before
+
+
+def test_group_state_seen_by_the_broker(kafka_bootstrap: str, consumed: tuple[str, str, list[dict[str, Any]]],
+                                        active_member: Callable[[str, str], None], group_factory: Callable[[], str]
+                                        ) -> None:
+    """Kafka reports a stopped group EMPTY, an unknown one DEAD, and a live one with its member."""
+    topic, group, _ = consumed
+    client = admin.Admin(admin.client_config(kafka_bootstrap))
+    assert client.group_state(group) == ("EMPTY", 0)
+    assert client.group_state(group_factory()) == ("DEAD", 0)
+    active_member(topic, group)
+    state, members = client.group_state(group)
+    assert members == 1
+    assert state not in ("EMPTY", "DEAD")
