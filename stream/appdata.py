@@ -8,6 +8,7 @@ strings, so that is what we send.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -65,13 +66,57 @@ def _slots(value: list[Any] | tuple[Any, ...]) -> list[str] | Rejection:
     return slots
 
 
-def normalize_app_data(
-    app_data: Any, *, required: bool, dropped: list[Dropped]
-) -> dict[str, Any] | Rejection | None:
+AppDataResult = dict[str, Any] | Rejection | None
+
+
+def normalize_app_data(app_data: Any, *, required: bool, dropped: list[Dropped]) -> AppDataResult:
     """Meta's app_data for an event; `required` for action_source=app (missing parts reject the event).
 
     For other action sources a bad app_data is dropped (and counted) instead, since Meta ignores it.
+    A device sends the same app_data on every event, so the usual shape (16 string slots, no url
+    schemes) is cached; the cached dict is shared between outcomes: treat it as read-only.
     """
+    if (type(app_data) is dict and type(info := app_data.get("extinfo")) is list
+            and set(map(type, info)) == _ONLY_STR and app_data.get("url_schemes") is None):
+        try:
+            result, drops = _cached(required, tuple(info), *map(app_data.get, _CACHE_KEYS))
+        except TypeError:  # an unhashable value where a flag or string belongs
+            result, drops = _app_data(app_data, required)
+    else:
+        result, drops = _app_data(app_data, required)
+    if drops:
+        dropped.extend(drops)
+    out: AppDataResult = result
+    return out
+
+
+_CACHE_KEYS: Final = (*_FLAGS, *_STRINGS)
+
+
+# Devices (app, OS version, model, locale...) seen recently; an entry is ~1 KB.
+DEFAULT_CACHE_SIZE: Final = 4096
+
+
+def _from_key(required: bool, info: tuple[str, ...], *values: Any) -> tuple[AppDataResult, tuple[Dropped, ...]]:
+    return _app_data({**dict(zip(_CACHE_KEYS, values, strict=True)), "extinfo": list(info)}, required)
+
+
+# typed: True and 1 give the same flag, 1.0 does not
+_cached: Any = functools.lru_cache(maxsize=DEFAULT_CACHE_SIZE, typed=True)(_from_key)
+
+
+def set_cache_size(maxsize: int) -> None:
+    """Use a fresh app_data cache of `maxsize` entries; 0 turns it off (same results, for benchmarks)."""
+    global _cached  # one process-wide cache, swapped as a whole
+    _cached = functools.lru_cache(maxsize=maxsize, typed=True)(_from_key) if maxsize > 0 else _from_key
+
+
+def _app_data(app_data: Any, required: bool) -> tuple[AppDataResult, tuple[Dropped, ...]]:
+    dropped: list[Dropped] = []
+    return _build(app_data, required, dropped), tuple(dropped)
+
+
+def _build(app_data: Any, required: bool, dropped: list[Dropped]) -> AppDataResult:
     if type(app_data) is not dict and not isinstance(app_data, Mapping):
         if app_data is not None:
             dropped.append(Dropped("app_data", "invalid_type"))

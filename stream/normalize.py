@@ -17,15 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from stream import fields, meta, validate
-from stream.appdata import normalize_app_data
+from stream import appdata, fields, meta, userdata, validate
 from stream.customdata import normalize_custom_data
 from stream.userdata import Dropped, normalize_user_data
 from stream.validate import BAD_RECORD, NO_CONSENT, REJECTION_REASONS, Rejection
 
 __all__ = [
     "BAD_RECORD", "NO_CONSENT", "REJECTION_REASONS", "Dropped", "NormalizeSettings", "Outcome",
-    "Rejection", "normalize_event",
+    "Rejection", "cache_stats", "normalize_event", "set_cache_size",
 ]  # fmt: skip
 
 _ORIGINAL_EVENT_KEYS: Final = ("event_name", "event_time", "order_id", "event_id")
@@ -47,6 +46,23 @@ class Outcome:
     event: dict[str, Any] | None
     rejection: Rejection | None
     dropped: tuple[Dropped, ...]
+
+
+def set_cache_size(maxsize: int) -> None:
+    """Fresh caches for the stage (`maxsize` hashed values; the others in proportion); 0 turns them off.
+
+    The caches only save work: outcomes are the same with any size. Benchmarks and tests use this.
+    """
+    userdata.set_hash_cache_size(maxsize)
+    appdata.set_cache_size(maxsize // 25 if maxsize > 0 else 0)
+
+
+def cache_stats() -> dict[str, tuple[int, int]]:
+    """(hits, misses) per cache of the stage; empty when caching is off."""
+    stats = userdata.hash_cache_stats()
+    if (info := getattr(appdata._cached, "cache_info", None)) is not None:
+        stats["app_data"] = (info().hits, info().misses)
+    return stats
 
 
 @functools.lru_cache(maxsize=64)
@@ -158,7 +174,7 @@ def normalize_event(record: Mapping[str, Any], now: int, settings: NormalizeSett
         return _rejected(custom_data, dropped)
     if (problem := validate.purchase(name, custom_data)) is not None:
         return _rejected(problem, dropped)
-    app_data = normalize_app_data(record.get("app_data"), required=source == "app", dropped=dropped)
+    app_data = appdata.normalize_app_data(record.get("app_data"), required=source == "app", dropped=dropped)
     if isinstance(app_data, Rejection):
         return _rejected(app_data, dropped)
 

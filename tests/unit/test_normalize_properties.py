@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from stream import fields, meta, userdata
 from stream.customdata import currency
-from stream.normalize import REJECTION_REASONS, NormalizeSettings, normalize_event
+from stream.normalize import REJECTION_REASONS, NormalizeSettings, normalize_event, set_cache_size
 from stream.places import US_STATES
 
 NOW = 1_790_000_000
@@ -247,8 +247,8 @@ def test_output_is_deterministic_with_or_without_caches(record: dict[str, Any]) 
     cfg = NormalizeSettings(default_country="GB")
     first = normalize_event(record, NOW, cfg)
     assert normalize_event(record, NOW, cfg) == first
-    userdata.set_hash_cache_size(0)
+    set_cache_size(0)
     try:
         assert normalize_event(record, NOW, cfg) == first
     finally:
-        userdata.set_hash_cache_size(userdata.DEFAULT_HASH_CACHE_SIZE)
+        set_cache_size(userdata.DEFAULT_HASH_CACHE_SIZE)
