@@ -113,12 +113,7 @@ def e164_digits(value: str, region: str | None) -> str | None:
     """
     if not value.isascii():
         value = unicodedata.normalize("NFKC", value)  # full-width digits and plus sign
-    text = _EXTENSION.sub("", value.strip())
-    compact = text.translate(_FORMATTING)
-    if _E164.fullmatch(compact):
-        fast = _fast_e164(compact)
-        if fast is not None:
-            return fast or None
+    compact = _EXTENSION.sub("", value.strip()).translate(_FORMATTING)
     if not _DIGITS_OR_PLUS.fullmatch(compact):
         return None  # letters or symbols left: Meta says remove them, so nothing reliable remains
     if compact.startswith("+00"):
@@ -126,7 +121,8 @@ def e164_digits(value: str, region: str | None) -> str | None:
     elif compact.startswith("00") and not compact.startswith("000"):
         compact = "+" + compact[2:]
     if compact.startswith("+"):
-        return _parse(compact, None)
+        fast = _fast_e164(compact) if _E164.fullmatch(compact) else None
+        return (fast or None) if fast is not None else _parse(compact, None)
     if region is not None:
         national = _fast_national(compact, region) or _parse(compact, region)
         if national is not None:
