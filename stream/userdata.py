@@ -43,6 +43,7 @@ _KNOWN_KEYS: Final = frozenset(HASHED_KEYS + RAW_KEYS)
 # Keys that change from event to event of one person (the address follows the network); the other keys
 # are a person's identifiers and are normalized and cached together.
 VOLATILE_KEYS: Final = ("client_ip_address",)
+_IP: Final = RAW_NORMALIZERS["client_ip_address"]
 PERSON_KEYS: Final = HASHED_KEYS + tuple(k for k in RAW_KEYS if k not in VOLATILE_KEYS)
 _NO_TABLE: Final[Mapping[str, fields.FieldNormalizer]] = {}  # raw keys need no field table
 _KINDS: Final = {
@@ -195,20 +196,25 @@ def normalize_user_data(user_data: Mapping[str, Any], *, country: str | None, ma
     """Meta's user_data object for `user_data` (raw or pre-hashed values); drops are appended to `dropped`.
 
     `country` (ISO alpha-2 lower: the event's, else the destination's) and `max_year` select the field
-    table (fields.field_table). None, "" and [] count as absent; an
-    unknown key is dropped with `unknown_field`. Never raises on any value. A person's keys (all but
-    VOLATILE_KEYS) are cached together, as they repeat on every event of that person, so their lists may
-    be shared between outcomes: treat the result as read-only.
+    table (fields.field_table). None, "" and [] count as absent; an unknown key is dropped with
+    `unknown_field`. Never raises on any value. A person's keys (all but the IP address, VOLATILE_KEYS)
+    are cached together, as they repeat on every event of that person, so their lists may be shared
+    between outcomes: treat the result as read-only.
     """
     values = tuple(map(user_data.get, PERSON_KEYS))
     try:
         shared, group_dropped = _group(country, max_year, hash_external_id, values)
     except TypeError:  # a list value (several emails...) cannot be a cache key: compute it directly
         shared, group_dropped = person_group(country, max_year, hash_external_id, values)
-    dropped.extend(group_dropped)
-    volatile = zip(VOLATILE_KEYS, map(user_data.get, VOLATILE_KEYS), strict=True)
-    out = _normalize_items(volatile, _NO_TABLE, hash_external_id, dropped)
-    out.update(shared)
+    if group_dropped:
+        dropped.extend(group_dropped)
+    out = dict(shared)
+    ip = user_data.get("client_ip_address")
+    if ip:
+        if type(ip) is str and (text := _raw_value(_IP, ip)) is not None:
+            out["client_ip_address"] = text
+        else:
+            out.update(_normalize_items((("client_ip_address", ip),), _NO_TABLE, hash_external_id, dropped))
     if not _KNOWN_KEYS.issuperset(user_data):
         unknown = [k for k in user_data if k not in _KNOWN_KEYS and user_data[k] is not None]
         dropped.extend(Dropped(f"user_data.{k}", UNKNOWN_FIELD) for k in unknown)
