@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
     show = actions.add_parser("show", help="list dead letters: reason, code, source, time, event name and id")
     show.add_argument("--topic", default=None, help="dead-letter topic (default: kafka.dlq_topic of --config)")
     show.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
-                      help=f"show at most N letters, oldest first (default {DEFAULT_LIMIT}; 0: all)")
+                      help=f"show at most N letters, per partition oldest first (default {DEFAULT_LIMIT}; 0: all)")
     show.add_argument("--format", choices=["table", "json"], default="table", help="output format")
     _where(show)
     show.set_defaults(handler=run_show)

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import Consumer
-from pipeline_harness import committed, end_offsets, produce_records, wait_until
+from pipeline_harness import APPS_A, Scenario, committed, end_offsets, expected_keys, produce_records, wait_until
 
 from stream import admin
 from stream.cli import main
@@ -80,8 +80,12 @@ def active_member(kafka_bootstrap: str) -> Iterator[Callable[[str, str], None]]:
                              "auto.offset.reset": "latest", "enable.auto.commit": False})
         consumer.subscribe([topic])
         consumers.append(consumer)
-        assert wait_until(lambda: bool(consumer.consume(10, timeout=0.2) is not None and consumer.assignment()),
-                          timeout=30)
+
+        def assigned() -> bool:
+            consumer.consume(10, timeout=0.2)  # the join and the assignment happen inside consume()
+            return bool(consumer.assignment())
+
+        assert wait_until(assigned, timeout=30)
 
     yield join
     for consumer in consumers:
@@ -294,3 +298,33 @@ def test_group_state_seen_by_the_broker(kafka_bootstrap: str, consumed: tuple[st
     state, members = client.group_state(group)
     assert members == 1
     assert state not in ("EMPTY", "DEAD")
+
+
+def test_replay_with_the_real_pipeline(scenario_factory: Callable[..., Scenario],
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused while `capi-stream run` consumes; after it stops, a reset re-sends every event to Meta once more."""
+    sc = scenario_factory(partitions=2)
+    sent = [{**r, "consent": True} for r in generate(30, 21, int(time.time()), app_ids=APPS_A)]
+    produce_records(sc.bootstrap, sc.topic, sent)
+    expected = expected_keys(sent, int(time.time()), sc.routes)
+    assert expected
+    proc = sc.start()
+    assert sc.all_committed()
+    code, _, err = replay(capsys, "--config", str(sc.config), "--to-earliest", "--execute")
+    assert code == 2
+    assert f"group {sc.group} is active" in err
+    assert proc.stop() == 0
+    assert set(sc.counts()) == expected
+    assert set(sc.counts().values()) == {1}
+
+    code, out, _ = replay(capsys, "--config", str(sc.config), "--to-earliest", "--execute", "--format", "json")
+    assert code == 0
+    plan = plan_of(out)
+    assert plan["totals"]["re_read"] == len(sent)
+    assert plan["totals"]["in_dedupe_window"] == len(sent)
+    assert sc.committed() == {0: 0, 1: 0}
+    proc = sc.start()
+    assert sc.all_committed()
+    assert proc.stop() == 0
+    # the dedupe store started empty after the restart: each event reached Meta a second time
+    assert set(sc.counts().values()) == {2}
