@@ -117,6 +117,11 @@ class PartitionPlan:
     exact: bool  # the whole re-read range was read; False: the three counts above are scaled estimates
 
     @property
+    def counted(self) -> bool:
+        """False when messages are re-read but none could be read to count their ages."""
+        return self.re_read == 0 or self.sampled > 0
+
+    @property
     def moves(self) -> bool:
         """True when the reset changes this partition's committed offset."""
         return self.current != self.target
@@ -338,9 +343,10 @@ def format_plan(plan: Plan, *, executed: bool = False) -> list[str]:
     rows = [cols]
     for p in plan.partitions:
         est = "" if p.exact else "~"
+        ages = ((f"{est}{p.older_than_max_age}", f"{est}{p.in_dedupe_window}", f"{est}{p.undecodable}")
+                if p.counted else ("?", "?", "?"))
         rows.append((str(p.partition), "none" if p.current is None else str(p.current),
-                     f"{p.target}{' (clamped)' if p.clamped else ''}", str(p.re_read),
-                     f"{est}{p.older_than_max_age}", f"{est}{p.in_dedupe_window}", f"{est}{p.undecodable}",
+                     f"{p.target}{' (clamped)' if p.clamped else ''}", str(p.re_read), *ages,
                      str(p.backlog), str(p.sampled)))
     est = "" if plan.exact else "~"
     rows.append(("total", "", "", str(plan.total("re_read")), f"{est}{plan.total('older_than_max_age')}",
@@ -353,6 +359,8 @@ def format_plan(plan: Plan, *, executed: bool = False) -> list[str]:
         lines.append(f"forward reset: {skipped} message(s) will be skipped and never sent")
     if not plan.exact:
         lines.append("~ estimated from an evenly spaced sample of the re-read range (see --sample)")
+    if not all(p.counted for p in plan.partitions):
+        lines.append("? no message of the re-read range could be read in time: ages unknown, totals exclude them")
     lines.append(f"older: event_time more than {_hours(plan.max_age_s)} before now; Meta rejects these, "
                  "so they go to the dead-letter topic")
     lines.append(f"in dedupe: written to Kafka less than {_hours(plan.dedupe_window_s)} ago, so most likely "

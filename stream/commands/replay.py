@@ -88,8 +88,9 @@ def run(args: argparse.Namespace) -> int:
     from stream import admin, replay
     from stream.errors import UsageError
 
-    if args.sample < 0:
-        raise UsageError(f"--sample {args.sample} must be 0 or more")
+    if args.sample < 1:
+        # with nothing read the age columns would be guesses printed as counts
+        raise UsageError(f"--sample {args.sample} must be at least 1")
     settings = _settings(args)
     group, topic = _names(args, settings)
     now = time.time()

@@ -225,6 +225,7 @@ def test_refuses_while_a_member_is_active(kafka_bootstrap: str, consumed: tuple[
     (["--by-duration", "6 hours"], "--by-duration"),
     (["--to-datetime", "yesterday"], "--to-datetime"),
     (["--to-earliest", "--sample", "-1"], "--sample"),
+    (["--to-earliest", "--sample", "0"], "--sample"),
 ])  # fmt: skip
 def test_bad_input_exits_2(kafka_bootstrap: str, consumed: tuple[str, str, list[dict[str, Any]]],
                            capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:

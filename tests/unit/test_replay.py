@@ -287,3 +287,14 @@ def test_plan_dict_totals() -> None:
     assert doc["exact"] is False
     assert doc["totals"] == {"re_read": 1000, "skipped": 7, "backlog": 1000, "older_than_max_age": 1000,
                              "in_dedupe_window": 0, "undecodable": 0, "sampled": 1}
+
+
+def test_a_range_nothing_could_be_read_from_shows_unknown_ages() -> None:
+    """When no message of a re-read range was read, the age columns say `?`, not a guessed 0."""
+    plan = replay.build_plan(group="g", topic="t", target=Target(TargetKind.EARLIEST),
+                             partitions=[PartitionOffsets(0, 0, 10, 10)], found={}, samples={}, now_s=NOW)
+    assert not plan.partitions[0].counted
+    row = replay.format_plan(plan)[2].split()
+    assert row[:4] == ["0", "10", "0", "10"]
+    assert row[4:7] == ["?", "?", "?"]
+    assert any(line.startswith("? no message") for line in replay.format_plan(plan))
