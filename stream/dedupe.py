@@ -12,12 +12,13 @@ that batch, and a send that is abandoned or dead-lettered releases the key, so a
 later copy into a silent drop.
 
 Memory layout (the target is <= 100 bytes per SENT key at 1M keys; a `dict[int, float]` costs ~150):
-the window is cut into `buckets` coarse time buckets held in a ring of `buckets + 1` slots. One dict
-maps each SENT key to its slot number, a small int that CPython shares, so a key costs its dict entry
-plus its own 32-byte int; each slot keeps its keys, oldest first, in an `array('q')` (8 bytes a key)
-so whole buckets expire and the oldest keys are evicted without scanning the dict. A dict never
-shrinks, so it is rebuilt once deletions (expiries, evictions) reach a quarter of the keys held; this
-keeps a churning store near its first-fill size (~82 B/key at 1M instead of ~123 without).
+the window is cut into `buckets` coarse time buckets held in a ring of `buckets + 1` slots. A dict
+(split in SHARDS by the key's low bits) maps each SENT key to its slot number, a small int that CPython
+shares, so a key costs its dict entry plus its own 32-byte int; each slot keeps its keys, oldest
+first, in an `array('q')` (8 bytes a key) so whole buckets expire and the oldest keys are evicted
+without scanning the dict. A dict never shrinks, so a shard is rebuilt once deletions (expiries,
+evictions) reach a quarter of its keys; this keeps a churning store near its first-fill size (~82 B/key
+at 1M instead of ~123 without), and the shards keep each rebuild's pause short.
 
 Granularity: with `bucket_s = window_s / buckets`, a key accepted at time `t` belongs to bucket
 `b = t // bucket_s` and is forgotten once `now // bucket_s >= b + buckets + 1`, that is at
@@ -57,8 +58,13 @@ DEFAULT_MAX_KEYS: Final = 5_000_000
 KEY_BITS: Final = 60
 _SHIFT: Final = 64 - KEY_BITS
 _LOWEST: Final = -sys.float_info.max
-# Below this many deletions a rebuild would save too little to be worth the copy.
-REBUILD_MIN_DELETED: Final = 1024
+# Below this many deletions in a shard a rebuild would save too little to be worth the copy.
+REBUILD_MIN_DELETED: Final = 64
+# The key -> slot map is split by the key's low bits (hash bits, so evenly) into this many dicts, so a
+# rebuild or a growth of one dict stalls the caller for 1/64 of the time a single dict would (a 1M-key
+# dict takes ~0.1 s to copy on the reference machine, and the caller is the pipeline's event loop).
+SHARDS: Final = 64
+_SHARD_MASK: Final = SHARDS - 1
 
 
 class Verdict(enum.Enum):
@@ -117,7 +123,8 @@ class DedupeStore:
         self.buckets: Final = buckets
         self.bucket_s: Final = self.window_s / buckets
         self._ring = buckets + 1
-        self._slot_of: dict[int, int] = {}
+        self._shards: list[dict[int, int]] = [{} for _ in range(SHARDS)]  # key -> slot, by key & _SHARD_MASK
+        self._held = 0
         self._keys: list[array[int]] = [array("q") for _ in range(self._ring)]
         self._head = [0] * self._ring  # per slot: index of its oldest key not yet evicted
         self._pending: dict[int, float] = {}  # key -> `now` of the accepting check()
@@ -127,11 +134,11 @@ class DedupeStore:
         self._evict_from = 0  # bucket number where the oldest SENT key may be
         self._evictions = 0
         self._expired = 0
-        self._deleted = 0  # keys deleted from _slot_of since it was last rebuilt
+        self._deleted = [0] * SHARDS  # per shard: keys deleted since it was last rebuilt
 
     def __len__(self) -> int:
         """Number of SENT keys held."""
-        return len(self._slot_of)
+        return self._held
 
     @property
     def pending(self) -> int:
@@ -155,7 +162,7 @@ class DedupeStore:
         """
         if not _LOWEST <= now < self._roll_at:  # NaN and -inf go to _advance too, which refuses them
             self._advance(now)
-        if key in self._slot_of:
+        if key in self._shards[key & _SHARD_MASK]:
             return Verdict.SENT
         if key in self._pending:
             return Verdict.PENDING
@@ -178,12 +185,13 @@ class DedupeStore:
             del self._pending[key]
             self._expired += 1
             return
-        if len(self._slot_of) >= self.max_keys:
+        if self._held >= self.max_keys:
             self._evict_oldest()
         slot = bucket % self._ring
         self._keys[slot].append(key)  # first: a key outside int64 raises OverflowError and stays PENDING
         del self._pending[key]
-        self._slot_of[key] = slot
+        self._shards[key & _SHARD_MASK][key] = slot
+        self._held += 1
         if bucket < self._evict_from:
             self._evict_from = bucket
 
@@ -210,7 +218,8 @@ class DedupeStore:
         # Only buckets that were live can hold keys, so a jump of days costs at most one ring turn.
         for bucket in range(newest - self.buckets, min(newest + 1, first_live)):
             self._expire_slot(bucket % self._ring)
-        self._compact_if_worn()
+        for shard in range(SHARDS):
+            self._compact_if_worn(shard)
         self._newest = current
         self._evict_from = max(self._evict_from, first_live)
         # The float bound of the next bucket, lowered by far more than float rounding of `//` can move it.
@@ -220,11 +229,13 @@ class DedupeStore:
 
     def _expire_slot(self, slot: int) -> None:
         keys, head = self._keys[slot], self._head[slot]
-        slot_of = self._slot_of
+        shards, deleted = self._shards, self._deleted
         for index in range(head, len(keys)):
-            del slot_of[keys[index]]
+            key = keys[index]
+            del shards[key & _SHARD_MASK][key]
+            deleted[key & _SHARD_MASK] += 1
         self._expired += len(keys) - head
-        self._deleted += len(keys) - head
+        self._held -= len(keys) - head
         self._keys[slot] = array("q")
         self._head[slot] = 0
 
@@ -237,7 +248,9 @@ class DedupeStore:
                 break
         else:
             raise RuntimeError("dedupe store is full but holds no key")  # unreachable while invariants hold
-        del self._slot_of[keys[head]]
+        key = keys[head]
+        shard = key & _SHARD_MASK
+        del self._shards[shard][key]
         head += 1
         if head == len(keys):
             self._keys[slot], head = array("q"), 0
@@ -248,18 +261,20 @@ class DedupeStore:
         self._head[slot] = head
         self._evict_from = bucket
         self._evictions += 1
-        self._deleted += 1
-        self._compact_if_worn()
+        self._held -= 1
+        self._deleted[shard] += 1
+        self._compact_if_worn(shard)
 
-    def _compact_if_worn(self) -> None:
-        """Rebuild the dict once deletions reach a quarter of the keys held.
+    def _compact_if_worn(self, shard: int) -> None:
+        """Rebuild one shard's dict once its deletions reach a quarter of the keys it holds.
 
         A CPython dict never shrinks: a deleted entry keeps its slot until the table grows, and then it
         grows to ~3x the keys held, so a store whose keys expire as new ones arrive would settle ~50%
-        above its first-fill size. A copy is sized for the keys held. Its cost, O(keys held) (~0.1 s at
-        1M keys on the reference machine), is paid for by a quarter as many deletions; for that moment
-        both tables exist (peak ~122 B/key at 1M).
+        above its first-fill size (~123 instead of ~82 B/key at 1M). A copy is sized for the keys held.
+        Its cost, O(keys in the shard), is paid for by a quarter as many deletions; for that moment both
+        tables of that shard exist.
         """
-        if self._deleted >= REBUILD_MIN_DELETED and self._deleted * 4 >= len(self._slot_of):
-            self._slot_of = dict(self._slot_of)
-            self._deleted = 0
+        deleted = self._deleted[shard]
+        if deleted >= REBUILD_MIN_DELETED and deleted * 4 >= len(self._shards[shard]):
+            self._shards[shard] = dict(self._shards[shard])
+            self._deleted[shard] = 0
