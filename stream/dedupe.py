@@ -98,10 +98,10 @@ def dedupe_key(event_name: str, event_id: str) -> int:
 class DedupeStore:
     """Keys seen within the window: PENDING while their batch is in flight, SENT once Meta acked it.
 
-    Invariants: `len(self) <= max_keys`; every SENT key is in exactly one bucket array and in the dict;
-    a key is never PENDING and SENT at once. Evictions drop the oldest bucket's keys first, in the order
-    they were confirmed, and are counted in `evictions`; keys forgotten because their window is over are
-    counted in `expired`.
+    Invariants: `len(self) <= max_keys`; every SENT key is in exactly one bucket array and in its
+    shard's dict; a key is never PENDING and SENT at once. Evictions drop the oldest bucket's keys
+    first, in the order they were confirmed, and are counted in `evictions`; keys forgotten because
+    their window is over are counted in `expired`.
     """
 
     def __init__(
