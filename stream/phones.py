@@ -29,6 +29,23 @@ _EXTENSION: Final = re.compile(r"\s*(?:ext\.?|extension|x|#)\s*[0-9]{1,6}\s*$", 
 _DIGITS_OR_PLUS: Final = re.compile(r"\+?[0-9]+")
 
 
+@functools.lru_cache(maxsize=4096)
+def _length_check(code: int, length: int) -> int:
+    """libphonenumber's is_possible_number_with_reason for a country code and a national number length.
+
+    Its answer depends on nothing else (the possible lengths of the code's main region), so it is
+    computed once per (code, length) on a stand-in number of that length.
+    """
+    stand_in = PhoneNumber(country_code=code, national_number=int("9" * length))
+    reason: int = phonenumbers.is_possible_number_with_reason(stand_in)
+    return reason
+
+
+_POSSIBLE: Final = phonenumbers.ValidationResult.IS_POSSIBLE
+# what is_possible_number accepts
+_POSSIBLE_AT_ALL: Final = frozenset({_POSSIBLE, phonenumbers.ValidationResult.IS_POSSIBLE_LOCAL_ONLY})
+
+
 def _fast_e164(text: str) -> str | None:
     """Digits of a `+CC…` number whose national part has no trunk zero, if its length is possible."""
     for size in (1, 2, 3):
@@ -37,8 +54,7 @@ def _fast_e164(text: str) -> str | None:
             national = text[1 + size :]
             if national.startswith("0"):
                 return None  # maybe a trunk zero (or Italy's kept zero): let the library decide
-            number = PhoneNumber(country_code=code, national_number=int(national))
-            return text[1:] if phonenumbers.is_possible_number(number) else ""
+            return text[1:] if _length_check(code, len(national)) in _POSSIBLE_AT_ALL else ""
     return ""
 
 
@@ -87,10 +103,8 @@ def _fast_national(digits: str, region: str) -> str | None:
             national = rest
     if not national or national.startswith("0"):
         return None
-    number = PhoneNumber(country_code=plan.code, national_number=int(national))
-    if phonenumbers.is_possible_number_with_reason(number) != phonenumbers.ValidationResult.IS_POSSIBLE:
-        return None
-    return f"{plan.code}{national}"
+    # parse keeps the prefix when the rest is only locally possible: leave those to it
+    return f"{plan.code}{national}" if _length_check(plan.code, len(national)) == _POSSIBLE else None
 
 
 def _parse(text: str, region: str | None) -> str | None:
