@@ -46,15 +46,28 @@ _POSSIBLE: Final = phonenumbers.ValidationResult.IS_POSSIBLE
 _POSSIBLE_AT_ALL: Final = frozenset({_POSSIBLE, phonenumbers.ValidationResult.IS_POSSIBLE_LOCAL_ONLY})
 
 
+@functools.lru_cache(maxsize=512)
+def _national_prefix(code: int) -> re.Pattern[str] | None:
+    """The national prefix pattern of a calling code's main region (libphonenumber strips it after +CC)."""
+    md = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
+        code, phonenumbers.region_code_for_country_code(code))
+    return re.compile(md.national_prefix_for_parsing) if md and md.national_prefix_for_parsing else None
+
+
 def _fast_e164(text: str) -> str | None:
-    """Digits of a `+CC…` number whose national part has no trunk zero, if its length is possible."""
+    """Digits of a plain `+CC…` number, "" for an unknown calling code, None to ask the full parse.
+
+    Plain: the national part neither starts with 0 (a trunk zero, or Italy's kept zero) nor with the
+    national prefix (`+7 8…`, `+1 1…`: libphonenumber strips it even after +CC), and has a possible length.
+    """
     for size in (1, 2, 3):
         code = int(text[1 : 1 + size])
         if code in _CALLING_CODES:
             national = text[1 + size :]
-            if national.startswith("0"):
-                return None  # maybe a trunk zero (or Italy's kept zero): let the library decide
-            return text[1:] if _length_check(code, len(national)) in _POSSIBLE_AT_ALL else ""
+            prefix = _national_prefix(code)
+            if national.startswith("0") or (prefix is not None and prefix.match(national)):
+                return None
+            return text[1:] if _length_check(code, len(national)) in _POSSIBLE_AT_ALL else None
     return ""
 
 

@@ -42,7 +42,7 @@ def test_fast_national_path_agrees_with_full_parse(case: tuple[str, str]) -> Non
         assert fast == phones._parse(digits, region)
 
 
-@settings(max_examples=200, deadline=None, database=None)
+@settings(max_examples=600, deadline=None, database=None)
 @given(digits=st.text("0123456789", min_size=1, max_size=16))
 def test_fast_e164_path_agrees_with_full_parse(digits: str) -> None:
     """A `+digits` number gets the same answer from the fast path as from the full parse."""
@@ -60,6 +60,13 @@ def test_fast_national_path_takes_common_numbers(digits: str, region: str) -> No
     """Typical mobile numbers of common countries do not need the full parse."""
     assert phones._fast_national(digits, region) == phones._parse(digits, region)
     assert phones._fast_national(digits, region) is not None
+
+
+@pytest.mark.parametrize("text", ["+784776848648", "+115912738758", "+4402079460958"])
+def test_fast_e164_path_defers_national_prefixes(text: str) -> None:
+    """+7 8…, +1 1…, +44 0…: libphonenumber strips a national prefix even after +CC, so the full parse decides."""
+    assert phones._fast_e164(text) is None
+    assert phones.e164_digits(text, None) == phones._parse(text, None)
 
 
 @pytest.mark.parametrize(("digits", "region"), [
