@@ -62,6 +62,8 @@ class PipelineSettings:
     shutdown_deadline_s: float = 30.0
     # How often stored offsets are committed to the group (librdkafka auto.commit.interval.ms)
     commit_interval_ms: int = 1000
+    # Processes that decode and normalize (the CPU-heavy part); 0 runs it on the event loop
+    workers: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -327,6 +329,7 @@ def _check(s: Settings) -> None:
     need(s.pipeline.revoke_timeout_s >= 0, "pipeline.revoke_timeout_s", "must be >= 0")
     need(s.pipeline.shutdown_deadline_s > 0, "pipeline.shutdown_deadline_s", "must be > 0")
     need(s.pipeline.commit_interval_ms >= 1, "pipeline.commit_interval_ms", "must be >= 1")
+    need(0 <= s.pipeline.workers <= 64, "pipeline.workers", "must be 0..64")
     need(s.dedupe.window_s > 0, "dedupe.window_s", "must be > 0")
     need(s.dedupe.max_keys >= 1, "dedupe.max_keys", "must be at least 1")
     need(1 <= s.batch.max_events <= meta.MAX_EVENTS_PER_REQUEST, "batch.max_events",

@@ -39,20 +39,23 @@ class Quality:
 
     def valid(self, destination: str, event: Mapping[str, Any]) -> None:
         """Count a valid event (before dedupe, so duplicates count too) and the match keys it carries."""
-        key = (destination, event["event_name"])
-        self.events[key] += 1
         user_data = event.get("user_data") or {}
-        found = False
-        for name in MATCH_KEYS:
-            if name in user_data:
-                self.with_key[(destination, key[1], name)] += 1
-                found = True
-        if found:
+        custom = event.get("custom_data") or {}
+        revenue = event["event_name"] in REVENUE_EVENTS
+        self.count(destination, event["event_name"], tuple(k for k in MATCH_KEYS if k in user_data), revenue,
+                   revenue and custom.get("value") is not None and bool(custom.get("currency")))
+
+    def count(self, destination: str, event_name: str, keys: tuple[str, ...], revenue: bool, has_value: bool) -> None:
+        """Count a valid event from its signature: the match keys present and its value on revenue events."""
+        key = (destination, event_name)
+        self.events[key] += 1
+        for name in keys:
+            self.with_key[(destination, event_name, name)] += 1
+        if keys:
             self.with_identifier[key] += 1
-        if key[1] in REVENUE_EVENTS:
+        if revenue:
             self.revenue[key] += 1
-            custom = event.get("custom_data") or {}
-            if custom.get("value") is not None and custom.get("currency"):
+            if has_value:
                 self.revenue_with_value[key] += 1
 
     def invalid(self, destination: str, event_name: str) -> None:

@@ -10,8 +10,9 @@ source (Kafka consumer thread), sender/sink (aiohttp) and dlq (Kafka producer).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
-import dataclasses
+import multiprocessing
 import os
 import signal
 import time
@@ -26,15 +27,14 @@ from confluent_kafka import Message
 
 from stream.batch import Batch, Batcher
 from stream.config import Destination, Settings
-from stream.decode import DecodeError, Decoder
 from stream.dedupe import DedupeStore, Verdict, dedupe_key
 from stream.dlq import DeadLetter, DeadLetterWriter
-from stream.normalize import NO_CONSENT, NormalizeSettings, normalize_event
+from stream.normalize import NormalizeSettings
 from stream.offsets import OffsetTracker
+from stream.prepare import Kind, PrepareContext, Prepared, Preparer, init_worker, prepare_in_worker
 from stream.quality import Quality
 from stream.records import Item, TopicPartition
 from stream.registry import RegistryLookup, RegistryUnavailable
-from stream.schema import load_schema
 from stream.sender import DestinationSender, DestinationState
 from stream.sink import Answer, MetaClient
 from stream.source import KafkaSource
@@ -43,7 +43,6 @@ from stream.wire import WireFormat
 
 log = structlog.get_logger("capi_stream.runner")
 
-UNKNOWN_DESTINATION = "unknown_destination"
 META_REJECTED = "meta_rejected"
 # resume consuming once in-flight events fall below this share of the bound
 RESUME_FRACTION = 0.5
@@ -54,12 +53,9 @@ REGISTRY_RETRY_S = 2.0
 STATS_FILE_ENV = "CAPI_STREAM_STATS_FILE"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Route:
-    """A destination with the normalizer settings it implies."""
-
-    dest: Destination
-    norm: NormalizeSettings
+def _norm_settings(d: Destination) -> NormalizeSettings:
+    return NormalizeSettings(default_country=d.default_country or None, require_consent=d.require_consent,
+                             hash_external_id=d.hash_external_id)
 
 
 class Pipeline:
@@ -73,14 +69,16 @@ class Pipeline:
         self.tracker = OffsetTracker()
         self._assigned_gen: dict[TopicPartition, int] = {}
         wire = WireFormat(settings.decode.wire_format)
-        self.decoder = Decoder(load_schema(settings.decode.schema_path or None), wire)
+        self._prep_ctx = PrepareContext(
+            schema_path=settings.decode.schema_path or None, wire_format=wire.value,
+            routes={app: (d.name, _norm_settings(d)) for d in settings.destinations for app in d.app_ids},
+        )  # fmt: skip
+        self.preparer = Preparer(self._prep_ctx)
         self._registry = RegistryLookup(settings.decode.schema_registry_url) if wire is WireFormat.CONFLUENT else None
-        self.routes = {
-            app: Route(d, NormalizeSettings(default_country=d.default_country or None,
-                                            require_consent=d.require_consent,
-                                            hash_external_id=d.hash_external_id))
-            for d in settings.destinations for app in d.app_ids
-        }  # fmt: skip
+        self._writer_schemas: dict[int, Any] = {}
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._prepared: asyncio.Queue[tuple[asyncio.Future[list[Prepared]], list[Message], int]] = asyncio.Queue(
+            maxsize=max(2, settings.pipeline.workers * 2))
         self.dedupe = DedupeStore(window_s=settings.dedupe.window_s, max_keys=settings.dedupe.max_keys)
         self.batcher = Batcher(settings.batch.max_events, settings.batch.max_bytes, settings.batch.linger_ms / 1000)
         self._waiters: dict[int, list[Item]] = defaultdict(list)
@@ -107,12 +105,18 @@ class Pipeline:
         if self._started:
             raise RuntimeError("pipeline already started")
         self._started = True
+        if self.settings.pipeline.workers:
+            # spawn, not fork: this process already runs librdkafka and aiohttp threads
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=self.settings.pipeline.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=init_worker, initargs=(self._prep_ctx,))
         await self.client.start()
         await self.dlq.start()
         for sender in self.senders.values():
             await sender.start()
         self._tasks = [
             asyncio.create_task(self._process(), name="process"),
+            asyncio.create_task(self._apply(), name="apply"),
             asyncio.create_task(self._tick(), name="linger"),
         ]
         for task in self._tasks:
@@ -186,6 +190,8 @@ class Pipeline:
             await sender.stop()
         await self.dlq.stop()
         await self.client.stop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         if self.metrics is not None:
             await self.metrics.stop()
         log.info("pipeline_stopped", consumed=self.stats.consumed, acked=self.stats.events_acked,
@@ -262,18 +268,37 @@ class Pipeline:
 
     # -- processing ------------------------------------------------------------------------------
     async def _process(self) -> None:
+        """Hand each consumed batch to the preparer (inline or a worker), in consumption order."""
+        loop = asyncio.get_running_loop()
         while True:
             messages, generation = await self._inbox.get()
             if self._draining:
                 continue  # not received, so never committed: the next owner reads them again
             if self._registry is not None:
                 await self._fetch_schemas(messages)
-            self._handle(messages, generation)
+            values = [m.value() for m in messages]
+            now = int(self.clock())
+            future: asyncio.Future[list[Prepared]]
+            if self._pool is None:
+                future = loop.create_future()
+                future.set_result(self.preparer.prepare(values, now))
+            else:
+                future = loop.run_in_executor(self._pool, prepare_in_worker, values, now, self._writer_schemas)
+            await self._prepared.put((future, messages, generation))
+
+    async def _apply(self) -> None:
+        """Apply prepared batches in order: track offsets, dead-letter, dedupe, batch."""
+        while True:
+            future, messages, generation = await self._prepared.get()
+            prepared = await future
+            if self._draining:
+                continue
+            self._handle(messages, generation, prepared)
             self._after_change()
 
     async def _fetch_schemas(self, messages: list[Message]) -> None:
         assert self._registry is not None
-        for schema_id in self.decoder.missing_schema_ids([m.value() or b"" for m in messages]):
+        for schema_id in self.preparer.decoder.missing_schema_ids([m.value() or b"" for m in messages]):
             while True:
                 try:
                     schema = await asyncio.to_thread(self._registry.writer_schema, schema_id)
@@ -281,14 +306,14 @@ class Pipeline:
                 except RegistryUnavailable as exc:
                     log.warning("schema_registry_unavailable", schema_id=schema_id, error=str(exc))
                     await asyncio.sleep(REGISTRY_RETRY_S)
-            self.decoder.add_writer_schema(schema_id, schema)
+            self._writer_schemas[schema_id] = schema
+            self.preparer.add_writer_schemas({schema_id: schema})
 
-    def _handle(self, messages: list[Message], generation: int) -> None:
+    def _handle(self, messages: list[Message], generation: int, prepared: list[Prepared]) -> None:
         now = self.clock()
-        inow = int(now)
         if not self.stats.first_consumed_at:
             self.stats.first_consumed_at = now
-        for msg in messages:
+        for msg, prep in zip(messages, prepared, strict=True):
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             assert topic is not None
             assert partition is not None
@@ -301,41 +326,27 @@ class Pipeline:
             self._unfinished += 1
             self.stats.consumed += 1
             item = Item(topic, partition, offset, msg.key(), msg.value() or b"", msg.timestamp()[1], part)
-            try:
-                record = self.decoder.decode(msg.value())
-            except DecodeError as exc:
-                self.stats.decode_failures += 1
-                self._dead_letter(item, exc.reason, exc.detail)
-                continue
-            app_id = record.get("app_id")
-            route = self.routes.get(app_id) if isinstance(app_id, str) else None
-            if route is None:
-                self._dead_letter(item, UNKNOWN_DESTINATION, f"no destination for app_id {app_id!r}"[:200],
-                                  event_name=record.get("event_name") or "", event_id=record.get("event_id"))
-                continue
-            outcome = normalize_event(record, inow, route.norm)
-            for dropped in outcome.dropped:
-                self.stats.dropped_fields[(dropped.field, dropped.reason)] += 1
-            if outcome.event is None:
-                assert outcome.rejection is not None
-                reason = outcome.rejection.reason
-                self.stats.rejected[reason] += 1
-                if reason == NO_CONSENT:
-                    self.stats.no_consent += 1
-                    self._finish(item)  # never sent, never kept
-                else:
-                    self.quality.invalid(route.dest.name, str(record.get("event_name") or "?"))
-                    self._dead_letter(item, reason, outcome.rejection.detail,
-                                      event_name=record.get("event_name") or "", event_id=record.get("event_id"))
-                continue
-            event = outcome.event
-            self.quality.valid(route.dest.name, event)
-            item.destination = route.dest.name
-            item.body = orjson.dumps(event)
-            item.event_name = event["event_name"]
-            item.event_id = event.get("event_id")
-            item.event_time = event["event_time"]
-            self._admit(item, now)
+            for dropped in prep.dropped:
+                self.stats.dropped_fields[dropped] += 1
+            if prep.kind is Kind.SEND:
+                self.quality.count(prep.destination, prep.event_name, prep.keys, prep.revenue, prep.has_value)
+                item.destination = prep.destination
+                item.body = prep.body
+                item.event_name = prep.event_name
+                item.event_id = prep.event_id
+                item.event_time = prep.event_time
+                self._admit(item, now)
+            elif prep.kind is Kind.NO_CONSENT:
+                self.stats.rejected[prep.reason] += 1
+                self.stats.no_consent += 1
+                self._finish(item)  # never sent, never kept
+            else:
+                if prep.decode_failed:
+                    self.stats.decode_failures += 1
+                elif prep.destination:
+                    self.stats.rejected[prep.reason] += 1
+                    self.quality.invalid(prep.destination, prep.event_name or "?")
+                self._dead_letter(item, prep.reason, prep.detail, event_name=prep.event_name, event_id=prep.event_id)
 
     def _admit(self, item: Item, now: float) -> None:
         """Dedupe, then batch. A duplicate of an acked event is finished; of an in-flight one, held."""

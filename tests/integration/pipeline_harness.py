@@ -67,6 +67,11 @@ def write_config(path: Path, *, bootstrap: str, topic: str, group: str, dlq_topi
             f'base_url = "{emulator_url}"',
             "",
         ]
+    if "[send]" not in extra:
+        # a loaded 2-core machine can make the in-process emulator slower than Meta's 1.5 s timeout; a
+        # retry after a timeout may then deliver twice (at-least-once), which the exactly-once oracles of
+        # most tests would flag. Tests about timeouts set their own [send] section.
+        lines += ["[send]", "timeout_s = 15.0", ""]
     path.write_text("\n".join(lines) + "\n" + extra)
     return path
 

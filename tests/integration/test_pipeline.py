@@ -160,7 +160,7 @@ def test_expired_token_halts_one_destination_without_committing_then_catches_up(
     scenario_factory: Callable[..., Scenario],
 ) -> None:
     """A token error halts only its destination and holds its offsets; a new token file resumes it."""
-    extra = "[send]\ntoken_check_interval_s = 0.5\n"
+    extra = "[send]\ntoken_check_interval_s = 0.5\ntimeout_s = 15.0\n"
     sc = scenario_factory(partitions=2, extra=extra)
     shop, fitness = sc.dests
     first = _events(400, seed=31, apps=APPS_A + APPS_B)
@@ -197,7 +197,7 @@ def test_expired_token_halts_one_destination_without_committing_then_catches_up(
 
 def test_sigkill_mid_stream_then_restart_loses_nothing(scenario_factory: Callable[..., Scenario]) -> None:
     """After SIGKILL and a restart every event is accepted; only events past the committed offsets repeat."""
-    extra = "[send]\nconcurrency = 2\nrate_limit_rps = 40\n[batch]\nmax_events = 200\n"
+    extra = "[send]\nconcurrency = 2\nrate_limit_rps = 40\ntimeout_s = 15.0\n[batch]\nmax_events = 200\n"
     sc = scenario_factory(partitions=4, extra=extra)
     records = _events(6000, seed=41, apps=APPS_A + APPS_B)
     produce_records(sc.bootstrap, sc.topic, records)
@@ -221,7 +221,7 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(scenario_factory: Callabl
 
 def test_a_second_instance_joins_and_leaves_without_loss(scenario_factory: Callable[..., Scenario]) -> None:
     """A member joining and leaving mid-stream causes no loss and no repeat outside in-flight batches."""
-    extra = "[send]\nrate_limit_rps = 20\n[batch]\nmax_events = 100\n"
+    extra = "[send]\nrate_limit_rps = 20\ntimeout_s = 15.0\n[batch]\nmax_events = 100\n"
     sc = scenario_factory(partitions=4, extra=extra)
     records = _events(8000, seed=51, apps=APPS_A + APPS_B)
     produce_records(sc.bootstrap, sc.topic, records)
