@@ -28,7 +28,7 @@ _KINDS: Final = {
 }  # fmt: skip
 _ONLY_STR: Final = {str}
 DELIVERY_CATEGORIES: Final = frozenset({"in_store", "curbside", "home_delivery"})
-_CONTENT_STRINGS: Final = ("title", "brand", "category")
+_CONTENT_STRINGS: Final = frozenset({"title", "brand", "category"})
 _KNOWN: Final = frozenset((*_KINDS, "currency", "content_ids", "contents", "custom_properties"))
 _LETTERS: Final = str.maketrans("", "", "".join(c for c in map(chr, range(128)) if not c.isalpha()))
 
@@ -62,25 +62,28 @@ def _currency(value: str) -> str | None:
 
 
 def _content(item: Any, dropped: list[Dropped]) -> dict[str, Any] | None:
-    if not isinstance(item, Mapping):
+    """One element of contents: an id (required by Meta), then what else is valid."""
+    if type(item) is not dict and not isinstance(item, Mapping):
         dropped.append(Dropped("custom_data.contents", "invalid_type"))
         return None
     cid = item.get("id")
     if type(cid) is int:
         cid = str(cid)
-    if type(cid) is not str or not cid.strip():
+    if type(cid) is not str or not (cid := cid.strip()):
         dropped.append(Dropped("custom_data.contents", "missing_content_id"))
         return None
-    out: dict[str, Any] = {"id": cid.strip()}
-    if type(quantity := item.get("quantity")) is int:
-        out["quantity"] = quantity
-    if (price := number(item.get("item_price"))) is not None:
-        out["item_price"] = price
-    if item.get("delivery_category") in DELIVERY_CATEGORIES:
-        out["delivery_category"] = item["delivery_category"]
-    for key in _CONTENT_STRINGS:
-        if type(text := item.get(key)) is str and text.strip():
-            out[key] = text.strip()
+    out: dict[str, Any] = {"id": cid}
+    for key, raw in item.items():
+        if raw is None or key == "id":
+            continue
+        if key == "quantity" and type(raw) is int:
+            out[key] = raw
+        elif key == "item_price" and (price := number(raw)) is not None:
+            out[key] = price
+        elif key == "delivery_category" and raw in DELIVERY_CATEGORIES:
+            out[key] = raw
+        elif key in _CONTENT_STRINGS and type(raw) is str and (text := raw.strip()):
+            out[key] = text
     return out
 
 
@@ -100,7 +103,7 @@ def _contents(contents: Any, dropped: list[Dropped]) -> list[dict[str, Any]] | N
     if not isinstance(contents, list | tuple):
         dropped.append(Dropped("custom_data.contents", "invalid_type"))
         return None
-    items = [c for c in (_content(i, dropped) for i in contents) if c is not None]
+    items = [content for item in contents if (content := _content(item, dropped)) is not None]
     return items or None
 
 
