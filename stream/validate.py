@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Final
 
 from stream import meta
@@ -18,7 +19,7 @@ NO_CONSENT: Final = "no_consent"
 BAD_RECORD: Final = "bad_record"
 
 # The fixed set of reasons, each with the rule that gives it (the README lists the same table).
-REJECTION_REASONS: Final[Mapping[str, str]] = {
+REJECTION_REASONS: Final[Mapping[str, str]] = MappingProxyType({
     NO_CONSENT: "consent is false, or unknown while the destination requires consent; never sent or kept",
     BAD_RECORD: "the input is not JSON or does not fit the Avro schema (CLI and decoder)",
     "missing_event_name": "event_name absent or empty",
@@ -37,7 +38,7 @@ REJECTION_REASONS: Final[Mapping[str, str]] = {
     "invalid_extinfo": "extinfo longer than 16, slot 0 not a2/i2, slot 4 (OS version) empty",
     "no_customer_information": "no valid user_data key left after normalization",
     "customer_information_too_broad": "only one of Meta's too-broad key sets (e.g. fn + ge)",
-}
+})
 PURCHASE: Final = "Purchase"
 _BROAD_KEYS: Final = frozenset().union(*meta.TOO_BROAD_KEY_SETS)
 # LDU is the only data processing option Meta defines [2].
