@@ -36,8 +36,11 @@ EXIT_PROBLEM = 1
 EXIT_USAGE = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser with every registered subcommand."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The full parser with every registered subcommand (`argv` lets heavy ones load only when used)."""
+    from stream.commands import bench
+
+    bench.REQUESTED[:] = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="capi-stream",
         description="Kafka -> Meta Conversions API stream processor (at least once, commit after ack).",
@@ -51,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code; errors become one line on stderr."""
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         code: int = args.handler(args)

@@ -15,14 +15,20 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 }
 
 
+# Set by the CLI to the command line being parsed: benchmark modules import heavy libraries (the SDK,
+# the emulator), so they are imported only when a `bench` command is actually being parsed.
+REQUESTED: list[str] = []
+
+
 def register(sub: Any) -> None:
     """Add `bench` and one sub-command per registered benchmark."""
     parser = sub.add_parser("bench", help="run a benchmark and print its figures")
     benches = parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
+    wanted = "bench" in REQUESTED
     for name, (module_name, help_text) in BENCHMARKS.items():
         bench = benches.add_parser(name, help=help_text)
-        module = importlib.import_module(module_name)
-        module.add_arguments(bench)
+        if wanted:
+            importlib.import_module(module_name).add_arguments(bench)
         bench.set_defaults(handler=_runner(module_name))
 
 
