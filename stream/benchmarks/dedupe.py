@@ -48,11 +48,17 @@ EVENT_NAMES = ("Purchase", "MobileAppInstall", "Subscribe", "StartTrial", "AddTo
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `capi-stream bench dedupe`."""
-    parser.add_argument("--keys", default=str(TARGET_AT_KEYS),
-                        help="comma-separated store sizes (default 1000000; the README uses 1000000,10000000)")
+    parser.add_argument(
+        "--keys",
+        default=str(TARGET_AT_KEYS),
+        help="comma-separated store sizes (default 1000000; the README uses 1000000,10000000)",
+    )
     parser.add_argument("--no-trace", action="store_true", help="skip the tracemalloc pass (RSS only)")
-    parser.add_argument("--steady", action="store_true",
-                        help="also measure bytes per key in steady state: keys expiring as new ones arrive")
+    parser.add_argument(
+        "--steady",
+        action="store_true",
+        help="also measure bytes per key in steady state: keys expiring as new ones arrive",
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed of the keys (default 1)")  # fmt: skip
 
 
