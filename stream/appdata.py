@@ -18,8 +18,7 @@ from stream.validate import Rejection
 
 _ONLY_STR: Final = {str}
 _FLAGS: Final = ("advertiser_tracking_enabled", "application_tracking_enabled")
-_STRINGS: Final = ("campaign_ids", "install_referrer", "installer_package", "vendor_id",
-                   "windows_attribution_id")
+_STRINGS: Final = ("campaign_ids", "install_referrer", "installer_package", "vendor_id", "windows_attribution_id")
 
 
 def flag(value: Any) -> int | None:
@@ -76,8 +75,12 @@ def normalize_app_data(app_data: Any, *, required: bool, dropped: list[Dropped])
     A device sends the same app_data on every event, so the usual shape (16 string slots, no url
     schemes) is cached; the cached dict is shared between outcomes: treat it as read-only.
     """
-    if (type(app_data) is dict and type(info := app_data.get("extinfo")) is list
-            and set(map(type, info)) == _ONLY_STR and app_data.get("url_schemes") is None):
+    if (
+        type(app_data) is dict
+        and type(info := app_data.get("extinfo")) is list
+        and set(map(type, info)) == _ONLY_STR
+        and app_data.get("url_schemes") is None
+    ):
         try:
             result, drops = _cached(required, tuple(info), *map(app_data.get, _CACHE_KEYS))
         except TypeError:  # an unhashable value where a flag or string belongs

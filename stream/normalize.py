@@ -160,9 +160,13 @@ def normalize_event(record: Mapping[str, Any], now: int, settings: NormalizeSett
         if raw_user is not None:
             dropped.append(Dropped("user_data", "invalid_type"))
         raw_user = {}
-    user_data = normalize_user_data(raw_user, country=_event_country(raw_user, settings.default_country),
-                                    max_year=_year(now // 86400), hash_external_id=settings.hash_external_id,
-                                    dropped=dropped)
+    user_data = normalize_user_data(
+        raw_user,
+        country=_event_country(raw_user, settings.default_country),
+        max_year=_year(now // 86400),
+        hash_external_id=settings.hash_external_id,
+        dropped=dropped,
+    )
     problem = validate.customer_information(user_data)
     if problem is None and source == "website":
         problem = validate.website(user_data, record.get("event_source_url"))

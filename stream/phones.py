@@ -50,7 +50,8 @@ _POSSIBLE_AT_ALL: Final = frozenset({_POSSIBLE, phonenumbers.ValidationResult.IS
 def _national_prefix(code: int) -> re.Pattern[str] | None:
     """The national prefix pattern of a calling code's main region (libphonenumber strips it after +CC)."""
     md = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
-        code, phonenumbers.region_code_for_country_code(code))
+        code, phonenumbers.region_code_for_country_code(code)
+    )
     return re.compile(md.national_prefix_for_parsing) if md and md.national_prefix_for_parsing else None
 
 
@@ -91,10 +92,13 @@ def _plan(region: str) -> _Plan | None:
     if phonenumbers.region_code_for_country_code(md.country_code) != region:
         return None  # e.g. CA or GG: lengths are checked against the code's main region
     pattern = md.general_desc.national_number_pattern if md.general_desc else None
-    return _Plan(md.country_code, str(md.country_code),
-                 re.compile(md.national_prefix_for_parsing) if md.national_prefix_for_parsing else None,
-                 re.compile(pattern) if pattern else None,
-                 re.compile(md.international_prefix) if md.international_prefix else None)
+    return _Plan(
+        md.country_code,
+        str(md.country_code),
+        re.compile(md.national_prefix_for_parsing) if md.national_prefix_for_parsing else None,
+        re.compile(pattern) if pattern else None,
+        re.compile(md.international_prefix) if md.international_prefix else None,
+    )
 
 
 def _fast_national(digits: str, region: str) -> str | None:
@@ -110,7 +114,7 @@ def _fast_national(digits: str, region: str) -> str | None:
         return None
     national = digits
     if plan.national_prefix is not None and (m := plan.national_prefix.match(digits)):
-        rest = digits[m.end():]
+        rest = digits[m.end() :]
         viable = plan.general is not None and plan.general.fullmatch(digits) is not None
         if not (viable and (plan.general is None or plan.general.fullmatch(rest) is None)):
             national = rest

@@ -113,51 +113,86 @@ def _person(rng: random.Random, index: int) -> dict[str, Any]:
     ios = rng.random() < 0.45
     tracking = rng.random() < (0.35 if ios else 0.9)
     handle = "".join(ch for ch in f"{first}.{last}".lower() if ch.isascii() and (ch.isalnum() or ch == "."))
-    email = rng.choice((f"{handle}{index}@example.com", f" {handle.title()}{index}@Example.COM ",
-                        f"{handle}+app{index}@mail.example.org"))
+    email = rng.choice(
+        (
+            f"{handle}{index}@example.com",
+            f" {handle.title()}{index}@Example.COM ",
+            f"{handle}+app{index}@mail.example.org",
+        )
+    )
     birth = f"{rng.randrange(1950, 2006)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}"
     model, os_version = rng.choice(_IOS_MODELS if ios else _ANDROID_MODELS)
     return {
-        "country": country, "first": first, "last": last, "email": email, "ios": ios, "tracking": tracking,
-        "phone": _phone(rng, country), "birth": birth, "city": rng.choice(country.cities),
-        "state": rng.choice(country.states), "zip": rng.choice(country.zips),
+        "country": country,
+        "first": first,
+        "last": last,
+        "email": email,
+        "ios": ios,
+        "tracking": tracking,
+        "phone": _phone(rng, country),
+        "birth": birth,
+        "city": rng.choice(country.cities),
+        "state": rng.choice(country.states),
+        "zip": rng.choice(country.zips),
         "country_form": rng.choice(country.forms) if rng.random() < 0.85 else None,
         "gender": rng.choice(("m", "F", "Male", "female", None)),
         "date_format": rng.choice(_DATE_FORMATS) if rng.random() < 0.5 else None,  # half know the birth date
-        "madid": (str(uuid.UUID(int=rng.getrandbits(128))).upper() if ios else
-                  str(uuid.UUID(int=rng.getrandbits(128)))) if tracking else (_ZERO_IDFA if ios else None),
+        "madid": (str(uuid.UUID(int=rng.getrandbits(128))).upper() if ios else str(uuid.UUID(int=rng.getrandbits(128))))
+        if tracking
+        else (_ZERO_IDFA if ios else None),
         "anon_id": f"XZ{uuid.UUID(int=rng.getrandbits(128)).hex}",
-        "ip": (f"{rng.randrange(1, 224)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
-               if rng.random() < 0.7 else f"2001:db8:{rng.randrange(65536):x}::{rng.randrange(65536):x}"),
-        "ua": (f"Mozilla/5.0 (iPhone; CPU iPhone OS {os_version.replace('.', '_')} like Mac OS X)" if ios
-               else f"Dalvik/2.1.0 (Linux; U; Android {os_version}; {model} Build/UP1A)"),
-        "model": model, "os_version": os_version, "external_id": f"user-{index:07d}",
+        "ip": (
+            f"{rng.randrange(1, 224)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+            if rng.random() < 0.7
+            else f"2001:db8:{rng.randrange(65536):x}::{rng.randrange(65536):x}"
+        ),
+        "ua": (
+            f"Mozilla/5.0 (iPhone; CPU iPhone OS {os_version.replace('.', '_')} like Mac OS X)"
+            if ios
+            else f"Dalvik/2.1.0 (Linux; U; Android {os_version}; {model} Build/UP1A)"
+        ),
+        "model": model,
+        "os_version": os_version,
+        "external_id": f"user-{index:07d}",
     }
 
 
 def _blank(schema: dict[str, Any]) -> dict[str, Any]:
     """Every key of the record schema set to None, nested required records included (Avro decode shape)."""
-    return {f["name"]: (_blank(f["type"]) if isinstance(f["type"], dict) and f["type"].get("type") == "record"
-                        else None) for f in schema["fields"]}
+    return {
+        f["name"]: (_blank(f["type"]) if isinstance(f["type"], dict) and f["type"].get("type") == "record" else None)
+        for f in schema["fields"]
+    }
 
 
 def _user_data(rng: random.Random, person: dict[str, Any], name: str, template: dict[str, Any]) -> dict[str, Any]:
     user = dict(template)
     # phones change networks: half of the events come from another address than the person's usual one
-    ip = person["ip"] if rng.random() < 0.5 else (
-        f"{rng.randrange(1, 224)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}")
-    user.update(madid=person["madid"], anon_id=person["anon_id"], client_ip_address=ip,
-                client_user_agent=person["ua"])
+    ip = (
+        person["ip"]
+        if rng.random() < 0.5
+        else (f"{rng.randrange(1, 224)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}")
+    )
+    user.update(madid=person["madid"], anon_id=person["anon_id"], client_ip_address=ip, client_user_agent=person["ua"])
     if name == "MobileAppInstall":
         return user  # before registration an app knows only device identifiers
     country: _Country = person["country"]
     year, month, day = (int(p) for p in person["birth"].split("-"))
     user.update(
-        em=person["email"], ph=person["phone"] if person["country_form"] or person["phone"].startswith(("+", "00"))
-        else phonenumbers.format_number(phonenumbers.parse(person["phone"], country.code),
-                                        phonenumbers.PhoneNumberFormat.E164),
-        fn=person["first"], ln=person["last"], ct=person["city"], st=person["state"], zp=person["zip"],
-        country=person["country_form"], ge=person["gender"], external_id=person["external_id"],
+        em=person["email"],
+        ph=person["phone"]
+        if person["country_form"] or person["phone"].startswith(("+", "00"))
+        else phonenumbers.format_number(
+            phonenumbers.parse(person["phone"], country.code), phonenumbers.PhoneNumberFormat.E164
+        ),
+        fn=person["first"],
+        ln=person["last"],
+        ct=person["city"],
+        st=person["state"],
+        zp=person["zip"],
+        country=person["country_form"],
+        ge=person["gender"],
+        external_id=person["external_id"],
         db=datetime.date(year, month, day).strftime(person["date_format"]) if person["date_format"] else None,
     )
     return user
@@ -165,33 +200,70 @@ def _user_data(rng: random.Random, person: dict[str, Any], name: str, template: 
 
 def _extinfo(person: dict[str, Any], app_id: str) -> list[str]:
     country: _Country = person["country"]
-    return ["i2" if person["ios"] else "a2", app_id, "5.2.1", "521", person["os_version"], person["model"],
-            country.locale, country.tz, "", "1170" if person["ios"] else "1080", "2532" if person["ios"] else "2400",
-            "3.0" if person["ios"] else "2.75", "6" if person["ios"] else "8", "128", "64", ""]
+    return [
+        "i2" if person["ios"] else "a2",
+        app_id,
+        "5.2.1",
+        "521",
+        person["os_version"],
+        person["model"],
+        country.locale,
+        country.tz,
+        "",
+        "1170" if person["ios"] else "1080",
+        "2532" if person["ios"] else "2400",
+        "3.0" if person["ios"] else "2.75",
+        "6" if person["ios"] else "8",
+        "128",
+        "64",
+        "",
+    ]
 
 
 def _custom(rng: random.Random, name: str, schema: dict[str, Any]) -> dict[str, Any] | None:
     if name not in ("Purchase", "Subscribe", "StartTrial", "AddToCart", "LevelAchieved"):
         return None
-    custom = _blank(next(t for t in next(f for f in schema["fields"] if f["name"] == "custom_data")["type"]
-                         if isinstance(t, dict)))
+    custom = _blank(
+        next(t for t in next(f for f in schema["fields"] if f["name"] == "custom_data")["type"] if isinstance(t, dict))
+    )
     if name == "LevelAchieved":
         custom.update(level=str(rng.randrange(1, 80)), success=rng.random() < 0.8)
         return custom
     price = round(rng.uniform(0.99, 99.99), 2)
     quantity = rng.randrange(1, 4)
     sku = f"SKU-{rng.randrange(1000):04d}"
-    custom.update(value=0.0 if name == "StartTrial" else round(price * quantity, 2),
-                  currency=rng.choice(CURRENCIES), content_ids=[sku], content_type="product",
-                  contents=[{"id": sku, "quantity": quantity, "item_price": price, "delivery_category": None,
-                             "title": None, "brand": None, "category": None}],
-                  order_id=f"o-{rng.getrandbits(48):012x}" if name == "Purchase" else None)
+    custom.update(
+        value=0.0 if name == "StartTrial" else round(price * quantity, 2),
+        currency=rng.choice(CURRENCIES),
+        content_ids=[sku],
+        content_type="product",
+        contents=[
+            {
+                "id": sku,
+                "quantity": quantity,
+                "item_price": price,
+                "delivery_category": None,
+                "title": None,
+                "brand": None,
+                "category": None,
+            }
+        ],
+        order_id=f"o-{rng.getrandbits(48):012x}" if name == "Purchase" else None,
+    )
     return custom
 
 
-def generate(n: int, seed: int, now: int, app_ids: Sequence[str] = DEFAULT_APP_IDS, *,
-             people: int | None = None, duplicate_rate: float = 0.0, stale_events: int = 0,
-             invalid_purchases: int = 0) -> Iterator[dict[str, Any]]:
+def generate(
+    n: int,
+    seed: int,
+    now: int,
+    app_ids: Sequence[str] = DEFAULT_APP_IDS,
+    *,
+    people: int | None = None,
+    duplicate_rate: float = 0.0,
+    stale_events: int = 0,
+    invalid_purchases: int = 0,
+) -> Iterator[dict[str, Any]]:
     """Yield `n` records (dicts with every schema key) with event_time in the 24 h before `now`.
 
     `people`: size of the person pool (default n // 4). `duplicate_rate`: share of records that repeat
@@ -216,15 +288,27 @@ def generate(n: int, seed: int, now: int, app_ids: Sequence[str] = DEFAULT_APP_I
         app_id = rng.choice(app_ids)
         record = _blank(schema)
         record.update(
-            event_name=name, event_id=str(uuid.UUID(int=rng.getrandbits(128))), action_source="app",
-            event_time=now - rng.randrange(8 * 86400, 9 * 86400) if specials.get(i) == "stale"
+            event_name=name,
+            event_id=str(uuid.UUID(int=rng.getrandbits(128))),
+            action_source="app",
+            event_time=now - rng.randrange(8 * 86400, 9 * 86400)
+            if specials.get(i) == "stale"
             else now - rng.randrange(86400),
-            app_id=app_id, user_data=_user_data(rng, person, name, user_template),
+            app_id=app_id,
+            user_data=_user_data(rng, person, name, user_template),
             custom_data=_custom(rng, name, schema),
-            app_data={**_blank(next(t for t in next(f for f in schema["fields"] if f["name"] == "app_data")["type"]
-                                    if isinstance(t, dict))),
-                      "advertiser_tracking_enabled": person["tracking"], "application_tracking_enabled": True,
-                      "extinfo": _extinfo(person, app_id)},
+            app_data={
+                **_blank(
+                    next(
+                        t
+                        for t in next(f for f in schema["fields"] if f["name"] == "app_data")["type"]
+                        if isinstance(t, dict)
+                    )
+                ),
+                "advertiser_tracking_enabled": person["tracking"],
+                "application_tracking_enabled": True,
+                "extinfo": _extinfo(person, app_id),
+            },
             consent=rng.choices((True, None, False), weights=(93, 5, 2))[0],
         )
         if specials.get(i) == "invalid":

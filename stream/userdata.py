@@ -47,7 +47,8 @@ _IP: Final = RAW_NORMALIZERS["client_ip_address"]
 PERSON_KEYS: Final = HASHED_KEYS + tuple(k for k in RAW_KEYS if k not in VOLATILE_KEYS)
 _NO_TABLE: Final[Mapping[str, fields.FieldNormalizer]] = {}  # raw keys need no field table
 _KINDS: Final = {
-    **dict.fromkeys(meta.HASHED_LIST_FIELDS, _LIST), **dict.fromkeys(meta.HASHED_SCALAR_FIELDS, _SCALAR),
+    **dict.fromkeys(meta.HASHED_LIST_FIELDS, _LIST),
+    **dict.fromkeys(meta.HASHED_SCALAR_FIELDS, _SCALAR),
     **dict.fromkeys(RAW_NORMALIZERS, _RAW),
 }
 
@@ -100,8 +101,7 @@ def _reason(key: str, value: str) -> str:
     return FIELD_REASONS.get(key, EMPTY) if value.strip() else EMPTY
 
 
-def _hashed_list(key: str, value: Any, normalize: fields.FieldNormalizer,
-                 dropped: list[Dropped]) -> list[str] | None:
+def _hashed_list(key: str, value: Any, normalize: fields.FieldNormalizer, dropped: list[Dropped]) -> list[str] | None:
     if not isinstance(value, list | tuple):
         dropped.append(Dropped(f"user_data.{key}", INVALID_TYPE))
         return None
@@ -131,8 +131,9 @@ def _raw_list(key: str, value: Any, dropped: list[Dropped]) -> list[str] | None:
     return sorted(kept) or None
 
 
-def _other(key: str, value: Any, table: Mapping[str, fields.FieldNormalizer], hash_external_id: bool,
-           dropped: list[Dropped]) -> Any:
+def _other(
+    key: str, value: Any, table: Mapping[str, fields.FieldNormalizer], hash_external_id: bool, dropped: list[Dropped]
+) -> Any:
     """The slow path: lists, non-string values, unhashed external_id, unknown keys."""
     kind = _KINDS.get(key)
     if kind is _LIST:
@@ -145,8 +146,12 @@ def _other(key: str, value: Any, table: Mapping[str, fields.FieldNormalizer], ha
     return None
 
 
-def _normalize_items(items: Iterable[tuple[str, Any]], table: Mapping[str, fields.FieldNormalizer],
-                     hash_external_id: bool, dropped: list[Dropped]) -> dict[str, Any]:
+def _normalize_items(
+    items: Iterable[tuple[str, Any]],
+    table: Mapping[str, fields.FieldNormalizer],
+    hash_external_id: bool,
+    dropped: list[Dropped],
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     hashed, raw = _hash, _raw_value
     for key, value in filter(_PRESENT, items):
@@ -178,8 +183,9 @@ def _normalize_items(items: Iterable[tuple[str, Any]], table: Mapping[str, field
     return out
 
 
-def person_group(country: str | None, max_year: int, hash_external_id: bool,
-                 values: tuple[Any, ...]) -> tuple[dict[str, Any], tuple[Dropped, ...]]:
+def person_group(
+    country: str | None, max_year: int, hash_external_id: bool, values: tuple[Any, ...]
+) -> tuple[dict[str, Any], tuple[Dropped, ...]]:
     """The identifiers of one person (values in PERSON_KEYS order): their output and their drops."""
     dropped: list[Dropped] = []
     table = fields.field_table(country, max_year)
@@ -188,11 +194,13 @@ def person_group(country: str | None, max_year: int, hash_external_id: bool,
 
 
 _group: Callable[..., tuple[dict[str, Any], tuple[Dropped, ...]]] = functools.lru_cache(
-    maxsize=DEFAULT_GROUP_CACHE_SIZE)(person_group)
+    maxsize=DEFAULT_GROUP_CACHE_SIZE
+)(person_group)
 
 
-def normalize_user_data(user_data: Mapping[str, Any], *, country: str | None, max_year: int,
-                        hash_external_id: bool, dropped: list[Dropped]) -> dict[str, Any]:
+def normalize_user_data(
+    user_data: Mapping[str, Any], *, country: str | None, max_year: int, hash_external_id: bool, dropped: list[Dropped]
+) -> dict[str, Any]:
     """Meta's user_data object for `user_data` (raw or pre-hashed values); drops are appended to `dropped`.
 
     `country` (ISO alpha-2 lower: the event's, else the destination's) and `max_year` select the field

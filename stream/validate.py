@@ -19,26 +19,28 @@ NO_CONSENT: Final = "no_consent"
 BAD_RECORD: Final = "bad_record"
 
 # The fixed set of reasons, each with the rule that gives it (the README lists the same table).
-REJECTION_REASONS: Final[Mapping[str, str]] = MappingProxyType({
-    NO_CONSENT: "consent is false, or unknown while the destination requires consent; never sent or kept",
-    BAD_RECORD: "the input is not JSON or does not fit the Avro schema (CLI and decoder)",
-    "missing_event_name": "event_name absent or empty",
-    "missing_event_time": "event_time absent or not an integer number of Unix seconds",
-    "missing_action_source": "action_source null or empty",
-    "invalid_action_source": "action_source not one of Meta's values (app, website, ...)",
-    "event_too_old": "event_time older than 7 days (62 for physical_store)",
-    "event_in_future": "event_time more than MAX_FUTURE_SKEW_S ahead of now",
-    "missing_event_source_url": "website event without event_source_url",
-    "missing_client_user_agent": "website event without a client_user_agent",
-    "invalid_data_processing_options": "an option other than LDU, or a country without a state",
-    "purchase_without_value": "Purchase without a numeric custom_data.value",
-    "purchase_without_currency": "Purchase without custom_data.currency",
-    "invalid_currency": "custom_data.currency is not an ISO 4217 code",
-    "app_data_missing": "app event without app_data, advertiser_tracking_enabled or extinfo",
-    "invalid_extinfo": "extinfo longer than 16, slot 0 not a2/i2, slot 4 (OS version) empty",
-    "no_customer_information": "no valid user_data key left after normalization",
-    "customer_information_too_broad": "only one of Meta's too-broad key sets (e.g. fn + ge)",
-})
+REJECTION_REASONS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        NO_CONSENT: "consent is false, or unknown while the destination requires consent; never sent or kept",
+        BAD_RECORD: "the input is not JSON or does not fit the Avro schema (CLI and decoder)",
+        "missing_event_name": "event_name absent or empty",
+        "missing_event_time": "event_time absent or not an integer number of Unix seconds",
+        "missing_action_source": "action_source null or empty",
+        "invalid_action_source": "action_source not one of Meta's values (app, website, ...)",
+        "event_too_old": "event_time older than 7 days (62 for physical_store)",
+        "event_in_future": "event_time more than MAX_FUTURE_SKEW_S ahead of now",
+        "missing_event_source_url": "website event without event_source_url",
+        "missing_client_user_agent": "website event without a client_user_agent",
+        "invalid_data_processing_options": "an option other than LDU, or a country without a state",
+        "purchase_without_value": "Purchase without a numeric custom_data.value",
+        "purchase_without_currency": "Purchase without custom_data.currency",
+        "invalid_currency": "custom_data.currency is not an ISO 4217 code",
+        "app_data_missing": "app event without app_data, advertiser_tracking_enabled or extinfo",
+        "invalid_extinfo": "extinfo longer than 16, slot 0 not a2/i2, slot 4 (OS version) empty",
+        "no_customer_information": "no valid user_data key left after normalization",
+        "customer_information_too_broad": "only one of Meta's too-broad key sets (e.g. fn + ge)",
+    }
+)
 PURCHASE: Final = "Purchase"
 _BROAD_KEYS: Final = frozenset().union(*meta.TOO_BROAD_KEY_SETS)
 # LDU is the only data processing option Meta defines [2].
@@ -105,7 +107,7 @@ def data_processing(options: Any, country: Any, state: Any) -> Rejection | None:
         not isinstance(options, list | tuple)
         or not all(type(o) is str and o in DATA_PROCESSING_OPTIONS for o in options)
     ):
-        return Rejection("invalid_data_processing_options", "options must be [] or [\"LDU\"]")
+        return Rejection("invalid_data_processing_options", 'options must be [] or ["LDU"]')
     for value in (country, state):
         if value is not None and type(value) is not int:
             return Rejection("invalid_data_processing_options", "country and state must be integers")

@@ -88,31 +88,43 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(args: argparse.Namespace, n: int, cached: list[tuple[float, float]],
-            uncached: list[tuple[float, float]], baseline: list[tuple[float, float]],
-            stats: dict[str, tuple[int, int]], outcomes: list[Any]) -> None:
+def _report(
+    args: argparse.Namespace,
+    n: int,
+    cached: list[tuple[float, float]],
+    uncached: list[tuple[float, float]],
+    baseline: list[tuple[float, float]],
+    stats: dict[str, tuple[int, int]],
+    outcomes: list[Any],
+) -> None:
     reasons = collections.Counter(o.rejection.reason for o in outcomes if o.rejection is not None)
     dropped = collections.Counter(d.reason for o in outcomes for d in o.dropped)
-    rows = [("capi-stream, caches on (emptied each round)", _best(cached)),
-            ("capi-stream, caches off", _best(uncached)),
-            ("Meta SDK facebook-business 26.0.3", _best(baseline))]
+    rows = [
+        ("capi-stream, caches on (emptied each round)", _best(cached)),
+        ("capi-stream, caches off", _best(uncached)),
+        ("Meta SDK facebook-business 26.0.3", _best(baseline)),
+    ]
     people = args.people if args.people is not None else max(1, n // 4)
-    print(f"bench normalize: {n:,} generated app events, {people:,} people, seed {args.seed}, "
-          f"best of {args.rounds} rounds, 1 core, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"bench normalize: {n:,} generated app events, {people:,} people, seed {args.seed}, "
+        f"best of {args.rounds} rounds, 1 core, load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"{'contender':46} {'events/s (CPU)':>15} {'events/s (wall)':>16}")
     for label, (cpu, wall) in rows:
         print(f"{label:46} {n / cpu:>15,.0f} {n / wall:>16,.0f}")
     # each round runs the contenders back to back, so its ratio cancels the load of that moment
-    ratios = [statistics.median(sdk[0] / mine[0] for mine, sdk in zip(ours, baseline, strict=True))
-              for ours in (cached, uncached)]
+    ratios = [
+        statistics.median(sdk[0] / mine[0] for mine, sdk in zip(ours, baseline, strict=True))
+        for ours in (cached, uncached)
+    ]
     for label, ratio in zip(("caches on", "caches off"), ratios, strict=True):
         print(f"speed vs SDK, {label} (median of per-round ratios) {ratio:>5.1f}x")
-    print("caches: " + ", ".join(f"{name} {h:,} hits / {m:,} misses ({h / max(1, h + m):.0%})"
-                                 for name, (h, m) in stats.items()))
-    print(f"outcomes: {n - sum(reasons.values()):,} events, rejected {dict(reasons)}, "
-          f"dropped fields {dict(dropped)}")
+    print(
+        "caches: "
+        + ", ".join(f"{name} {h:,} hits / {m:,} misses ({h / max(1, h + m):.0%})" for name, (h, m) in stats.items())
+    )
+    print(f"outcomes: {n - sum(reasons.values()):,} events, rejected {dict(reasons)}, dropped fields {dict(dropped)}")
     best = n / rows[0][1][0]
     rate_ok = "met" if best >= TARGET_EVENTS_PER_S else "NOT met"
     ratio_ok = "met" if ratios[0] >= TARGET_RATIO else "NOT met"
-    print(f"targets: >= {TARGET_EVENTS_PER_S:,} events/s per core: {rate_ok}; "
-          f">= {TARGET_RATIO:.0f}x SDK: {ratio_ok}")
+    print(f"targets: >= {TARGET_EVENTS_PER_S:,} events/s per core: {rate_ok}; >= {TARGET_RATIO:.0f}x SDK: {ratio_ok}")

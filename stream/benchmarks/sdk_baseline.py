@@ -27,12 +27,37 @@ from facebook_business.adobjects.serverside.user_data import UserData
 
 _HASHED_LISTS = ("em", "ph", "fn", "ln", "db", "ct", "st", "zp", "country")
 _HASHED_SCALARS = ("f5first", "f5last", "fi", "dobd", "dobm", "doby")
-_RAW = ("client_ip_address", "client_user_agent", "fbc", "fbp", "subscription_id", "fb_login_id",
-        "lead_id", "madid", "anon_id", "ctwa_clid", "page_id")
-_EXTINFO_ARGS = ("ext_info_version", "app_package_name", "short_version", "long_version", "os_version",
-                 "device_model_name", "locale", "timezone_abbreviation", "carrier", "screen_width",
-                 "screen_height", "screen_density", "cpu_core_count", "total_disk_space_gb",
-                 "free_disk_space_gb", "device_time_zone")
+_RAW = (
+    "client_ip_address",
+    "client_user_agent",
+    "fbc",
+    "fbp",
+    "subscription_id",
+    "fb_login_id",
+    "lead_id",
+    "madid",
+    "anon_id",
+    "ctwa_clid",
+    "page_id",
+)
+_EXTINFO_ARGS = (
+    "ext_info_version",
+    "app_package_name",
+    "short_version",
+    "long_version",
+    "os_version",
+    "device_model_name",
+    "locale",
+    "timezone_abbreviation",
+    "carrier",
+    "screen_width",
+    "screen_height",
+    "screen_density",
+    "cpu_core_count",
+    "total_disk_space_gb",
+    "free_disk_space_gb",
+    "device_time_zone",
+)
 
 
 def _hash_all(field: str, value: Any) -> list[str] | None:
@@ -68,20 +93,37 @@ def _user_data(user: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _custom_object(custom: Mapping[str, Any]) -> CustomData:
-    contents = [Content(product_id=c["id"], quantity=c.get("quantity"), item_price=c.get("item_price"),
-                        title=c.get("title"), brand=c.get("brand"), category=c.get("category"))
-                for c in custom.get("contents") or ()]
-    return CustomData(value=custom.get("value"), currency=custom.get("currency"),
-                      content_ids=custom.get("content_ids"), contents=contents or None,
-                      content_type=custom.get("content_type"), order_id=custom.get("order_id"),
-                      content_name=custom.get("content_name"), status=custom.get("status"))
+    contents = [
+        Content(
+            product_id=c["id"],
+            quantity=c.get("quantity"),
+            item_price=c.get("item_price"),
+            title=c.get("title"),
+            brand=c.get("brand"),
+            category=c.get("category"),
+        )
+        for c in custom.get("contents") or ()
+    ]
+    return CustomData(
+        value=custom.get("value"),
+        currency=custom.get("currency"),
+        content_ids=custom.get("content_ids"),
+        contents=contents or None,
+        content_type=custom.get("content_type"),
+        order_id=custom.get("order_id"),
+        content_name=custom.get("content_name"),
+        status=custom.get("status"),
+    )
 
 
 def _app_object(app: Mapping[str, Any]) -> AppData:
     slots = list(app.get("extinfo") or ())
     info = ExtendedDeviceInfo(**dict(zip(_EXTINFO_ARGS, slots, strict=False)))
-    return AppData(advertiser_tracking_enabled=app.get("advertiser_tracking_enabled"),
-                   application_tracking_enabled=app.get("application_tracking_enabled"), extinfo=info)
+    return AppData(
+        advertiser_tracking_enabled=app.get("advertiser_tracking_enabled"),
+        application_tracking_enabled=app.get("application_tracking_enabled"),
+        extinfo=info,
+    )
 
 
 def _listed(value: Any) -> list[str] | None:
@@ -91,17 +133,34 @@ def _listed(value: Any) -> list[str] | None:
 def _user_object(user: Mapping[str, Any]) -> UserData:
     genders = _listed(user.get("ge"))
     return UserData(
-        emails=_listed(user.get("em")), phones=_listed(user.get("ph")), first_names=_listed(user.get("fn")),
-        last_names=_listed(user.get("ln")), dates_of_birth=_listed(user.get("db")),
-        cities=_listed(user.get("ct")), states=_listed(user.get("st")), zip_codes=_listed(user.get("zp")),
-        country_codes=_listed(user.get("country")), external_ids=_listed(user.get("external_id")),
+        emails=_listed(user.get("em")),
+        phones=_listed(user.get("ph")),
+        first_names=_listed(user.get("fn")),
+        last_names=_listed(user.get("ln")),
+        dates_of_birth=_listed(user.get("db")),
+        cities=_listed(user.get("ct")),
+        states=_listed(user.get("st")),
+        zip_codes=_listed(user.get("zp")),
+        country_codes=_listed(user.get("country")),
+        external_ids=_listed(user.get("external_id")),
         genders=[Gender(g.strip().lower()) for g in genders] if genders else None,
-        client_ip_address=user.get("client_ip_address"), client_user_agent=user.get("client_user_agent"),
-        fbc=user.get("fbc"), fbp=user.get("fbp"), subscription_id=user.get("subscription_id"),
-        fb_login_id=user.get("fb_login_id"), lead_id=user.get("lead_id"), madid=user.get("madid"),
-        anon_id=user.get("anon_id"), ctwa_clid=user.get("ctwa_clid"), page_id=user.get("page_id"),
-        f5first=user.get("f5first"), f5last=user.get("f5last"), fi=user.get("fi"), dobd=user.get("dobd"),
-        dobm=user.get("dobm"), doby=user.get("doby"),
+        client_ip_address=user.get("client_ip_address"),
+        client_user_agent=user.get("client_user_agent"),
+        fbc=user.get("fbc"),
+        fbp=user.get("fbp"),
+        subscription_id=user.get("subscription_id"),
+        fb_login_id=user.get("fb_login_id"),
+        lead_id=user.get("lead_id"),
+        madid=user.get("madid"),
+        anon_id=user.get("anon_id"),
+        ctwa_clid=user.get("ctwa_clid"),
+        page_id=user.get("page_id"),
+        f5first=user.get("f5first"),
+        f5last=user.get("f5last"),
+        fi=user.get("fi"),
+        dobd=user.get("dobd"),
+        dobm=user.get("dobm"),
+        doby=user.get("doby"),
     )
 
 
@@ -116,8 +175,12 @@ def sdk_event(record: Mapping[str, Any]) -> dict[str, Any] | None:
     user = record.get("user_data") or {}
     custom = record.get("custom_data")
     app = record.get("app_data")
-    event = Event(event_name=record["event_name"], event_time=record["event_time"],
-                  event_id=record.get("event_id"), action_source=source)
+    event = Event(
+        event_name=record["event_name"],
+        event_time=record["event_time"],
+        event_id=record.get("event_id"),
+        action_source=source,
+    )
     if custom:
         event.custom_data = _custom_object(custom)
     if app:

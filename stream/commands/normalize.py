@@ -19,20 +19,34 @@ from typing import IO, Any
 
 from stream.errors import UsageError
 
-_FASTAVRO_MESSAGE = re.compile(r'"?(?P<path>[\w.]+) is <.*> of type (?P<got><[^>]*>) expected (?P<want>.+?)"?$',
-                               re.DOTALL)
+_FASTAVRO_MESSAGE = re.compile(
+    r'"?(?P<path>[\w.]+) is <.*> of type (?P<got><[^>]*>) expected (?P<want>.+?)"?$', re.DOTALL
+)
 
 
 def register(sub: Any) -> None:
     """Add the `normalize` command to the CLI."""
     parser = sub.add_parser("normalize", help="show the Meta event (or the rejection) for each JSON record")
     parser.add_argument("file", nargs="?", type=Path, help="JSON lines file (default: stdin)")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="capi-stream config: per-app default country, consent and external_id policy")
-    parser.add_argument("--default-country", default=None, metavar="CC",
-                        help="ISO 3166-1 alpha-2 country for phones without a country code")
-    parser.add_argument("--now", type=int, default=None, metavar="UNIX_SECONDS",
-                        help="the current time for the 7-day window (default: the clock)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="capi-stream config: per-app default country, consent and external_id policy",
+    )
+    parser.add_argument(
+        "--default-country",
+        default=None,
+        metavar="CC",
+        help="ISO 3166-1 alpha-2 country for phones without a country code",
+    )
+    parser.add_argument(
+        "--now",
+        type=int,
+        default=None,
+        metavar="UNIX_SECONDS",
+        help="the current time for the 7-day window (default: the clock)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -58,8 +72,11 @@ def _settings_chooser(args: argparse.Namespace) -> Callable[[Mapping[str, Any]],
 
     routes = config.load(args.config).route()
     per_app = {
-        app: NormalizeSettings(default_country=fallback.default_country or dest.default_country.upper() or None,
-                               require_consent=dest.require_consent, hash_external_id=dest.hash_external_id)
+        app: NormalizeSettings(
+            default_country=fallback.default_country or dest.default_country.upper() or None,
+            require_consent=dest.require_consent,
+            hash_external_id=dest.hash_external_id,
+        )
         for app, dest in routes.items()
     }
     return lambda record: per_app.get(str(record.get("app_id")), fallback)
@@ -75,8 +92,9 @@ def bad_record_detail(exc: Exception) -> str:
     return type(exc).__name__
 
 
-def normalize_lines(lines: Iterable[bytes | str], now: int, choose: Callable[[Mapping[str, Any]], Any],
-                    out: IO[bytes]) -> tuple[int, int, int]:
+def normalize_lines(
+    lines: Iterable[bytes | str], now: int, choose: Callable[[Mapping[str, Any]], Any], out: IO[bytes]
+) -> tuple[int, int, int]:
     """Write one JSON answer per line to `out`; return (events, rejected, bad records)."""
     import orjson
     from fastavro.validation import ValidationError, validate
@@ -103,8 +121,10 @@ def normalize_lines(lines: Iterable[bytes | str], now: int, choose: Callable[[Ma
                 answer = {"event": outcome.event, "dropped": dropped}
                 counts[0] += 1
             else:
-                answer = {"rejected": {"reason": outcome.rejection.reason, "detail": outcome.rejection.detail},
-                          "dropped": dropped}
+                answer = {
+                    "rejected": {"reason": outcome.rejection.reason, "detail": outcome.rejection.detail},
+                    "dropped": dropped,
+                }
                 counts[1] += 1
         out.write(orjson.dumps(answer) + b"\n")
     return counts[0], counts[1], counts[2]
@@ -127,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
         lines = (line.rstrip(b"\r\n") for line in stream)
         events, rejected, bad = normalize_lines(lines, now, choose, sys.stdout.buffer)
     sys.stdout.flush()
-    print(f"normalize: {events + rejected + bad} lines: {events} events, {rejected} rejected, "
-          f"{bad} bad records", file=sys.stderr)
+    print(
+        f"normalize: {events + rejected + bad} lines: {events} events, {rejected} rejected, {bad} bad records",
+        file=sys.stderr,
+    )
     return 1 if bad else 0

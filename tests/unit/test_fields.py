@@ -26,25 +26,34 @@ def hashed(field: str, value: str, country: str | None = None) -> str | None:
 
 # §3.3 rows where Meta's SDK follows Meta's written rules: (row, field, input, normalized, SHA-256).
 SDK_AGREEING = [
-    (1, "em", "John_Smith@gmail.com", "john_smith@gmail.com",
-     "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f"),
-    (2, "em", "  Foo.Bar+tag@Example.COM  ", "foo.bar+tag@example.com",
-     "bdda1c477e7a36146e19aa83af7d3b5f40074dc626504ddfa89d7eefdad68e3e"),
-    (3, "em", "ÜMLAUT@exämple.de", "ümlaut@exämple.de",
-     "fd8b5906d925a143b64d7862171c63843d49a69494e3e333fe2897e4838b1e28"),
+    (
+        1,
+        "em",
+        "John_Smith@gmail.com",
+        "john_smith@gmail.com",
+        "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f",
+    ),
+    (
+        2,
+        "em",
+        "  Foo.Bar+tag@Example.COM  ",
+        "foo.bar+tag@example.com",
+        "bdda1c477e7a36146e19aa83af7d3b5f40074dc626504ddfa89d7eefdad68e3e",
+    ),
+    (
+        3,
+        "em",
+        "ÜMLAUT@exämple.de",
+        "ümlaut@exämple.de",
+        "fd8b5906d925a143b64d7862171c63843d49a69494e3e333fe2897e4838b1e28",
+    ),
     (6, "em", "a@b.c", "a@b.c", "d648b243a3e817eaa3309e00e183483f2867baadf522099f0c2121770536b25a"),
-    (9, "ph", "+1 (650) 555-1212", "16505551212",
-     "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176"),
-    (11, "ph", "001-650-555-1212", "16505551212",
-     "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176"),
-    (12, "ph", "+0016505551212", "16505551212",
-     "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176"),
-    (13, "ph", "1 650 555 1212", "16505551212",
-     "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176"),
-    (14, "ph", "0044 20 7946 0958", "442079460958",
-     "35e206e5dec4c89b9e8b71b8c32724a5bb518483ac5a20c6617d738375b3b823"),
-    (18, "ph", "+91 98765 43210", "919876543210",
-     "92b5072176e723878b5e06ff3ca61898e4eb74e8c46642a0f2db800b17364ab0"),
+    (9, "ph", "+1 (650) 555-1212", "16505551212", "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176"),
+    (11, "ph", "001-650-555-1212", "16505551212", "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176"),
+    (12, "ph", "+0016505551212", "16505551212", "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176"),
+    (13, "ph", "1 650 555 1212", "16505551212", "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176"),
+    (14, "ph", "0044 20 7946 0958", "442079460958", "35e206e5dec4c89b9e8b71b8c32724a5bb518483ac5a20c6617d738375b3b823"),
+    (18, "ph", "+91 98765 43210", "919876543210", "92b5072176e723878b5e06ff3ca61898e4eb74e8c46642a0f2db800b17364ab0"),
     (23, "fn", "Mary", "mary", "6915771be1c5aa0c886870b6951b03d7eafc121fea0e80a5ea83beb7c449f4ec"),
     (24, "fn", "  JOHN  ", "john", "96d9632f363564cc3032521409cf22a852f2032eec099ed5967c0d000cec607a"),
     (25, "fn", "Valéry", "valéry", "08e1996b5dd49e62a4b4c010d44e4345592a863bb9f8e3976219bac29417149c"),
@@ -54,8 +63,13 @@ SDK_AGREEING = [
     (34, "ct", "New York", "newyork", "350c754ba4d38897693aa077ef43072a859d23f613443133fecbbd90a3512ca5"),
     (35, "ct", "St. Louis", "stlouis", "8ba24bdf99947996f3000259be455de791b06fcc0e802ce05031030df1ee8ea3"),
     (36, "ct", "São Paulo", "sãopaulo", "3eda1428ae1aece064071f8d40f08fe2bc59ffa66c171a163caf15122ec4d7f0"),
-    (38, "ct", "Winston-Salem 27101", "winstonsalem",
-     "9e54909cf7a66751ffbdfb4f79635e6d36de413d76f86c5ef42cb8b697662751"),
+    (
+        38,
+        "ct",
+        "Winston-Salem 27101",
+        "winstonsalem",
+        "9e54909cf7a66751ffbdfb4f79635e6d36de413d76f86c5ef42cb8b697662751",
+    ),
     (39, "st", "CA", "ca", "6959097001d10501ac7d54c0bdb8db61420f658f2922cc26e46d536119a31126"),
     (41, "st", "N.Y.", "ny", "1b06e2003f8420d6fa42badd8f77ec0f706b976b7a48b13c567dc5a559681683"),
     (43, "zp", "94035", "94035", "1794327a4d443904421f5ca1f3d72d0a62ba2f0770d80755ec2220fc0efb052e"),
@@ -129,8 +143,9 @@ def test_sdk_agreeing_rejects(row: int, field: str, value: str) -> None:
 
 
 @pytest.mark.parametrize(("row", "field", "value", "country", "expected", "prefix"), DOC_CONFORMANT)
-def test_doc_conformant_vectors(row: int, field: str, value: str, country: str | None, expected: str,
-                                prefix: str | None) -> None:
+def test_doc_conformant_vectors(
+    row: int, field: str, value: str, country: str | None, expected: str, prefix: str | None
+) -> None:
     """Every ⚠ row of §3.3 gives the value Meta's written rules ask for, hashed."""
     assert normalized(field, value, country) == expected, row
     digest = hashed(field, value, country)

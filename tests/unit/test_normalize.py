@@ -26,8 +26,24 @@ from stream.samples import generate
 NOW = 1_790_000_000
 DEFAULTS = NormalizeSettings()
 HEX64 = re.compile(r"[0-9a-f]{64}")
-EXTINFO = ["a2", "com.example.app", "1.0", "1", "14", "Pixel 8", "en_US", "PST", "", "1080", "2400",
-           "2.75", "8", "128", "64", "America/Los_Angeles"]
+EXTINFO = [
+    "a2",
+    "com.example.app",
+    "1.0",
+    "1",
+    "14",
+    "Pixel 8",
+    "en_US",
+    "PST",
+    "",
+    "1080",
+    "2400",
+    "2.75",
+    "8",
+    "128",
+    "64",
+    "America/Los_Angeles",
+]
 
 
 def sha(text: str) -> str:
@@ -40,10 +56,18 @@ def record_factory() -> Callable[..., dict[str, Any]]:
 
     def make(**overrides: Any) -> dict[str, Any]:
         record: dict[str, Any] = {
-            "event_name": "Purchase", "event_time": NOW - 60, "event_id": "order-1", "action_source": "app",
-            "app_id": "com.example.app", "consent": True,
-            "user_data": {"em": "John_Smith@gmail.com", "ph": "+1 (650) 555-1212",
-                          "madid": "38400000-8cf0-11bd-b23e-10b96e40000d", "client_ip_address": "203.0.113.9"},
+            "event_name": "Purchase",
+            "event_time": NOW - 60,
+            "event_id": "order-1",
+            "action_source": "app",
+            "app_id": "com.example.app",
+            "consent": True,
+            "user_data": {
+                "em": "John_Smith@gmail.com",
+                "ph": "+1 (650) 555-1212",
+                "madid": "38400000-8cf0-11bd-b23e-10b96e40000d",
+                "client_ip_address": "203.0.113.9",
+            },
             "custom_data": {"value": 9.99, "currency": "USD"},
             "app_data": {"advertiser_tracking_enabled": True, "extinfo": list(EXTINFO)},
         }
@@ -69,11 +93,15 @@ def test_valid_purchase_becomes_meta_event(record_factory: Callable[..., dict[st
     """A valid record becomes Meta's server event: hashed arrays, raw strings, 0/1 flags, 16 extinfo slots."""
     event = accepted(normalize_event(record_factory(), NOW, DEFAULTS))
     assert event == {
-        "event_name": "Purchase", "event_time": NOW - 60, "event_id": "order-1", "action_source": "app",
+        "event_name": "Purchase",
+        "event_time": NOW - 60,
+        "event_id": "order-1",
+        "action_source": "app",
         "user_data": {
             "em": ["62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f"],
             "ph": ["e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176"],
-            "madid": "38400000-8cf0-11bd-b23e-10b96e40000d", "client_ip_address": "203.0.113.9",
+            "madid": "38400000-8cf0-11bd-b23e-10b96e40000d",
+            "client_ip_address": "203.0.113.9",
         },
         "custom_data": {"value": 9.99, "currency": "usd"},
         "app_data": {"advertiser_tracking_enabled": 1, "extinfo": EXTINFO},
@@ -148,34 +176,66 @@ def test_integer_ids_are_sent_as_integers(record_factory: Callable[..., dict[str
 
 def test_extinfo_is_padded_to_16_strings(record_factory: Callable[..., dict[str, Any]]) -> None:
     """Short extinfo is padded with "", numbers and nulls become strings, slot 0 is lowercased."""
-    app = {"advertiser_tracking_enabled": False, "application_tracking_enabled": True,
-           "extinfo": ["I2", "com.x", None, "1", "17.4", "iPhone", "en_US", "PST", "", 1170, 2532]}
+    app = {
+        "advertiser_tracking_enabled": False,
+        "application_tracking_enabled": True,
+        "extinfo": ["I2", "com.x", None, "1", "17.4", "iPhone", "en_US", "PST", "", 1170, 2532],
+    }
     data = accepted(normalize_event(record_factory(app_data=app), NOW, DEFAULTS))["app_data"]
     assert data["advertiser_tracking_enabled"] == 0
     assert data["application_tracking_enabled"] == 1
-    assert data["extinfo"] == ["i2", "com.x", "", "1", "17.4", "iPhone", "en_US", "PST", "", "1170", "2532",
-                               "", "", "", "", ""]
+    assert data["extinfo"] == [
+        "i2",
+        "com.x",
+        "",
+        "1",
+        "17.4",
+        "iPhone",
+        "en_US",
+        "PST",
+        "",
+        "1170",
+        "2532",
+        "",
+        "",
+        "",
+        "",
+        "",
+    ]
     assert all(isinstance(slot, str) for slot in data["extinfo"])
 
 
 def test_custom_data_keeps_known_keys_and_custom_properties(record_factory: Callable[..., dict[str, Any]]) -> None:
     """Numbers stay numbers, contents keep their ids, custom properties become plain keys, success is 0/1."""
-    custom = {"value": "142.52", "currency": "eur", "contents": [{"id": "sku-1", "quantity": 2, "item_price": 71.26}],
-              "content_ids": ["sku-1"], "success": True, "custom_properties": {"plan": "gold", "value": "x"}}
+    custom = {
+        "value": "142.52",
+        "currency": "eur",
+        "contents": [{"id": "sku-1", "quantity": 2, "item_price": 71.26}],
+        "content_ids": ["sku-1"],
+        "success": True,
+        "custom_properties": {"plan": "gold", "value": "x"},
+    }
     outcome = normalize_event(record_factory(custom_data=custom), NOW, DEFAULTS)
     assert accepted(outcome)["custom_data"] == {
-        "value": 142.52, "currency": "eur", "contents": [{"id": "sku-1", "quantity": 2, "item_price": 71.26}],
-        "content_ids": ["sku-1"], "success": 1, "plan": "gold",
+        "value": 142.52,
+        "currency": "eur",
+        "contents": [{"id": "sku-1", "quantity": 2, "item_price": 71.26}],
+        "content_ids": ["sku-1"],
+        "success": 1,
+        "plan": "gold",
     }
     assert Dropped("custom_data.custom_properties.value", "reserved_key") in outcome.dropped
 
 
 def test_optional_envelope_keys(record_factory: Callable[..., dict[str, Any]]) -> None:
     """LDU, opt_out and original_event_data pass through; absent ones are not sent at all."""
-    record = record_factory(data_processing_options=["LDU"], data_processing_options_country=1,
-                            data_processing_options_state=1000, opt_out=True,
-                            original_event_data={"event_name": "StartTrial", "event_time": NOW - 999,
-                                                 "order_id": None, "event_id": "t-1"})
+    record = record_factory(
+        data_processing_options=["LDU"],
+        data_processing_options_country=1,
+        data_processing_options_state=1000,
+        opt_out=True,
+        original_event_data={"event_name": "StartTrial", "event_time": NOW - 999, "order_id": None, "event_id": "t-1"},
+    )
     event = accepted(normalize_event(record, NOW, DEFAULTS))
     assert event["data_processing_options"] == ["LDU"]
     assert (event["data_processing_options_country"], event["data_processing_options_state"]) == (1, 1000)
@@ -203,11 +263,13 @@ REJECTIONS: list[tuple[str, dict[str, Any], NormalizeSettings]] = [
     ("event_too_old", {"event_time": NOW - meta.MAX_EVENT_AGE_S - 1}, DEFAULTS),
     ("event_in_future", {"event_time": NOW + meta.MAX_FUTURE_SKEW_S + 1}, DEFAULTS),
     ("missing_event_source_url", {"action_source": "website", "app_data": None}, DEFAULTS),
-    ("missing_client_user_agent", {"action_source": "website", "event_source_url": "https://x.example/"},
-     DEFAULTS),
+    ("missing_client_user_agent", {"action_source": "website", "event_source_url": "https://x.example/"}, DEFAULTS),
     ("invalid_data_processing_options", {"data_processing_options": ["GDPR"]}, DEFAULTS),
-    ("invalid_data_processing_options", {"data_processing_options": ["LDU"],
-                                         "data_processing_options_country": 1}, DEFAULTS),
+    (
+        "invalid_data_processing_options",
+        {"data_processing_options": ["LDU"], "data_processing_options_country": 1},
+        DEFAULTS,
+    ),
     ("purchase_without_value", {"custom_data": {"currency": "USD"}}, DEFAULTS),
     ("purchase_without_value", {"custom_data": None}, DEFAULTS),
     ("purchase_without_currency", {"custom_data": {"value": 1.0}}, DEFAULTS),
@@ -216,12 +278,9 @@ REJECTIONS: list[tuple[str, dict[str, Any], NormalizeSettings]] = [
     ("app_data_missing", {"app_data": None}, DEFAULTS),
     ("app_data_missing", {"app_data": {"extinfo": EXTINFO}}, DEFAULTS),
     ("app_data_missing", {"app_data": {"advertiser_tracking_enabled": True}}, DEFAULTS),
-    ("invalid_extinfo", {"app_data": {"advertiser_tracking_enabled": True, "extinfo": ["w1", *EXTINFO[1:]]}},
-     DEFAULTS),
-    ("invalid_extinfo", {"app_data": {"advertiser_tracking_enabled": True, "extinfo": [*EXTINFO[:4], ""]}},
-     DEFAULTS),
-    ("invalid_extinfo", {"app_data": {"advertiser_tracking_enabled": True, "extinfo": [*EXTINFO, "x"]}},
-     DEFAULTS),
+    ("invalid_extinfo", {"app_data": {"advertiser_tracking_enabled": True, "extinfo": ["w1", *EXTINFO[1:]]}}, DEFAULTS),
+    ("invalid_extinfo", {"app_data": {"advertiser_tracking_enabled": True, "extinfo": [*EXTINFO[:4], ""]}}, DEFAULTS),
+    ("invalid_extinfo", {"app_data": {"advertiser_tracking_enabled": True, "extinfo": [*EXTINFO, "x"]}}, DEFAULTS),
     ("no_customer_information", {"user_data": {}}, DEFAULTS),
     ("no_customer_information", {"user_data": {"em": "not-an-email", "madid": "0000-0000"}}, DEFAULTS),
     ("customer_information_too_broad", {"user_data": {"fn": "Mary", "ge": "f"}}, DEFAULTS),
@@ -230,8 +289,9 @@ REJECTIONS: list[tuple[str, dict[str, Any], NormalizeSettings]] = [
 
 
 @pytest.mark.parametrize(("reason", "overrides", "settings"), REJECTIONS)
-def test_rejection_reasons(reason: str, overrides: dict[str, Any], settings: NormalizeSettings,
-                           record_factory: Callable[..., dict[str, Any]]) -> None:
+def test_rejection_reasons(
+    reason: str, overrides: dict[str, Any], settings: NormalizeSettings, record_factory: Callable[..., dict[str, Any]]
+) -> None:
     """An event Meta would refuse is rejected with its documented reason code, and nothing is sent."""
     outcome = normalize_event(record_factory(**overrides), NOW, settings)
     assert rejected(outcome) == reason
@@ -281,24 +341,36 @@ DROPS: list[tuple[dict[str, Any], Dropped]] = [
     ({"user_data": {"em": "x@y.z", "dobd": "40"}}, Dropped("user_data.dobd", "invalid_birth_day")),
     ({"user_data": {"em": "x@y.z", "dobm": "0"}}, Dropped("user_data.dobm", "invalid_birth_month")),
     ({"user_data": {"em": "x@y.z", "doby": "3000"}}, Dropped("user_data.doby", "invalid_birth_year")),
-    ({"user_data": {"em": "x@y.z", "client_ip_address": "1.2.3"}},
-     Dropped("user_data.client_ip_address", "invalid_ip")),
+    (
+        {"user_data": {"em": "x@y.z", "client_ip_address": "1.2.3"}},
+        Dropped("user_data.client_ip_address", "invalid_ip"),
+    ),
     ({"user_data": {"em": "x@y.z", "fbc": "abc"}}, Dropped("user_data.fbc", "invalid_fbc")),
     ({"user_data": {"em": "x@y.z", "fbp": "fb.1"}}, Dropped("user_data.fbp", "invalid_fbp")),
     ({"user_data": {"em": "x@y.z", "lead_id": "L-1"}}, Dropped("user_data.lead_id", "invalid_integer_id")),
-    ({"user_data": {"em": "x@y.z", "madid": "00000000-0000-0000-0000-000000000000"}},
-     Dropped("user_data.madid", "zero_madid")),
+    (
+        {"user_data": {"em": "x@y.z", "madid": "00000000-0000-0000-0000-000000000000"}},
+        Dropped("user_data.madid", "zero_madid"),
+    ),
     ({"user_data": {"em": "x@y.z", "fn": "   "}}, Dropped("user_data.fn", "empty")),
     ({"user_data": {"em": "x@y.z", "ph": 6505551212}}, Dropped("user_data.ph", "invalid_type")),
     ({"user_data": {"em": "x@y.z", "email": "x@y.z"}}, Dropped("user_data.email", "unknown_field")),
-    ({"custom_data": {"value": 1.0, "currency": "USD", "num_items": "two"}},
-     Dropped("custom_data.num_items", "invalid_number")),
-    ({"custom_data": {"value": 1.0, "currency": "USD", "delivery_category": "drone"}},
-     Dropped("custom_data.delivery_category", "invalid_delivery_category")),
-    ({"custom_data": {"value": 1.0, "currency": "USD", "contents": [{"quantity": 1}]}},
-     Dropped("custom_data.contents", "missing_content_id")),
-    ({"custom_data": {"value": 1.0, "currency": "USD", "custom_properties": {"currency": "x"}}},
-     Dropped("custom_data.custom_properties.currency", "reserved_key")),
+    (
+        {"custom_data": {"value": 1.0, "currency": "USD", "num_items": "two"}},
+        Dropped("custom_data.num_items", "invalid_number"),
+    ),
+    (
+        {"custom_data": {"value": 1.0, "currency": "USD", "delivery_category": "drone"}},
+        Dropped("custom_data.delivery_category", "invalid_delivery_category"),
+    ),
+    (
+        {"custom_data": {"value": 1.0, "currency": "USD", "contents": [{"quantity": 1}]}},
+        Dropped("custom_data.contents", "missing_content_id"),
+    ),
+    (
+        {"custom_data": {"value": 1.0, "currency": "USD", "custom_properties": {"currency": "x"}}},
+        Dropped("custom_data.custom_properties.currency", "reserved_key"),
+    ),
     ({"event_id": 3.5}, Dropped("event_id", "invalid_type")),
 ]
 
@@ -342,8 +414,9 @@ def test_stage_modules_are_pure(name: str) -> None:
     """The stage imports no asyncio, aiohttp or Kafka client and never reads the clock."""
     source = (Path(__file__).parents[2] / "stream" / f"{name}.py").read_text()
     tree = ast.parse(source)
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
     imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not imported & {"asyncio", "aiohttp", "confluent_kafka", "time"}
     assert not re.search(r"\b(?:datetime\.now|datetime\.utcnow|date\.today|time\.time)\(", source)

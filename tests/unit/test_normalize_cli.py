@@ -15,43 +15,56 @@ from stream.cli import main
 
 NOW = 1_790_000_000
 PURCHASE = {
-    "event_name": "Purchase", "event_time": NOW - 10, "event_id": "o-1", "app_id": "com.example.app",
+    "event_name": "Purchase",
+    "event_time": NOW - 10,
+    "event_id": "o-1",
+    "app_id": "com.example.app",
     "user_data": {"em": "John_Smith@gmail.com", "ph": "(650) 555-1212"},
     "custom_data": {"value": 4.5, "currency": "USD"},
     "app_data": {"advertiser_tracking_enabled": True, "extinfo": ["a2", "", "", "", "14"]},
 }
 
 
-def run_cli(capsysbinary: pytest.CaptureFixture[bytes], monkeypatch: pytest.MonkeyPatch, lines: list[bytes],
-            *args: str) -> tuple[int, list[dict[str, Any]], str]:
+def run_cli(
+    capsysbinary: pytest.CaptureFixture[bytes], monkeypatch: pytest.MonkeyPatch, lines: list[bytes], *args: str
+) -> tuple[int, list[dict[str, Any]], str]:
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\n".join(lines) + b"\n")))
     code = main(["normalize", "--now", str(NOW), *args])
     out, err = capsysbinary.readouterr()
     return code, [orjson.loads(line) for line in out.splitlines()], err.decode()
 
 
-def test_answers_each_line_in_order(capsysbinary: pytest.CaptureFixture[bytes],
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_answers_each_line_in_order(
+    capsysbinary: pytest.CaptureFixture[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Events, rejections and bad records each get their line, in input order; bad records give exit 1."""
     stale = {**PURCHASE, "event_time": NOW - 8 * 86400}
-    lines = [orjson.dumps(PURCHASE), b"{not json", orjson.dumps(stale), b"[1, 2]",
-             orjson.dumps({**PURCHASE, "event_time": "soon"})]
+    lines = [
+        orjson.dumps(PURCHASE),
+        b"{not json",
+        orjson.dumps(stale),
+        b"[1, 2]",
+        orjson.dumps({**PURCHASE, "event_time": "soon"}),
+    ]
     code, answers, err = run_cli(capsysbinary, monkeypatch, lines, "--default-country", "us")
     assert code == 1
     assert len(answers) == 5
     assert answers[0]["event"]["user_data"]["ph"] == [
-        "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176"]
+        "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176"
+    ]
     assert answers[0]["dropped"] == []
     assert answers[1] == {"rejected": {"reason": "bad_record", "detail": "not JSON"}}
     assert answers[2]["rejected"]["reason"] == "event_too_old"
     assert answers[3]["rejected"]["reason"] == "bad_record"
-    assert answers[4] == {"rejected": {"reason": "bad_record",
-                                       "detail": "ConversionEvent.event_time: got str, expected long"}}
+    assert answers[4] == {
+        "rejected": {"reason": "bad_record", "detail": "ConversionEvent.event_time: got str, expected long"}
+    }
     assert "5 lines: 1 events, 1 rejected, 3 bad records" in err
 
 
-def test_bad_record_detail_never_echoes_values(capsysbinary: pytest.CaptureFixture[bytes],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_record_detail_never_echoes_values(
+    capsysbinary: pytest.CaptureFixture[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A schema misfit names the field and types, not the (possibly personal) value."""
     line = orjson.dumps({**PURCHASE, "user_data": {"em": 12345678}})
     _, answers, _ = run_cli(capsysbinary, monkeypatch, [line])
@@ -59,8 +72,9 @@ def test_bad_record_detail_never_echoes_values(capsysbinary: pytest.CaptureFixtu
     assert "12345678" not in answers[0]["rejected"]["detail"]
 
 
-def test_all_records_exit_zero_with_drops(capsysbinary: pytest.CaptureFixture[bytes],
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_all_records_exit_zero_with_drops(
+    capsysbinary: pytest.CaptureFixture[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Only records (even rejected ones) give exit 0; dropped fields are listed with their reasons."""
     record = {**PURCHASE, "user_data": {**PURCHASE["user_data"], "ph": "12"}}
     code, answers, _ = run_cli(capsysbinary, monkeypatch, [orjson.dumps(record)])
@@ -78,12 +92,15 @@ def test_reads_a_file(tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
     assert answers[1]["rejected"]["reason"] == "no_consent"
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--default-country", "XX"], "--default-country 'XX' is not an ISO 3166-1 alpha-2"),
-    (["--default-country", "USA"], "is not an ISO 3166-1 alpha-2"),
-    (["--now", "-5"], "--now must be Unix seconds"),
-    (["/nonexistent/events.jsonl"], "cannot read /nonexistent/events.jsonl"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--default-country", "XX"], "--default-country 'XX' is not an ISO 3166-1 alpha-2"),
+        (["--default-country", "USA"], "is not an ISO 3166-1 alpha-2"),
+        (["--now", "-5"], "--now must be Unix seconds"),
+        (["/nonexistent/events.jsonl"], "cannot read /nonexistent/events.jsonl"),
+    ],
+)
 def test_bad_usage_exits_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     """A bad flag or file gives one clear line on stderr and exit 2."""
     assert main(["normalize", *argv]) == 2
@@ -105,7 +122,8 @@ def test_config_sets_country_and_consent_per_app(tmp_path: Path, capsysbinary: p
     answers = [orjson.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
     assert code == 0
     assert answers[0]["event"]["user_data"]["ph"] == [
-        "d2db976dff17e6a44bd3a25a2ba91efc63ccb18de90db7a560e7cf93544934bd"]
+        "d2db976dff17e6a44bd3a25a2ba91efc63ccb18de90db7a560e7cf93544934bd"
+    ]
     assert answers[1]["rejected"]["reason"] == "no_consent"
 
 
@@ -113,7 +131,10 @@ def test_command_line_entry_point(tmp_path: Path) -> None:
     """The installed `capi-stream normalize` reads stdin and writes JSON lines."""
     result = subprocess.run(
         [sys.executable, "-m", "stream", "normalize", "--now", str(NOW)],
-        input=orjson.dumps(PURCHASE) + b"\n\n", capture_output=True, check=False, timeout=60,
+        input=orjson.dumps(PURCHASE) + b"\n\n",
+        capture_output=True,
+        check=False,
+        timeout=60,
     )
     lines = result.stdout.splitlines()
     assert result.returncode == 1  # the empty second line is a bad record

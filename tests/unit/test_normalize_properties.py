@@ -47,8 +47,11 @@ def _stable_letter(ch: str) -> bool:
     # letters that NFKC leaves alone and that lowercase to letters or combining marks: there Meta's rule
     # (lowercase, no punctuation) and the SDK's (lowercase) agree, so any difference would be our bug
     lowered = ch.lower()
-    return unicodedata.normalize("NFKC", ch) == ch and unicodedata.normalize("NFKC", lowered) == lowered and all(
-        c.isalpha() or unicodedata.combining(c) for c in lowered)
+    return (
+        unicodedata.normalize("NFKC", ch) == ch
+        and unicodedata.normalize("NFKC", lowered) == lowered
+        and all(c.isalpha() or unicodedata.combining(c) for c in lowered)
+    )
 
 
 LETTERS = st.characters(categories=("Lu", "Ll", "Lo")).filter(_stable_letter)
@@ -57,10 +60,31 @@ ASCII_ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 LOCAL = st.text(st.sampled_from(ASCII_ALNUM + "._+-"), min_size=1, max_size=15)
 LABEL = st.text(st.sampled_from(ASCII_ALNUM + "-"), min_size=1, max_size=10)
 TLD = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"), min_size=2, max_size=6)
-EMAILS = st.builds(lambda local, labels, tld: f"{local}@{'.'.join(labels)}.{tld}", LOCAL,
-                   st.lists(LABEL, min_size=1, max_size=3), TLD)
-REGIONS = ["US", "GB", "DE", "FR", "BR", "IN", "JP", "MX", "ES", "IT", "PL", "KR", "NG", "ID", "CA", "AU",
-           "NL", "SE", "ZA", "AR"]
+EMAILS = st.builds(
+    lambda local, labels, tld: f"{local}@{'.'.join(labels)}.{tld}", LOCAL, st.lists(LABEL, min_size=1, max_size=3), TLD
+)
+REGIONS = [
+    "US",
+    "GB",
+    "DE",
+    "FR",
+    "BR",
+    "IN",
+    "JP",
+    "MX",
+    "ES",
+    "IT",
+    "PL",
+    "KR",
+    "NG",
+    "ID",
+    "CA",
+    "AU",
+    "NL",
+    "SE",
+    "ZA",
+    "AR",
+]
 
 
 @st.composite
@@ -92,14 +116,16 @@ def country_codes(draw: st.DrawFn) -> str:
 @st.composite
 def places_text(draw: st.DrawFn) -> str:
     """City or state text: letters with the separators the SDK removes (spaces, digits, . - ( ))."""
-    parts = draw(st.lists(st.tuples(WORDS, st.sampled_from([" ", ".", "-", "(", ")", "1", "42 "])), min_size=1,
-                          max_size=3))
+    parts = draw(
+        st.lists(st.tuples(WORDS, st.sampled_from([" ", ".", "-", "(", ")", "1", "42 "])), min_size=1, max_size=3)
+    )
     return "".join(w + s for w, s in parts)
 
 
 ZIPS = st.text(st.sampled_from(ASCII_ALNUM + " "), min_size=1, max_size=10)
 DATES = st.dates(min_value=datetime.date(1900, 1, 1), max_value=datetime.date(YEAR, 12, 31)).map(
-    lambda d: d.strftime("%Y%m%d"))
+    lambda d: d.strftime("%Y%m%d")
+)
 
 # field -> inputs on which §3.4 documents no divergence between Meta's rules and the SDK.
 AGREEING_INPUTS: dict[str, st.SearchStrategy[str]] = {
@@ -148,8 +174,10 @@ def test_agrees_with_sdk_where_sdk_follows_meta(field: str) -> None:
 
 
 @settings(max_examples=150, deadline=None, database=None)
-@given(code=padded(st.sampled_from(sorted(c.alpha_3 for c in pycountry.currencies))).map(str.lower)
-       | st.sampled_from(sorted(c.alpha_3 for c in pycountry.currencies)))
+@given(
+    code=padded(st.sampled_from(sorted(c.alpha_3 for c in pycountry.currencies))).map(str.lower)
+    | st.sampled_from(sorted(c.alpha_3 for c in pycountry.currencies))
+)
 def test_currency_agrees_with_sdk(code: str) -> None:
     """ISO 4217 codes in any case leave lowercase, as the SDK sends them."""
     assert currency(code) == Normalize.normalize_field_skip_hashing("currency", code)
@@ -186,11 +214,32 @@ def records(draw: st.DrawFn) -> dict[str, Any]:
         "action_source": draw(st.sampled_from(sorted(meta.ACTION_SOURCES)) | SCALARS),
         "consent": draw(st.sampled_from([True, None, False]) | SCALARS),
         "user_data": draw(st.dictionaries(USER_KEYS, VALUES, max_size=8) | SCALARS),
-        "custom_data": draw(st.dictionaries(st.sampled_from(["value", "currency", "contents", "content_ids",
-                                                              "success", "custom_properties", "num_items",
-                                                              "level", "x"]), VALUES, max_size=4) | SCALARS),
-        "app_data": draw(st.fixed_dictionaries({"advertiser_tracking_enabled": SCALARS,
-                                                "extinfo": st.lists(SCALARS, max_size=18) | SCALARS}) | SCALARS),
+        "custom_data": draw(
+            st.dictionaries(
+                st.sampled_from(
+                    [
+                        "value",
+                        "currency",
+                        "contents",
+                        "content_ids",
+                        "success",
+                        "custom_properties",
+                        "num_items",
+                        "level",
+                        "x",
+                    ]
+                ),
+                VALUES,
+                max_size=4,
+            )
+            | SCALARS
+        ),
+        "app_data": draw(
+            st.fixed_dictionaries(
+                {"advertiser_tracking_enabled": SCALARS, "extinfo": st.lists(SCALARS, max_size=18) | SCALARS}
+            )
+            | SCALARS
+        ),
         "data_processing_options": draw(st.sampled_from([None, [], ["LDU"]]) | VALUES),
         "original_event_data": draw(VALUES),
     }
@@ -210,11 +259,11 @@ def _hashed_values(event: dict[str, Any], hash_external_id: bool) -> list[str]:
 
 @settings(max_examples=150, deadline=None, database=None)
 @given(record=records(), require_consent=st.booleans(), hash_external_id=st.booleans())
-def test_event_never_raises_and_is_well_formed(record: dict[str, Any], require_consent: bool,
-                                               hash_external_id: bool) -> None:
+def test_event_never_raises_and_is_well_formed(
+    record: dict[str, Any], require_consent: bool, hash_external_id: bool
+) -> None:
     """Any record gives exactly one of an event (hashed keys as sorted 64-hex) or a documented rejection."""
-    cfg = NormalizeSettings(default_country="US", require_consent=require_consent,
-                            hash_external_id=hash_external_id)
+    cfg = NormalizeSettings(default_country="US", require_consent=require_consent, hash_external_id=hash_external_id)
     outcome = normalize_event(record, NOW, cfg)
     assert (outcome.event is None) != (outcome.rejection is None)
     if outcome.rejection is not None:
@@ -228,8 +277,11 @@ def test_event_never_raises_and_is_well_formed(record: dict[str, Any], require_c
 
 
 @settings(max_examples=150, deadline=None, database=None)
-@given(field=st.sampled_from(sorted(meta.HASHED_FIELDS)), digest=st.text("0123456789abcdefABCDEF", min_size=64,
-                                                                          max_size=64), pad=SPACES)
+@given(
+    field=st.sampled_from(sorted(meta.HASHED_FIELDS)),
+    digest=st.text("0123456789abcdefABCDEF", min_size=64, max_size=64),
+    pad=SPACES,
+)
 def test_prehashed_values_pass_through(field: str, digest: str, pad: str) -> None:
     """A 64-hex value in any hashed key is sent as it is, lowercased, never hashed again."""
     user = {field: pad + digest + pad, "anon_id": "XZ1"}

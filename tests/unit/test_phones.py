@@ -10,8 +10,11 @@ from hypothesis import strategies as st
 from stream import phones
 
 REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
-TYPES = [phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE,
-         phonenumbers.PhoneNumberType.TOLL_FREE]
+TYPES = [
+    phonenumbers.PhoneNumberType.MOBILE,
+    phonenumbers.PhoneNumberType.FIXED_LINE,
+    phonenumbers.PhoneNumberType.TOLL_FREE,
+]
 
 
 @st.composite
@@ -25,9 +28,11 @@ def national_numbers(draw: st.DrawFn) -> tuple[str, str]:
     national = str(example.national_number)
     keep = draw(st.integers(1, len(national)))
     tail = draw(st.text("0123456789", min_size=len(national) - keep, max_size=len(national) - keep + 1))
-    number = phonenumbers.PhoneNumber(country_code=example.country_code,
-                                      national_number=int(national[:keep] + tail),
-                                      italian_leading_zero=example.italian_leading_zero)
+    number = phonenumbers.PhoneNumber(
+        country_code=example.country_code,
+        national_number=int(national[:keep] + tail),
+        italian_leading_zero=example.italian_leading_zero,
+    )
     text = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
     return "".join(ch for ch in text if ch.isdigit()), region
 
@@ -52,10 +57,17 @@ def test_fast_e164_path_agrees_with_full_parse(digits: str) -> None:
         assert (fast or None) == phones._parse(text, None)
 
 
-@pytest.mark.parametrize(("digits", "region"), [
-    ("07400123456", "GB"), ("0612345678", "FR"), ("6505551212", "US"), ("01020000000", "KR"),
-    ("0412345678", "AU"), ("01512345678", "DE"),
-])
+@pytest.mark.parametrize(
+    ("digits", "region"),
+    [
+        ("07400123456", "GB"),
+        ("0612345678", "FR"),
+        ("6505551212", "US"),
+        ("01020000000", "KR"),
+        ("0412345678", "AU"),
+        ("01512345678", "DE"),
+    ],
+)
 def test_fast_national_path_takes_common_numbers(digits: str, region: str) -> None:
     """Typical mobile numbers of common countries do not need the full parse."""
     assert phones._fast_national(digits, region) == phones._parse(digits, region)
@@ -69,12 +81,15 @@ def test_fast_e164_path_defers_national_prefixes(text: str) -> None:
     assert phones.e164_digits(text, None) == phones._parse(text, None)
 
 
-@pytest.mark.parametrize(("digits", "region"), [
-    ("11961234567", "BR"),  # prefix rewrite rules: full parse
-    ("5061234567", "CA"),  # +1 shared with the US: full parse
-    ("16505551212", "US"),  # starts with the country code: full parse decides
-    ("01144207946095", "US"),  # international dialling prefix 011
-])
+@pytest.mark.parametrize(
+    ("digits", "region"),
+    [
+        ("11961234567", "BR"),  # prefix rewrite rules: full parse
+        ("5061234567", "CA"),  # +1 shared with the US: full parse
+        ("16505551212", "US"),  # starts with the country code: full parse decides
+        ("01144207946095", "US"),  # international dialling prefix 011
+    ],
+)
 def test_fast_national_path_defers_hard_cases(digits: str, region: str) -> None:
     """Numbers whose reading needs libphonenumber's full rules are left to it."""
     assert phones._fast_national(digits, region) is None
