@@ -27,7 +27,7 @@ from confluent_kafka import Message
 
 from stream.batch import Batch, Batcher
 from stream.config import Destination, Settings
-from stream.dedupe import DedupeStore, Verdict, dedupe_key
+from stream.dedupe import DedupeStore, NotPendingError, Verdict, dedupe_key
 from stream.dlq import DeadLetter, DeadLetterWriter
 from stream.normalize import NormalizeSettings
 from stream.offsets import OffsetTracker
@@ -399,7 +399,11 @@ class Pipeline:
             self.stats.latency(now_ms - item.append_ms)
             self.stats.freshness.observe(now - item.event_time)
             if item.dedupe_key is not None:
-                self.dedupe.confirm(item.dedupe_key, now)
+                try:
+                    self.dedupe.confirm(item.dedupe_key, now)
+                except NotPendingError:
+                    # released meanwhile (abandoned in a revoke): Meta has it anyway; never stop the pipeline
+                    log.warning("dedupe_confirm_not_pending", destination=item.destination)
                 for twin in self._waiters.pop(item.dedupe_key, ()):
                     self.stats.duplicates += 1
                     self.quality.duplicate(twin.destination, twin.event_name)
