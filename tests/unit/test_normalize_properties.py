@@ -150,6 +150,8 @@ AGREEING_INPUTS: dict[str, st.SearchStrategy[str]] = {
 
 def _not_documented_divergence(field: str, value: str) -> bool:
     text = value.strip().lower()
+    if not text:
+        return False  # the SDK hashes "" for a blank value (see test_blank_values_are_dropped_not_hashed)
     if re.fullmatch(r"[0-9a-f]{32}|[0-9a-f]{64}", text):
         return False  # already-hashed row of §3.4
     if field == "st":  # US state names -> codes (§3.4 st row)
@@ -171,6 +173,17 @@ def test_agrees_with_sdk_where_sdk_follows_meta(field: str) -> None:
         assert ours(field, value) == sdk(field, value)
 
     check()
+
+
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+@pytest.mark.parametrize("field", ["fn", "ln", "ct", "st", "zp", "external_id"])
+def test_blank_values_are_dropped_not_hashed(field: str) -> None:
+    """A blank value is dropped; the SDK sends SHA-256 of the empty string (a divergence §3.4 misses)."""
+    assert ours(field, "   ") is None
+    if field != "external_id":  # the SDK sends external_id unhashed
+        assert sdk(field, "   ") == EMPTY_SHA256
 
 
 @settings(max_examples=150, deadline=None, database=None)
