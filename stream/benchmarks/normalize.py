@@ -52,6 +52,7 @@ def _best(samples: Sequence[tuple[float, float]]) -> tuple[float, float]:
 def run(args: argparse.Namespace) -> int:
     """Generate the events, run both contenders, print the table; exit 0, or 2 on bad options."""
     from stream.benchmarks.sdk_baseline import sdk_event
+    from stream.commands.normalize import country_flag
     from stream.errors import UsageError
     from stream.normalize import NormalizeSettings, cache_stats, normalize_event, set_cache_size
     from stream.samples import generate
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.events < 1 or args.rounds < 1:
         raise UsageError("--events and --rounds must be at least 1")
     events = list(generate(args.events, args.seed, NOW, people=args.people))
-    settings = NormalizeSettings(default_country=args.default_country)
+    settings = NormalizeSettings(default_country=country_flag(args.default_country))
 
     def ours() -> list[Any]:
         return [normalize_event(r, NOW, settings) for r in events]

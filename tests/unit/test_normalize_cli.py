@@ -140,3 +140,25 @@ def test_command_line_entry_point(tmp_path: Path) -> None:
     assert result.returncode == 1  # the empty second line is a bad record
     assert orjson.loads(lines[0])["event"]["event_id"] == "o-1"
     assert orjson.loads(lines[1])["rejected"]["reason"] == "bad_record"
+
+
+def test_bench_normalize_reports_both_contenders(capsys: pytest.CaptureFixture[str]) -> None:
+    """`bench normalize` runs our stage and the SDK on the same events and prints both rates and the ratio."""
+    assert main(["bench", "normalize", "--events", "40", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "bench normalize: 40 generated app events" in out
+    for label in (
+        "capi-stream, caches on",
+        "capi-stream, caches off",
+        "Meta SDK facebook-business 26.0.3",
+        "speed vs SDK",
+        "targets:",
+    ):
+        assert label in out
+
+
+def test_bench_normalize_rejects_bad_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad country or size is a usage error."""
+    assert main(["bench", "normalize", "--events", "0"]) == 2
+    assert main(["bench", "normalize", "--events", "5", "--default-country", "XX"]) == 2
+    assert "--default-country 'XX'" in capsys.readouterr().err
