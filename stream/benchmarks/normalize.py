@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         uncached.append(_measure(ours, off))
         baseline.append(_measure(sdk))
     set_cache_size(DEFAULT_CACHE_SIZE)
-
+    gc.unfreeze()
     _report(args, len(events), cached, uncached, baseline, stats, ours())
     return 0
 
