@@ -83,11 +83,11 @@ def event_time(value: Any) -> int | Rejection:
 
 
 def action_source(value: Any) -> str | Rejection:
-    """One of Meta's action sources, or a rejection."""
-    if value is None or value == "":
+    """One of Meta's action sources (case and spaces forgiven: "App " is app), or a rejection."""
+    if value is None or (type(value) is str and not value.strip()):
         return Rejection("missing_action_source", "action_source is required")
-    if type(value) is str and value in meta.ACTION_SOURCES:
-        return value
+    if type(value) is str and (source := value.strip().lower()) in meta.ACTION_SOURCES:
+        return source
     return Rejection("invalid_action_source", f"action_source must be one of {sorted(meta.ACTION_SOURCES)}")
 
 

@@ -245,6 +245,11 @@ def test_optional_envelope_keys(record_factory: Callable[..., dict[str, Any]]) -
     assert not {"data_processing_options", "opt_out", "original_event_data", "event_source_url"} & set(plain)
 
 
+def test_action_source_case_is_forgiven(record_factory: Callable[..., dict[str, Any]]) -> None:
+    """`App ` is Meta's `app`: only the spelling of a known value is fixed, nothing is guessed."""
+    assert accepted(normalize_event(record_factory(action_source=" App "), NOW, DEFAULTS))["action_source"] == "app"
+
+
 def test_missing_action_source_key_defaults_to_app(record_factory: Callable[..., dict[str, Any]]) -> None:
     """A JSON record without action_source gets the schema's default, app."""
     record = record_factory()
