@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of offered load with --rate")
     parser.add_argument("--bootstrap", default=None, help="use this broker (default: start a local one)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workers", type=int, default=0, help="pipeline.workers of each pipeline process")
 
 
 @contextlib.contextmanager
@@ -135,7 +136,7 @@ def _proc_figures(pid: int) -> tuple[float, float]:
     return cpu, int(hwm.split()[1]) / 1024
 
 
-def _config(tmp: Path, bootstrap: str, topic: str, group: str, url: str) -> Path:
+def _config(tmp: Path, bootstrap: str, topic: str, group: str, url: str, workers: int) -> Path:
     path = tmp / f"{group}.toml"
     path.write_text(f"""
 [kafka]
@@ -153,6 +154,7 @@ concurrency = 8
 rate_limit_rps = 0
 [pipeline]
 max_in_flight_events = 60000
+workers = {workers}
 [logging]
 level = "warning"
 format = "json"
@@ -216,9 +218,9 @@ def run(args: argparse.Namespace) -> int:
         topic = f"bench.{uuid.uuid4().hex[:8]}"
         ensure_topic(bootstrap, topic, args.partitions)
         result: dict[str, Any] = {"events": args.events, "partitions": args.partitions,
-                                  "instances": args.instances, "cores": os.cpu_count()}
+                                  "instances": args.instances, "workers": args.workers, "cores": os.cpu_count()}
         group = f"bench-{uuid.uuid4().hex[:8]}"
-        config = _config(tmp, bootstrap, topic, group, url)
+        config = _config(tmp, bootstrap, topic, group, url, args.workers)
         if args.rate:
             n = int(args.rate * args.duration)
             values = _values(n, args.seed)
