@@ -88,6 +88,7 @@ class KafkaSource:
         self.want_paused = False
         self.paused = False
         self.generation = 0
+        self._pause_generation = 0
         self.assignment: set[TP] = set()
         self.last_error: str = ""
         self.last_error_at = 0.0
@@ -174,15 +175,24 @@ class KafkaSource:
             command(consumer)
 
     def _apply_pause(self, consumer: Consumer) -> None:
-        if self.want_paused == self.paused:
+        """Make the whole current assignment match `want_paused`.
+
+        Also after every rebalance: librdkafka keeps a partition's pause flag across losing and regaining
+        it, so a partition revoked while paused and assigned back after a resume would stay paused
+        forever if only state changes were applied.
+        """
+        if self.want_paused == self.paused and self._pause_generation == self.generation:
             return
         parts = consumer.assignment()
         if self.want_paused:
             consumer.pause(parts)
         else:
             consumer.resume(parts)
+        changed = self.want_paused != self.paused
         self.paused = self.want_paused
-        log.info("partitions_paused" if self.paused else "partitions_resumed", partitions=len(parts))
+        self._pause_generation = self.generation
+        if changed:
+            log.info("partitions_paused" if self.paused else "partitions_resumed", partitions=len(parts))
 
     def _is_error(self, message: Message) -> bool:
         err = message.error()
@@ -219,8 +229,7 @@ class KafkaSource:
         tps = [(p.topic, p.partition) for p in partitions]
         self.assignment.update(tps)
         self._call(self._handler.on_assigned(tps, self.generation), timeout=30)
-        if self.paused and partitions:
-            consumer.pause(partitions)  # newly assigned partitions arrive unpaused
+        # the pause state of the new assignment is applied on the next loop turn (_apply_pause)
         log.info("partitions_assigned", partitions=len(tps), generation=self.generation)
 
     def _revoke_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
