@@ -34,6 +34,10 @@ HASHED_LIST_FIELDS: Final = ("em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp
 # Hashed single-value keys the SDK models (not on the current CIP page) [3.1].
 HASHED_SCALAR_FIELDS: Final = ("f5first", "f5last", "fi", "dobd", "dobm", "doby")
 HASHED_FIELDS: Final = frozenset(HASHED_LIST_FIELDS + HASHED_SCALAR_FIELDS)
+# Hashing is only recommended for these: Meta accepts them raw too (the SDK sends external_id raw) [3.1].
+HASH_RECOMMENDED_FIELDS: Final = frozenset({"external_id"})
+# Keys Meta refuses unhashed (a raw email is an error).
+MUST_HASH_FIELDS: Final = HASHED_FIELDS - HASH_RECOMMENDED_FIELDS
 # user_data keys sent as plain values ("do not hash") [3.1].
 RAW_FIELDS: Final = (
     "client_ip_address", "client_user_agent", "fbc", "fbp", "subscription_id", "fb_login_id",

@@ -39,10 +39,11 @@ from stream.meta import (
     EXTINFO_LENGTH,
     EXTINFO_OS_VERSION_SLOT,
     EXTINFO_VERSIONS,
-    HASHED_FIELDS,
+    HASH_RECOMMENDED_FIELDS,
     MAX_EVENT_AGE_S,
     MAX_EVENTS_PER_REQUEST,
     MAX_FUTURE_SKEW_S,
+    MUST_HASH_FIELDS,
     PHYSICAL_STORE_MAX_AGE_S,
     RAW_FIELDS,
     TOO_BROAD_KEY_SETS,
@@ -57,8 +58,9 @@ _SHA256_LINES: Final = re.compile(r"[0-9a-f]{64}(?:\n[0-9a-f]{64})*").fullmatch
 # user_data key -> how `check_event` checks it.
 _HASHED: Final = "hashed"
 _RAW: Final = "raw"
-_KIND: Final = {**dict.fromkeys(RAW_FIELDS, _RAW), **dict.fromkeys(HASHED_FIELDS, _HASHED)}
-_RAW_FIELDS: Final = frozenset(RAW_FIELDS)
+_KIND: Final = {**dict.fromkeys(RAW_FIELDS, _RAW), **dict.fromkeys(MUST_HASH_FIELDS, _HASHED),
+                **dict.fromkeys(HASH_RECOMMENDED_FIELDS, _RAW)}
+_RAW_FIELDS: Final = frozenset(RAW_FIELDS) | HASH_RECOMMENDED_FIELDS
 # Every key of every too-broad set: a key outside it makes the set broad enough, so the subset tests
 # run only for events that carry nothing but these keys.
 _BROAD_UNION: Final = frozenset().union(*TOO_BROAD_KEY_SETS)
@@ -118,7 +120,7 @@ def _unhashed(field: str) -> MetaError:
     )  # fmt: skip
 
 
-_UNHASHED: Final = {field: _unhashed(field) for field in HASHED_FIELDS}
+_UNHASHED: Final = {field: _unhashed(field) for field in MUST_HASH_FIELDS}
 
 
 def read_events(data: object) -> list[Event] | MetaError:
@@ -271,7 +273,7 @@ def _all_valid(events: list[Event], now: float, rejected_ids: frozenset[str]) ->
     oldest = now - MAX_EVENT_AGE_S
     newest = now + MAX_FUTURE_SKEW_S
     hashed: list[str] = []
-    hashed_fields = HASHED_FIELDS
+    hashed_fields = MUST_HASH_FIELDS
     raw_fields = _RAW_FIELDS
     broad_keys = _BROAD_UNION
     try:
