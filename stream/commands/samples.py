@@ -23,9 +23,9 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write `--events` records to stdout, one JSON object per line."""
-    import orjson  # noqa: PLC0415
+    import orjson
 
-    from stream.samples import DEFAULT_APP_IDS, generate  # noqa: PLC0415
+    from stream.samples import DEFAULT_APP_IDS, generate
 
     if args.events < 0:
         raise UsageError("--events must be >= 0")
