@@ -6,7 +6,8 @@ an occurrence at `offset` was finished by the pipeline exactly when `offset < co
 
 A snapshot is taken right after each SIGKILL (the process is dead, so its commits are final) and, for
 "live" snapshots, while the pipeline runs (committed offsets read first, then the ledgers, so anything
-committed was acknowledged before the ledgers were read).
+committed was acknowledged before the ledgers were read). A live snapshot marked `loss` is taken just
+before the broker goes away: the pipeline may lose its partitions and read again from those offsets.
 """
 
 from __future__ import annotations
