@@ -315,3 +315,15 @@ class Copier:
         if left or self.failures:
             raise AdminError(f"{left + len(self.failures)} cop(ies) to {self.topic} not acknowledged"
                              + (f": {self.failures[0]}" if self.failures else ""))
+
+
+def end_offsets(bootstrap: str, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+    """The log end offset of each partition (what a fully committed group has committed)."""
+    marks = Admin(client_config(bootstrap)).watermarks(topic, partitions)
+    return {p: high for p, (_low, high) in marks.items()}
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+    """The group's committed offset of each partition; -1 where it has committed nothing."""
+    committed = Admin(client_config(bootstrap)).committed(group, topic, partitions)
+    return {p: (-1 if committed.get(p) is None else int(committed[p] or 0)) for p in partitions}

@@ -16,9 +16,10 @@ import uuid
 from pathlib import Path
 from typing import Any, TextIO
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from stream import config as config_mod
+from stream.admin import committed_offsets, end_offsets
 from stream.emulator import EmulatorThread
 from stream.localkafka import LocalKafka, default_data_dir, free_port
 from stream.logs import configure
@@ -67,25 +68,6 @@ def _records(n: int, now: int, app_ids: tuple[str, ...]) -> list[bytes]:
     unknown.update(app_id="com.example.unrouted", event_id="unrouted-1")
     lines.append(orjson.dumps(unknown))
     return lines
-
-
-def _end_offsets(bootstrap: str, topic: str) -> dict[tuple[str, int], int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "capi-stream-demo-probe"})
-    try:
-        return {(topic, p): consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in range(PARTITIONS)}
-    finally:
-        consumer.close()
-
-
-def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[tuple[str, int], int]:
-    """The group's committed offsets per partition (-1001 when none)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
-        return {(tp.topic, tp.partition): tp.offset for tp in tps}
-    finally:
-        consumer.close()
 
 
 async def _run_pipeline(settings: config_mod.Settings, end: dict[tuple[str, int], int], out: TextIO) -> Pipeline:
@@ -146,11 +128,12 @@ def run_demo(events: int, out: TextIO = sys.stdout, data_dir: Path | None = None
             del producer  # close it now: it must not outlive the broker it talks to
             produced = report.produced + 1
             out.write(f"produced {produced} events ({len(report.skipped)} lines skipped)\n")
-            end = _end_offsets(bootstrap, topic)
+            end = {(topic, p): o for p, o in end_offsets(bootstrap, topic, range(PARTITIONS)).items()}
             started = time.monotonic()
             pipeline = asyncio.run(_run_pipeline(settings, end, out))
             seconds = time.monotonic() - started
-            committed = committed_offsets(bootstrap, settings.kafka.group_id, topic, PARTITIONS)
+            committed = {(topic, p): o for p, o in
+                         committed_offsets(bootstrap, settings.kafka.group_id, topic, range(PARTITIONS)).items()}
             return DemoResult(produced, committed, end, pipeline, seconds, emulator.stats())
     finally:
         if started_broker:

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
+from stream.admin import committed_offsets, end_offsets
 from stream.errors import UsageError
 from stream.localkafka import LocalKafka, default_data_dir, free_port, port_in_use
 from stream.produce import ensure_topic
@@ -111,23 +112,6 @@ def _produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]], rate
     producer.flush(120)
 
 
-def _end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-watermarks"})
-    try:
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
-    finally:
-        c.close()
-
-
-def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        return {tp.partition: tp.offset for tp in
-                c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)}
-    finally:
-        c.close()
-
-
 def _proc_figures(pid: int) -> tuple[float, float]:
     """(CPU seconds, peak RSS MiB) of a live process."""
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -180,7 +164,7 @@ def _run_pipelines(tmp: Path, config: Path, instances: int, bootstrap: str, grou
     figures: list[tuple[float, float]] = []
     while time.monotonic() - started < timeout:
         time.sleep(0.5)
-        if _committed(bootstrap, group, topic, partitions) == until:
+        if committed_offsets(bootstrap, group, topic, range(partitions)) == until:
             done = True
             break
         if any(p.poll() is not None for p in procs):
@@ -231,9 +215,10 @@ def run(args: argparse.Namespace) -> int:
             time.sleep(5)  # join the group before the load starts
             feeder.start()
             feeder.join()
-            end = _end_offsets(bootstrap, topic, args.partitions)
+            end = end_offsets(bootstrap, topic, range(args.partitions))
             deadline = time.monotonic() + 120
-            while _committed(bootstrap, group, topic, args.partitions) != end and time.monotonic() < deadline:
+            parts = range(args.partitions)
+            while committed_offsets(bootstrap, group, topic, parts) != end and time.monotonic() < deadline:
                 time.sleep(0.5)
             cpu, rss = _proc_figures(proc.pid)
             proc.send_signal(signal.SIGTERM)
@@ -246,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         values = _values(args.events, args.seed)
         _produce(bootstrap, topic, values)
-        end = _end_offsets(bootstrap, topic, args.partitions)
+        end = end_offsets(bootstrap, topic, range(args.partitions))
         result["produce_s"] = time.monotonic() - t0
         result["pipeline"] = _run_pipelines(tmp, config, args.instances, bootstrap, group, topic, args.partitions,
                                             end, timeout=max(120.0, args.events / 1000))

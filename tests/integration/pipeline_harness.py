@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
+from stream import admin
 from stream.emulator import EmulatorThread
 from stream.normalize import NormalizeSettings, normalize_event
 from stream.produce import produce_lines
@@ -138,21 +139,12 @@ def produce_raw(bootstrap: str, topic: str, values: Iterable[tuple[bytes | None,
 
 def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
     """High watermarks per partition."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "harness-watermarks"})
-    try:
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
-    finally:
-        consumer.close()
+    return admin.end_offsets(bootstrap, topic, range(partitions))
 
 
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    """The group's committed offsets per partition (negative when none)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
-        return {tp.partition: tp.offset for tp in tps}
-    finally:
-        consumer.close()
+    """The group's committed offsets per partition (-1 when none)."""
+    return admin.committed_offsets(bootstrap, group, topic, range(partitions))
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
