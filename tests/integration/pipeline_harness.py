@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, Producer
+from prometheus_client.parser import text_string_to_metric_families
 
 from stream import admin
 from stream.emulator import EmulatorThread
@@ -236,3 +239,32 @@ class Scenario:
 
     def counts(self) -> Any:
         return accepted_counts(self.emulator.received())
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    """(status, body) of a GET; (0, b"") when nothing listens yet."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - our own loopback endpoint
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except urllib.error.URLError:
+        return 0, b""
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(port: int) -> Samples:
+    """The pipeline's /metrics as {(sample name, sorted labels): value}."""
+    out: Samples = {}
+    for family in text_string_to_metric_families(http_get(f"http://127.0.0.1:{port}/metrics")[1].decode()):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def metric(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value (0 when absent)."""
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+

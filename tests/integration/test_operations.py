@@ -5,15 +5,23 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
-from pipeline_harness import APPS_A, APPS_B, Scenario, produce_records, read_topic, wait_until
+from pipeline_harness import (
+    APPS_A,
+    APPS_B,
+    Samples,
+    Scenario,
+    http_get,
+    metric,
+    produce_records,
+    read_topic,
+    wait_until,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.localkafka import free_port
@@ -26,25 +34,18 @@ KNOWN_PHONES = ["+1 (415) 555-0134", "+44 20 7946 0321"]
 
 
 def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - our own loopback endpoint
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except urllib.error.URLError:
-        return 0, b""  # not listening (yet)
+    return http_get(url)
 
 
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    out = {}
+def _samples(text: str) -> Samples:
+    out: Samples = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
 
 
-def _value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+_value = metric
 
 
 def _canary_events(n: int) -> list[dict[str, Any]]:
@@ -65,7 +66,8 @@ def test_metrics_health_and_quality_move_with_the_pipeline_and_nothing_leaks(
 ) -> None:
     """Metrics count what happened, health endpoints answer, and no token or raw PII reaches logs/metrics/DLQ."""
     port = free_port()
-    sc = scenario_factory(partitions=2, extra=f"[metrics]\nport = {port}\n")
+    # a small dedupe store, so evictions happen and show in the metrics
+    sc = scenario_factory(partitions=2, extra=f"[metrics]\nport = {port}\n[dedupe]\nmax_keys = 300\n")
     sc.config.write_text(sc.config.read_text().replace('level = "info"', 'level = "debug"'))
     records = _canary_events(600)
     produce_records(sc.bootstrap, sc.topic, records)
@@ -88,7 +90,8 @@ def test_metrics_health_and_quality_move_with_the_pipeline_and_nothing_leaks(
     assert _value(m, "capi_stream_event_freshness_at_ack_seconds_count") == _value(m, "capi_stream_events_acked_total")
     assert _value(m, "capi_stream_destination_state", destination="shop", state="flowing") == 1
     assert _value(m, "capi_stream_in_flight_events") == 0
-    assert _value(m, "capi_stream_dedupe_keys") > 0
+    assert 0 < _value(m, "capi_stream_dedupe_keys") <= 300
+    assert _value(m, "capi_stream_dedupe_evictions_total") > 0
     assert _value(m, "capi_stream_assigned_partitions") == 2
     assert _value(m, "capi_stream_quality_match_key_total", destination="shop", event_name="Purchase", key="em") > 0
     assert wait_until(lambda: "capi_stream_consumer_lag{" in _get(base + "/metrics")[1].decode(), 15)

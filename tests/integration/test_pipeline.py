@@ -14,13 +14,16 @@ from pipeline_harness import (
     Scenario,
     expected_keys,
     headers_of,
+    metric,
     produce_raw,
     produce_records,
     read_topic,
+    scrape,
     wait_until,
 )
 
 from stream.devregistry import DevRegistry
+from stream.localkafka import free_port
 from stream.samples import generate
 from stream.schema import default_schema_path
 from stream.wire import WireFormat, encode
@@ -115,7 +118,8 @@ def test_confluent_wire_format_resolves_ids_and_dead_letters_unknown_ones(
 
 def test_an_event_meta_refuses_is_isolated_and_dead_lettered_alone(scenario_factory: Callable[..., Scenario]) -> None:
     """When Meta refuses one event of a batch, only that event is dead-lettered, with Meta's code; the rest land."""
-    sc = scenario_factory(partitions=2)
+    port = free_port()
+    sc = scenario_factory(partitions=2, extra=f"[metrics]\nport = {port}\n")
     records = _events(300, seed=3, apps=APPS_A)
     for r in records:
         r["consent"] = True
@@ -125,7 +129,10 @@ def test_an_event_meta_refuses_is_isolated_and_dead_lettered_alone(scenario_fact
     produce_records(sc.bootstrap, sc.topic, records)
     proc = sc.start()
     assert sc.all_committed()
+    m = scrape(port)
     proc.stop()
+    assert metric(m, "capi_stream_batch_splits_total") >= 1
+    assert metric(m, "capi_stream_dead_lettered_total", reason="meta_rejected") == 1
     letters = read_topic(sc.bootstrap, sc.dlq_topic, 1)
     assert [m.key().decode() for m in letters] == [victim]
     headers = headers_of(letters[0])
@@ -137,7 +144,9 @@ def test_an_event_meta_refuses_is_isolated_and_dead_lettered_alone(scenario_fact
 
 def test_faults_cause_retries_but_no_dead_letter_and_no_loss(scenario_factory: Callable[..., Scenario]) -> None:
     """With 500s, 503s, timeouts, resets and throttling injected, every event lands and nothing is dead-lettered."""
-    extra = "[send]\ntimeout_s = 1.0\nbackoff_initial_s = 0.05\nbackoff_max_s = 0.5\nrate_limit_rps = 0\n"
+    port = free_port()
+    extra = (f"[metrics]\nport = {port}\n"
+             "[send]\ntimeout_s = 1.0\nbackoff_initial_s = 0.05\nbackoff_max_s = 0.5\nrate_limit_rps = 0\n")
     sc = scenario_factory(partitions=4, extra=extra)
     sc.emulator.set_faults({"http_500": 0.1, "http_503": 0.1, "throttle": 0.15, "timeout": 0.05, "reset": 0.05,
                             "seed": 42, "timeout_hold_s": 2.5})
@@ -146,9 +155,18 @@ def test_faults_cause_retries_but_no_dead_letter_and_no_loss(scenario_factory: C
     expected = expected_keys(records, int(time.time()), sc.routes)
     proc = sc.start()
     assert sc.all_committed()
+    m = scrape(port)
     proc.stop()
     stats = sc.emulator.stats()
     assert sum(stats["faults"].values()) > 0
+    # each kind of fault the emulator injected shows as retries of its class in the metrics
+    classes = {"http_500": "transient", "http_503": "transient", "throttle": "throttle", "timeout": "timeout",
+               "reset": "connection"}
+    injected = [kind for kind, count in stats["faults"].items() if count and kind in classes]
+    assert injected, stats["faults"]
+    for kind in injected:
+        if kind in classes:
+            assert metric(m, "capi_stream_retries_total", **{"class": classes[kind]}) > 0, kind
     retries = [line for line in proc.log_lines() if line.get("event") == "batch_retry"]
     assert retries, "the faults must have caused retries"
     assert read_topic(sc.bootstrap, sc.dlq_topic, 0, timeout=2) == []
