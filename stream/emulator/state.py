@@ -18,8 +18,6 @@ from stream.meta import DEDUPE_WINDOW_S
 # How many accepted event bodies `GET /_emulator/events` can show; enough for a page and a test.
 DEFAULT_KEEP_EVENTS: Final = 1000
 
-Key = tuple[str, str, str | None]
-
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
@@ -55,9 +53,11 @@ class Ledger:
 
     def reset(self) -> None:
         """Forget every event and count (faults and tokens live elsewhere and stay)."""
-        # key -> (times accepted, start of the current dedupe window); tuples of numbers stay out of
-        # the garbage collector's way, lists would not.
-        self._entries: dict[Key, tuple[int, float]] = {}
+        # (dataset, event_name) -> {event_id: times accepted} and {event_id: start of its dedupe window}.
+        # The inner dicts hold only strings and numbers, so the garbage collector never tracks them:
+        # with millions of keys, a tracked ledger would be rescanned by every full collection.
+        self._counts: dict[tuple[str, str], dict[str | None, int]] = {}
+        self._starts: dict[tuple[str, str], dict[str | None, float]] = {}
         # (dataset, received_at, events or their raw form, is it raw, how many events, test_event_code)
         self._recent: deque[tuple[str, float, Any, bool, int, str | None]] = deque()
         self._recent_events = 0
@@ -95,22 +95,29 @@ class Ledger:
         that form and decoded when asked for: one object the garbage collector never scans instead
         of a tree of ~35 containers per event that it would scan again and again.
         """
-        entries = self._entries
         window = self._window
         duplicates = 0
+        groups: dict[str, tuple[dict[str | None, int], dict[str | None, float]]] = {}
         for event in events:
+            name = event["event_name"]
+            group = groups.get(name)
+            if group is None:
+                key = (dataset_id, name)
+                group = groups[name] = (self._counts.setdefault(key, {}), self._starts.setdefault(key, {}))
+            counts, starts = group
             event_id = event.get("event_id")
             if event_id is not None and type(event_id) is not str:
                 event_id = str(event_id)
-            key = (dataset_id, event["event_name"], event_id)
-            entry = entries.get(key)
-            if entry is None:
-                entries[key] = (1, now)
-            elif event_id is not None and now - entry[1] < window:
-                entries[key] = (entry[0] + 1, entry[1])
+            count = counts.get(event_id)
+            if count is None:
+                counts[event_id] = 1
+                starts[event_id] = now
+                continue
+            counts[event_id] = count + 1
+            if event_id is not None and now - starts[event_id] < window:
                 duplicates += 1
             else:
-                entries[key] = (entry[0] + 1, now)
+                starts[event_id] = now
         self.accepted_requests += 1
         self.events_received += len(events)
         self.duplicates += duplicates
@@ -127,9 +134,10 @@ class Ledger:
     def received(self, dataset_id: str | None = None) -> list[dict[str, Any]]:
         """Every accepted (dataset, event_name, event_id) with how many times it was accepted."""
         return [
-            {"dataset_id": key[0], "event_name": key[1], "event_id": key[2], "count": entry[0]}
-            for key, entry in self._entries.items()
+            {"dataset_id": key[0], "event_name": key[1], "event_id": event_id, "count": count}
+            for key, counts in self._counts.items()
             if dataset_id is None or key[0] == dataset_id
+            for event_id, count in counts.items()
         ]
 
     def recent(self, limit: int) -> list[Accepted]:
@@ -150,7 +158,7 @@ class Ledger:
             "requests": self.requests,
             "accepted_requests": self.accepted_requests,
             "events_received": self.events_received,
-            "distinct_keys": len(self._entries),
+            "distinct_keys": sum(len(counts) for counts in self._counts.values()),
             "duplicates": self.duplicates,
             "errors": dict(sorted(self.errors.items())),
             "faults": dict(sorted(self.faults.items())),
