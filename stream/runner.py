@@ -280,6 +280,7 @@ class Pipeline:
         while True:
             messages, generation = await self._inbox.get()
             if self._draining:
+                self.source.taken(len(messages))
                 continue  # not received, so never committed: the next owner reads them again
             if self._registry is not None:
                 await self._fetch_schemas(messages)
@@ -297,7 +298,10 @@ class Pipeline:
         """Apply prepared batches in order: track offsets, dead-letter, dedupe, batch."""
         while True:
             future, messages, generation = await self._prepared.get()
-            prepared = await future
+            try:
+                prepared = await future
+            finally:
+                self.source.taken(len(messages))
             if self._draining:
                 continue
             self._handle(messages, generation, prepared)
