@@ -112,6 +112,9 @@ def test_metrics_health_and_quality_move_with_the_pipeline_and_nothing_leaks(
     assert orjson.loads(_get(base + "/readyz")[1])["halted"] == ["shop"]
     halted = _samples(_get(base + "/metrics")[1].decode())
     assert _value(halted, "capi_stream_destination_state", destination="shop", state="halted") == 1
+    # shop's new events wait for a token: they are in flight and the oldest of them ages
+    assert _value(halted, "capi_stream_in_flight_events") > 0
+    assert _value(halted, "capi_stream_oldest_unacked_event_age_seconds") > 0
     final_metrics = _get(base + "/metrics")[1].decode()
     proc.stop()
 
