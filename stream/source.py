@@ -40,6 +40,9 @@ _DEFAULTS: dict[str, Any] = {
     "statistics.interval.ms": 5000,
     # prefetch bound: librdkafka's 64 MB default is more than a pipeline that waits for Meta needs
     "queued.max.messages.kbytes": 16384,
+    # 256 KiB per partition and fetch (default 1 MiB): partitions interleave in each consumed batch, so
+    # one partition's backlog does not hold back the commits (and lengthen the replay) of the others
+    "max.partition.fetch.bytes": 262144,
 }
 # Consumed batches handed to the event loop and not yet taken up by it: above this many messages the
 # source stops calling consume() until the loop catches up (librdkafka keeps prefetching, bounded by
