@@ -3,8 +3,12 @@
 Meta: remove symbols, letters and leading zeros, and always include the country code. The SDK never adds
 a country code and keeps the trunk zero after one (`+44 020…`), so we use libphonenumber's metadata
 (the `phonenumbers` package): a national number gets the country code of the event's country or the
-destination's default, and `+44 (0)20…` loses its trunk zero. A number already written as `+` and
-digits with no trunk zero takes a fast path that skips the full parse (~40 µs) for a length check.
+destination's default, and `+44 (0)20…` loses its trunk zero. The full parse costs ~30-40 µs, so the
+plain cases take fast paths that read the same metadata and decide as the parse does (national prefix
+stripped where it strips it, possible lengths of the code's main region), in ~4 µs: `+CC…` numbers with
+or without a trunk prefix, and national numbers of any region whose prefix rule does not rewrite them.
+Anything else (dialling prefixes, rewrite rules that apply, Italy's kept zero) goes to the full parse;
+tests/unit/test_phones.py checks the fast paths against it on generated numbers of every region.
 """
 
 from __future__ import annotations
@@ -46,82 +50,96 @@ _POSSIBLE: Final = phonenumbers.ValidationResult.IS_POSSIBLE
 _POSSIBLE_AT_ALL: Final = frozenset({_POSSIBLE, phonenumbers.ValidationResult.IS_POSSIBLE_LOCAL_ONLY})
 
 
-@functools.lru_cache(maxsize=512)
-def _national_prefix(code: int) -> re.Pattern[str] | None:
-    """The national prefix pattern of a calling code's main region (libphonenumber strips it after +CC)."""
-    md = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
-        code, phonenumbers.region_code_for_country_code(code)
-    )
-    return re.compile(md.national_prefix_for_parsing) if md and md.national_prefix_for_parsing else None
-
-
-def _fast_e164(text: str) -> str | None:
-    """Digits of a plain `+CC…` number, "" for an unknown calling code, None to ask the full parse.
-
-    Plain: the national part neither starts with 0 (a trunk zero, or Italy's kept zero) nor with the
-    national prefix (`+7 8…`, `+1 1…`: libphonenumber strips it even after +CC), and has a possible length.
-    """
-    for size in (1, 2, 3):
-        code = int(text[1 : 1 + size])
-        if code in _CALLING_CODES:
-            national = text[1 + size :]
-            prefix = _national_prefix(code)
-            if national.startswith("0") or (prefix is not None and prefix.match(national)):
-                return None
-            return text[1:] if _length_check(code, len(national)) in _POSSIBLE_AT_ALL else None
-    return ""
-
-
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """What the national fast path needs from one region's libphonenumber metadata."""
+    """What the fast paths need from one region's libphonenumber metadata."""
 
     code: int
     code_text: str
     national_prefix: re.Pattern[str] | None
+    transform: bool  # the prefix pattern may rewrite the number (BR carrier codes, JP, GG)
     general: re.Pattern[str] | None
     idd: re.Pattern[str] | None
+    possible: frozenset[int]  # national lengths _test_number_length calls possible (local-only excluded)
 
 
-@functools.lru_cache(maxsize=512)
-def _plan(region: str) -> _Plan | None:
-    """The region's plan, or None where only the full parse is right (prefix rewrite rules, shared codes)."""
-    md = phonenumbers.PhoneMetadata.metadata_for_region(region)
-    if md is None or md.national_prefix_transform_rule or md.country_code is None:
+def _plan_from(md: phonenumbers.PhoneMetadata | None) -> _Plan | None:
+    if md is None or md.country_code is None or md.general_desc is None:
         return None
-    if phonenumbers.region_code_for_country_code(md.country_code) != region:
-        return None  # e.g. CA or GG: lengths are checked against the code's main region
-    pattern = md.general_desc.national_number_pattern if md.general_desc else None
+    desc = md.general_desc
     return _Plan(
         md.country_code,
         str(md.country_code),
         re.compile(md.national_prefix_for_parsing) if md.national_prefix_for_parsing else None,
-        re.compile(pattern) if pattern else None,
+        bool(md.national_prefix_transform_rule),
+        re.compile(desc.national_number_pattern) if desc.national_number_pattern else None,
         re.compile(md.international_prefix) if md.international_prefix else None,
+        frozenset(desc.possible_length) - frozenset(desc.possible_length_local_only or ()),
     )
+
+
+@functools.lru_cache(maxsize=512)
+def _plan(region: str) -> _Plan | None:
+    """A region's plan (national numbers are read with that region's metadata)."""
+    return _plan_from(phonenumbers.PhoneMetadata.metadata_for_region(region))
+
+
+@functools.lru_cache(maxsize=512)
+def _code_plan(code: int) -> _Plan | None:
+    """A calling code's plan: `+CC…` numbers are read with the metadata of the code's main region."""
+    region = phonenumbers.region_code_for_country_code(code)
+    return _plan_from(phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(code, region))
+
+
+def _national_part(digits: str, plan: _Plan) -> str | None:
+    """The national significant number as libphonenumber's parse reads it, None to ask the full parse.
+
+    Mirrors its national prefix step (maybe_strip_national_prefix_carrier_code, then the length test):
+    the prefix is stripped unless that makes a viable number unviable, and kept when the rest is not a
+    possible length. A prefix match that would rewrite the number, a leading zero left (Italy keeps it)
+    and a length that is not plainly possible for the code are left to the full parse.
+    """
+    national = digits
+    if plan.national_prefix is not None and (m := plan.national_prefix.match(digits)):
+        groups = m.groups()
+        if plan.transform and (not groups or groups[-1] is not None):
+            return None
+        rest = digits[m.end() :]
+        viable = plan.general is not None and plan.general.fullmatch(digits) is not None
+        stays_viable = plan.general is not None and plan.general.fullmatch(rest) is not None
+        if not viable or stays_viable:
+            if len(rest) not in plan.possible:
+                return None  # parse keeps or strips by a finer length test: let it decide
+            national = rest
+    if not national or national.startswith("0"):
+        return None
+    # what is_possible_number then checks, against the possible lengths of the code's main region
+    return national if _length_check(plan.code, len(national)) in _POSSIBLE_AT_ALL else None
+
+
+def _fast_e164(text: str) -> str | None:
+    """Digits of a plain `+CC…` number, "" for an unknown calling code, None to ask the full parse."""
+    for size in (1, 2, 3):
+        code = int(text[1 : 1 + size])
+        if code in _CALLING_CODES:
+            plan = _code_plan(code)
+            if plan is None or (national := _national_part(text[1 + size :], plan)) is None:
+                return None
+            return f"{plan.code_text}{national}"
+    return ""
 
 
 def _fast_national(digits: str, region: str) -> str | None:
     """E.164 digits of a national number, decided as `phonenumbers.parse` decides, in the plain cases.
 
-    Mirrors libphonenumber for a digits-only number: national prefix stripped unless that makes a viable
-    number unviable, kept when the rest is not a possible length. Anything else (an international
-    dialling prefix, a number starting with the country code, a leading zero left, an impossible
-    length) returns None and takes the full parse.
+    A number that may carry an international dialling prefix or start with the country code is left to
+    the full parse, as is anything `_national_part` declines.
     """
     plan = _plan(region)
     if plan is None or digits.startswith(plan.code_text) or (plan.idd is not None and plan.idd.match(digits)):
         return None
-    national = digits
-    if plan.national_prefix is not None and (m := plan.national_prefix.match(digits)):
-        rest = digits[m.end() :]
-        viable = plan.general is not None and plan.general.fullmatch(digits) is not None
-        if not (viable and (plan.general is None or plan.general.fullmatch(rest) is None)):
-            national = rest
-    if not national or national.startswith("0"):
-        return None
-    # parse keeps the prefix when the rest is only locally possible: leave those to it
-    return f"{plan.code}{national}" if _length_check(plan.code, len(national)) == _POSSIBLE else None
+    national = _national_part(digits, plan)
+    return None if national is None else f"{plan.code_text}{national}"
 
 
 def _parse(text: str, region: str | None) -> str | None:

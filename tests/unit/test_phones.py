@@ -74,18 +74,63 @@ def test_fast_national_path_takes_common_numbers(digits: str, region: str) -> No
     assert phones._fast_national(digits, region) is not None
 
 
-@pytest.mark.parametrize("text", ["+784776848648", "+115912738758", "+4402079460958"])
-def test_fast_e164_path_defers_national_prefixes(text: str) -> None:
-    """+7 8…, +1 1…, +44 0…: libphonenumber strips a national prefix even after +CC, so the full parse decides."""
-    assert phones._fast_e164(text) is None
-    assert phones.e164_digits(text, None) == phones._parse(text, None)
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("+784776848648", "74776848648"),  # +7 8…: Russia's trunk prefix 8 after the country code
+        ("+115912738758", "15912738758"),  # +1 1…: the NANP prefix 1
+        ("+4402079460958", "442079460958"),  # +44 (0)20…: the trunk zero people write in brackets
+        ("+49015123454991", "4915123454991"),  # +49 (0)151…
+    ],
+)
+def test_fast_e164_path_strips_national_prefixes_as_libphonenumber(text: str, expected: str) -> None:
+    """+CC then a national prefix: the fast path strips it exactly where the full parse does."""
+    assert phones._parse(text, None) == expected
+    assert phones._fast_e164(text) == expected
+
+
+@st.composite
+def international_with_trunk(draw: st.DrawFn) -> str:
+    """`+CC` + the national prefix + a real national number: how people write `+44 (0)20…`."""
+    region = draw(st.sampled_from(REGIONS))
+    example = phonenumbers.example_number_for_type(region, draw(st.sampled_from(TYPES)))
+    md = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if example is None or md is None:
+        return "+" + draw(st.text("0123456789", min_size=7, max_size=15))
+    national = str(example.national_number)
+    keep = draw(st.integers(1, len(national)))
+    tail = draw(st.text("0123456789", min_size=len(national) - keep, max_size=len(national) - keep + 1))
+    prefix = draw(st.sampled_from([md.national_prefix or "", "0", "1", "8", ""]))
+    return f"+{example.country_code}{prefix}{national[:keep]}{tail}"
+
+
+@settings(max_examples=600, deadline=None, database=None)
+@given(text=international_with_trunk())
+def test_fast_e164_path_agrees_with_full_parse_on_trunk_prefixes(text: str) -> None:
+    """`+CC` numbers with a trunk prefix written in: the fast path, when it answers, equals the full parse."""
+    fast = phones._fast_e164(text) if phones._E164.fullmatch(text) else None
+    if fast is not None:
+        assert (fast or None) == phones._parse(text, None)
+
+
+@pytest.mark.parametrize(
+    ("digits", "region", "expected"),
+    [
+        ("11961234567", "BR", "5511961234567"),  # a region with prefix rewrite rules, no prefix written
+        ("5061234567", "CA", "15061234567"),  # +1 shared with the US: CA's own prefix rules, US lengths
+        ("09012345767", "JP", "819012345767"),  # JP's trunk zero (JP has rewrite rules too)
+    ],
+)
+def test_fast_national_path_takes_rewrite_and_shared_code_regions(digits: str, region: str, expected: str) -> None:
+    """Regions with rewrite rules or a shared calling code take the fast path when no rewrite applies."""
+    assert phones._parse(digits, region) == expected
+    assert phones._fast_national(digits, region) == expected
 
 
 @pytest.mark.parametrize(
     ("digits", "region"),
     [
-        ("11961234567", "BR"),  # prefix rewrite rules: full parse
-        ("5061234567", "CA"),  # +1 shared with the US: full parse
+        ("0211961234567", "BR"),  # a carrier code selected: the rewrite rule applies, full parse
         ("16505551212", "US"),  # starts with the country code: full parse decides
         ("01144207946095", "US"),  # international dialling prefix 011
     ],
