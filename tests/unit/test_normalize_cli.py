@@ -153,8 +153,19 @@ def test_bench_normalize_reports_both_contenders(capsys: pytest.CaptureFixture[s
         "Meta SDK facebook-business 26.0.3",
         "speed vs SDK",
         "targets:",
+        "for scale, the floor of a Python stage",
     ):
         assert label in out
+
+
+def test_bench_normalize_floor_builds_an_event_per_record() -> None:
+    """The floor stand-in does the per-record bookkeeping for every record: one event dict each, no skips."""
+    from stream.benchmarks.normalize import NOW, floor_stage
+    from stream.samples import generate
+    from stream.userdata import PERSON_KEYS
+
+    events = list(generate(30, 3, NOW))
+    assert floor_stage(events, PERSON_KEYS)() == 30
 
 
 def test_bench_normalize_rejects_bad_flags(capsys: pytest.CaptureFixture[str]) -> None:
