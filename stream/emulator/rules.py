@@ -62,9 +62,10 @@ _KIND: Final = {**dict.fromkeys(RAW_FIELDS, _RAW), **dict.fromkeys(MUST_HASH_FIE
                 **dict.fromkeys(HASH_RECOMMENDED_FIELDS, _RAW)}
 _RAW_FIELDS: Final = frozenset(RAW_FIELDS) | HASH_RECOMMENDED_FIELDS
 # Every key of every too-broad set: a key outside it makes the set broad enough, so the subset tests
-# run only for events that carry nothing but these keys.
-_BROAD_UNION: Final = frozenset().union(*TOO_BROAD_KEY_SETS)
-_CURRENCIES: Final = frozenset(c.alpha_3.lower() for c in pycountry.currencies)
+# run only for events that carry nothing but these keys (here and in `fastpath`).
+BROAD_KEYS: Final = frozenset().union(*TOO_BROAD_KEY_SETS)
+# ISO 4217 codes, lower case (a Purchase's currency is compared case-insensitively).
+CURRENCIES: Final = frozenset(c.alpha_3.lower() for c in pycountry.currencies)
 _PURCHASE: Final = "Purchase"
 # JSON booleans and 0/1 (as numbers or strings) are what Meta's pages and SDK send for the ATT flag [4].
 _ATE_VALUES: Final = frozenset({"0", "1"})
@@ -195,7 +196,7 @@ def _check_purchase(custom_data: object) -> MetaError | None:
         return _PURCHASE_VALUE
     value = custom_data.get("value")
     currency = custom_data.get("currency")
-    if type(value) not in (int, float) or type(currency) is not str or currency.lower() not in _CURRENCIES:
+    if type(value) not in (int, float) or type(currency) is not str or currency.lower() not in CURRENCIES:
         return _PURCHASE_VALUE
     return None
 
@@ -275,7 +276,7 @@ def _all_valid(events: list[Event], now: float, rejected_ids: frozenset[str]) ->
     hashed: list[str] = []
     hashed_fields = MUST_HASH_FIELDS
     raw_fields = _RAW_FIELDS
-    broad_keys = _BROAD_UNION
+    broad_keys = BROAD_KEYS
     try:
         for event in events:
             name = event["event_name"]
@@ -324,7 +325,7 @@ def _all_valid(events: list[Event], now: float, rejected_ids: frozenset[str]) ->
                 if (
                     type(custom_data["value"]) not in (int, float)
                     or type(currency) is not str
-                    or currency.lower() not in _CURRENCIES
+                    or currency.lower() not in CURRENCIES
                 ):
                     return False
             if rejected_ids and _event_id(event) in rejected_ids:

@@ -95,19 +95,81 @@ class Ledger:
         that form and decoded when asked for: one object the garbage collector never scans instead
         of a tree of ~35 containers per event that it would scan again and again.
         """
-        window = self._window
-        duplicates = 0
-        groups: dict[str, tuple[dict[str | None, int], dict[str | None, float]]] = {}
-        for event in events:
-            name = event["event_name"]
+        names = [event["event_name"] for event in events]
+        ids = [i if i is None or type(i) is str else str(i) for i in (event.get("event_id") for event in events)]
+        is_raw = raw is not None and self._decode is not None
+        return self._record(dataset_id, names, ids, now, test_event_code, raw if is_raw else events, is_raw)
+
+    def accept_keys(
+        self,
+        dataset_id: str,
+        names: Sequence[str],
+        ids: Sequence[str | None],
+        now: float,
+        test_event_code: str | None,
+        raw: bytes | str,
+    ) -> int:
+        """`accept` for a request known by its events' names and ids (str or None) and its `raw` form.
+
+        Raises ValueError when the ledger has no `decode` to read `raw` back.
+        """
+        if self._decode is None:
+            raise ValueError("accept_keys needs a Ledger with a decode function")
+        return self._record(dataset_id, names, ids, now, test_event_code, raw, True)
+
+    def _record(
+        self,
+        dataset_id: str,
+        names: Sequence[str],
+        ids: Sequence[str | None],
+        now: float,
+        test_event_code: str | None,
+        kept: Any,
+        is_raw: bool,
+    ) -> int:
+        groups: dict[str, list[str | None]] = {}
+        for name, event_id in zip(names, ids, strict=True):
             group = groups.get(name)
             if group is None:
-                key = (dataset_id, name)
-                group = groups[name] = (self._counts.setdefault(key, {}), self._starts.setdefault(key, {}))
-            counts, starts = group
-            event_id = event.get("event_id")
-            if event_id is not None and type(event_id) is not str:
-                event_id = str(event_id)
+                groups[name] = [event_id]
+            else:
+                group.append(event_id)
+        duplicates = 0
+        for name, group_ids in groups.items():
+            key = (dataset_id, name)
+            counts = self._counts.setdefault(key, {})
+            starts = self._starts.setdefault(key, {})
+            first = dict.fromkeys(group_ids, 1)
+            if len(first) == len(group_ids) and counts.keys().isdisjoint(first):
+                # the usual case, distinct ids never seen before: two dict updates in C instead of a loop
+                counts.update(first)
+                starts.update(dict.fromkeys(first, now))
+            else:
+                duplicates += self._count_each(counts, starts, group_ids, now)
+        count = len(names)
+        self.accepted_requests += 1
+        self.events_received += count
+        self.duplicates += duplicates
+        self.events_by_dataset[dataset_id] += count
+        if self._keep:
+            # Whole requests are kept and trimmed to about `keep` events; bodies are built on read.
+            self._recent.append((dataset_id, now, kept, is_raw, count, test_event_code))
+            self._recent_events += count
+            while self._recent_events - self._recent[0][4] >= self._keep:
+                self._recent_events -= self._recent.popleft()[4]
+        return duplicates
+
+    def _count_each(
+        self,
+        counts: dict[str | None, int],
+        starts: dict[str | None, float],
+        ids: Sequence[str | None],
+        now: float,
+    ) -> int:
+        """Count `ids` one by one (some were seen before, or repeat); return how many are duplicates."""
+        duplicates = 0
+        window = self._window
+        for event_id in ids:
             count = counts.get(event_id)
             if count is None:
                 counts[event_id] = 1
@@ -118,17 +180,6 @@ class Ledger:
                 duplicates += 1
             else:
                 starts[event_id] = now
-        self.accepted_requests += 1
-        self.events_received += len(events)
-        self.duplicates += duplicates
-        self.events_by_dataset[dataset_id] += len(events)
-        if self._keep:
-            # Whole requests are kept and trimmed to about `keep` events; bodies are built on read.
-            is_raw = raw is not None and self._decode is not None
-            self._recent.append((dataset_id, now, raw if is_raw else events, is_raw, len(events), test_event_code))
-            self._recent_events += len(events)
-            while self._recent_events - self._recent[0][4] >= self._keep:
-                self._recent_events -= self._recent.popleft()[4]
         return duplicates
 
     def received(self, dataset_id: str | None = None) -> list[dict[str, Any]]:

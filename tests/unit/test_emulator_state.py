@@ -51,6 +51,33 @@ def test_events_without_id_are_never_duplicates() -> None:
     assert ledger.received() == [{"dataset_id": "ds", "event_name": "Purchase", "event_id": None, "count": 2}]
 
 
+def test_an_id_repeated_within_one_request_is_a_duplicate() -> None:
+    """The second of two events with the same name and id in one request is a duplicate."""
+    ledger = Ledger()
+    events = sample_events(2, NOW)
+    assert ledger.accept("ds", [events[0], events[1], events[0]], NOW) == 1
+    assert ledger.stats()["distinct_keys"] == 2
+    assert ledger.accept("ds", events, NOW + 1) == 2
+
+
+def test_accept_keys_records_like_accept() -> None:
+    """Accepting by names and ids leaves the same counts, keys and recent events as by event bodies."""
+    events = sample_events(4, NOW) + sample_events(1, NOW)
+    by_events, by_keys = Ledger(decode=lambda raw: events), Ledger(decode=lambda raw: events)
+    for now in (NOW, NOW + 1):
+        by_events.accept("ds", events, now, "T", raw="raw")
+        by_keys.accept_keys("ds", [e["event_name"] for e in events], [e["event_id"] for e in events], now, "T", "raw")
+    assert by_keys.stats() == by_events.stats()
+    assert by_keys.received() == by_events.received()
+    assert by_keys.recent(100) == by_events.recent(100)
+
+
+def test_accept_keys_needs_a_decode() -> None:
+    """Without a decode function the raw form could never be read back, so accept_keys refuses."""
+    with pytest.raises(ValueError, match="decode"):
+        Ledger().accept_keys("ds", ["Purchase"], ["e0"], NOW, None, b"{}")
+
+
 def test_received_counts_every_acceptance() -> None:
     """`received` lists each key once with the exact number of times it was accepted."""
     ledger = Ledger()

@@ -1,0 +1,247 @@
+"""The acceptance fast path: decode and validate a common, valid request in C, or say "look closer" (pure).
+
+`from_json` (a JSON body) and `from_params` (form fields, whose `data` is a JSON array string) answer
+a `FastRequest` only when the request is one that `rules.read_events` + `rules.validate_events`
+accept as well; None means "not sure", never "invalid": the caller then runs the exact rules, which
+name Meta's error. So the answer to a request never depends on which path took it (status and body,
+but the fbtrace_id), which tests/unit/test_emulator_fastpath.py checks on every contract-test body
+and on generated ones.
+
+How: msgspec decodes the body straight into typed Structs (C code, no dict per object) whose types
+encode the per-field rules of the common shapes: a non-empty event_name, a numeric event_time, an
+action_source other than website / physical_store (they have rules of their own), hashed user_data
+values of 64 characters, app_data with an ATT flag of 0/1 and a 16-slot extinfo whose slot 0 is
+a2/i2 and slot 4 a non-empty string. What types cannot say runs over whole columns with C-level
+iteration (`map`, `attrgetter`, `compress`): the time window (min and max), lowercase hex (one
+`bytes.translate` over all hashed values), a customer-information key outside every too-broad set,
+app_data on app events, value and currency on Purchases (a Python loop over those only).
+
+Why the fast path is never more lenient than the exact one, rule by rule:
+- every Struct forbids unknown fields and types each known one (`Any` where the exact rules do not
+  look), so msgspec decodes every byte of the body and never just skips over a value; its decoder
+  refuses what orjson refuses (invalid UTF-8, lone surrogates, NaN, 1e400, nesting beyond 997 < 1024),
+  but for integer literals of 309 to 4299 digits, which orjson refuses (they overflow a double) and
+  msgspec takes: `_has_huge_number` sends any body with a run of 309 digits to the exact path;
+- each type is a subset of what the exact rule takes (an extinfo slot 4 of 14 or a hashed "" are
+  valid for Meta but go to the exact path);
+- a field named twice keeps its last value in both decoders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from itertools import chain, compress
+from operator import attrgetter, not_
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+
+from stream.emulator.rules import BROAD_KEYS, CURRENCIES
+from stream.meta import (
+    CUSTOMER_INFORMATION_FIELDS,
+    HASH_RECOMMENDED_FIELDS,
+    MAX_EVENT_AGE_S,
+    MAX_EVENTS_PER_REQUEST,
+    MAX_FUTURE_SKEW_S,
+    MUST_HASH_FIELDS,
+    RAW_FIELDS,
+)
+
+# A SHA-256 digest has 64 characters; that they are lowercase hex is checked over all of them at once.
+_Digest = Annotated[str, msgspec.Meta(min_length=64, max_length=64)]
+_Hashed = _Digest | list[_Digest] | None
+_NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+
+# user_data: the must-hash keys typed, the others (raw, or hashing only recommended) taken as they are.
+UserData: Final = msgspec.defstruct(
+    "UserData",
+    [(key, _Hashed, None) for key in sorted(MUST_HASH_FIELDS)]
+    + [(key, Any, None) for key in sorted(HASH_RECOMMENDED_FIELDS | set(RAW_FIELDS))],
+    forbid_unknown_fields=True,
+    gc=False,
+)
+
+# Slot 0 a2 (Android) or i2 (iOS), slot 4 the OS version, 16 slots [4].
+_Extinfo = tuple[
+    Literal["a2", "i2"], Any, Any, Any, _NonEmpty, Any, Any, Any, Any, Any, Any, Any, Any, Any, Any, Any
+]
+
+
+class AppData(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """app_data with the fields Meta's SDK sends; the first two are the ones Meta requires [4]."""
+
+    advertiser_tracking_enabled: bool | Literal[0, 1] | Literal["0", "1"]
+    extinfo: _Extinfo
+    application_tracking_enabled: Any = None
+    campaign_ids: Any = None
+    consider_views: Any = None
+    include_dwell_data: Any = None
+    include_video_data: Any = None
+    install_referrer: Any = None
+    installer_package: Any = None
+    receipt_data: Any = None
+    url_schemes: Any = None
+    windows_attribution_id: Any = None
+
+
+# ACTION_SOURCES but website and physical_store (tests hold the two lists together).
+FastSource = Literal["app", "business_messaging", "chat", "email", "other", "phone_call", "system_generated"]
+
+
+class Event(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A server event with the fields of meta-capi.md §2; user_data is `UserData`."""
+
+    event_name: _NonEmpty
+    event_time: int | float
+    action_source: FastSource
+    user_data: UserData  # type: ignore[valid-type]  # a class built by msgspec.defstruct
+    event_id: str | None = None
+    app_data: AppData | None = None
+    custom_data: Any = None
+    event_source_url: Any = None
+    opt_out: Any = None
+    data_processing_options: Any = None
+    data_processing_options_country: Any = None
+    data_processing_options_state: Any = None
+    referrer_url: Any = None
+    original_event_data: Any = None
+    customer_segmentation: Any = None
+    messaging_channel: Any = None
+    attribution_data: Any = None
+    advanced_measurement_table: Any = None
+
+
+_Events = Annotated[list[Event], msgspec.Meta(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)]
+
+
+class Body(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A JSON request body: `data` and the top-level parameters of meta-capi.md §1.2."""
+
+    data: _Events
+    access_token: Any = msgspec.UNSET
+    test_event_code: Any = msgspec.UNSET
+    partner_agent: Any = None
+    namespace_id: Any = None
+    upload_id: Any = None
+    upload_tag: Any = None
+    upload_source: Any = None
+    platforms: Any = None
+    progress: Any = None
+    trace: Any = None
+
+
+_BODY: Final = msgspec.json.Decoder(Body)
+# msgspec.DecodeError and ValidationError, UnicodeDecodeError (all ValueErrors), and RecursionError for
+# nesting deeper than msgspec's limit (997, below orjson's 1024).
+_NOT_SURE: Final = (ValueError, RecursionError)
+_EVENTS: Final = msgspec.json.Decoder(_Events)
+
+# Customer-information keys in no too-broad set: one of them, present, makes an event's set valid.
+_STRONG: Final = tuple(sorted(CUSTOMER_INFORMATION_FIELDS - BROAD_KEYS))
+_strong_values: Final = attrgetter(*_STRONG)
+# Most events carry an email; only those without one have all their strong keys read.
+_em: Final = attrgetter("em")
+_hashed_values: Final = attrgetter(*sorted(MUST_HASH_FIELDS))
+_user_data: Final = attrgetter("user_data")
+_event_time: Final = attrgetter("event_time")
+_event_name: Final = attrgetter("event_name")
+_event_id: Final = attrgetter("event_id")
+_action_source: Final = attrgetter("action_source")
+_app_data: Final = attrgetter("app_data")
+_custom_data: Final = attrgetter("custom_data")
+_HEX: Final = b"0123456789abcdef"
+# orjson refuses a number that overflows a double (an integer of 309 or more digits); msgspec takes
+# integers up to 4,299 digits. A run of this many digits anywhere sends the body to the exact path.
+_HUGE_DIGITS: Final = 309
+_DIGITS_TO_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
+# Such a run covers at least 309 // 20 = 15 consecutive multiples of 20, so every 20th byte shows 15
+# digits in a row: a cheap sieve (1/20 of the body) before the exact scan, which it rarely needs.
+_SIEVE_STRIDE: Final = 20
+
+
+@dataclass(frozen=True, slots=True)
+class FastRequest:
+    """A request the exact rules accept too: its parameters and what the ledger needs of each event."""
+
+    access_token: object
+    test_event_code: object
+    names: list[str]
+    ids: list[str | None]
+    raw: bytes | str  # the JSON body, or the `data` text of a form: what Ledger keeps
+
+
+def from_json(body: bytes, query: Mapping[str, str], now: float) -> FastRequest | None:
+    """The request of a JSON `body` (parameters overlaid on `query`), or None: ask the exact rules."""
+    if _has_huge_number(body):
+        return None
+    try:
+        decoded = _BODY.decode(body)
+    except _NOT_SURE:
+        return None
+    token = decoded.access_token
+    code = decoded.test_event_code
+    return _checked(
+        decoded.data,
+        query.get("access_token") if token is msgspec.UNSET else token,
+        query.get("test_event_code") if code is msgspec.UNSET else code,
+        body,
+        now,
+    )
+
+
+def from_params(params: Mapping[str, Any], now: float) -> FastRequest | None:
+    """The request of form fields (`data` a JSON array string), or None: ask the exact rules."""
+    data = params.get("data")
+    if type(data) is not str:
+        return None
+    try:
+        encoded = data.encode()
+    except UnicodeEncodeError:  # a lone surrogate; orjson refuses it as well
+        return None
+    if _has_huge_number(encoded):
+        return None
+    try:
+        events = _EVENTS.decode(encoded)
+    except _NOT_SURE:
+        return None
+    return _checked(events, params.get("access_token"), params.get("test_event_code"), data, now)
+
+
+def _has_huge_number(body: bytes) -> bool:
+    """True when `body` holds a run of _HUGE_DIGITS digits (in a number or a string: we do not care)."""
+    sieve = b"0" * (_HUGE_DIGITS // _SIEVE_STRIDE)
+    if sieve not in body[::_SIEVE_STRIDE].translate(_DIGITS_TO_ZERO):
+        return False
+    return b"0" * _HUGE_DIGITS in body.translate(_DIGITS_TO_ZERO)
+
+
+def _checked(events: list[Event], token: object, code: object, raw: bytes | str, now: float) -> FastRequest | None:
+    """`events` as a FastRequest when the rules types cannot express hold for every one, else None."""
+    times = list(map(_event_time, events))
+    if min(times) < now - MAX_EVENT_AGE_S or max(times) > now + MAX_FUTURE_SKEW_S:
+        return None
+    users = list(map(_user_data, events))
+    # every event has a customer-information key outside the too-broad sets (truthy: present, and
+    # for a hashed key a 64-character value, checked below)
+    emails = list(map(_em, users))
+    if not all(emails) and not all(map(any, map(_strong_values, compress(users, map(not_, emails))))):
+        return None
+    # every hashed value is lowercase hex: "".join of a value is the value itself, of a list its items
+    hashed = "".join(map("".join, filter(None, chain.from_iterable(map(_hashed_values, users)))))
+    if not hashed.isascii() or hashed.encode().translate(None, _HEX):
+        return None
+    names = list(map(_event_name, events))
+    if None in compress(map(_app_data, events), map("app".__eq__, map(_action_source, events))):
+        return None
+    for custom_data in compress(map(_custom_data, events), map("Purchase".__eq__, names)):
+        if type(custom_data) is not dict:
+            return None
+        currency = custom_data.get("currency")
+        if (
+            type(custom_data.get("value")) not in (int, float)
+            or type(currency) is not str
+            or currency.lower() not in CURRENCIES
+        ):
+            return None
+    return FastRequest(token, code, names, list(map(_event_id, events)), raw)
