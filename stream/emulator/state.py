@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import compress
 from typing import Any, Final
 
 from stream.meta import DEDUPE_WINDOW_S
@@ -127,15 +128,13 @@ class Ledger:
         kept: Any,
         is_raw: bool,
     ) -> int:
-        groups: dict[str, list[str | None]] = {}
-        for name, event_id in zip(names, ids, strict=True):
-            group = groups.get(name)
-            if group is None:
-                groups[name] = [event_id]
-            else:
-                group.append(event_id)
+        if len(names) != len(ids):
+            raise ValueError("names and ids differ in length")
+        distinct = dict.fromkeys(names)  # in order of first appearance, as `received` lists them
         duplicates = 0
-        for name, group_ids in groups.items():
+        for name in distinct:
+            # the ids of one event name, in order (a pass in C per name; requests hold few names)
+            group_ids = ids if len(distinct) == 1 else list(compress(ids, map(name.__eq__, names)))
             key = (dataset_id, name)
             counts = self._counts.setdefault(key, {})
             starts = self._starts.setdefault(key, {})
