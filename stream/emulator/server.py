@@ -424,13 +424,23 @@ def _decode_kept(raw: bytes | str) -> list[dict[str, Any]]:
 
 
 def _form_pairs(text: str) -> list[tuple[str, str]]:
-    """Decode an application/x-www-form-urlencoded body, as `urllib.parse.parse_qsl` does."""
+    """Decode an application/x-www-form-urlencoded body, as `urllib.parse.parse_qsl` does.
+
+    Each value is sliced out of `text` once (a split and a partition would copy a 1 MB `data` twice).
+    """
     pairs = []
-    for part in text.split("&"):
-        if not part:
-            continue
-        name, _, value = part.partition("=")
-        pairs.append((_unquote_plus(name), _unquote_plus(value)))
+    start, size = 0, len(text)
+    while start < size:
+        end = text.find("&", start)
+        if end < 0:
+            end = size
+        if end > start:
+            equals = text.find("=", start, end)
+            if equals < 0:
+                pairs.append((_unquote_plus(text[start:end]), ""))
+            else:
+                pairs.append((_unquote_plus(text[start:equals]), _unquote_plus(text[equals + 1 : end])))
+        start = end + 1
     return pairs
 
 

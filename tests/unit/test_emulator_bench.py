@@ -13,6 +13,7 @@ def test_core_benchmark_prints_its_figures(capsys: pytest.CaptureFixture[str]) -
     out = capsys.readouterr().out
     assert "core json: best" in out
     assert "core form: best" in out
+    assert "exact rules only, json: best" in out
     assert "orjson.loads alone" in out
 
 

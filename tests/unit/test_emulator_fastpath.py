@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
 from typing import Any, get_args
-from urllib.parse import urlencode
+from urllib.parse import unquote_plus, urlencode
 
 import orjson
 import pytest
@@ -26,7 +26,7 @@ import test_emulator_rules as rules_cases
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.emulator import Emulator, fastpath
+from stream.emulator import Emulator, fastpath, server
 from stream.emulator.samples import sample_event, sample_events
 from stream.meta import ACTION_SOURCES
 
@@ -330,3 +330,23 @@ def test_arbitrary_json_values_answer_alike(value: object, path: str, ascii_only
         return
     body = text.encode("utf-8", "surrogatepass")  # raw lone surrogates become invalid UTF-8
     _same_answers([(JSON, body, {})])
+
+
+def _reference_form_pairs(text: str, unquote: Callable[[str], str]) -> list[tuple[str, str]]:
+    pairs = []
+    for part in text.split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            pairs.append((unquote(name), unquote(value)))
+    return pairs
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab=&+%20zZ\u00e9", max_size=30))
+def test_form_pairs_split_like_a_partition_of_each_part(text: str) -> None:
+    """The form decoder both paths share splits on & and the first =, and decodes as urllib does
+    (but for invalid %-escapes, which yarl's decoder keeps as they are)."""
+    pairs = server._form_pairs(text)
+    assert pairs == _reference_form_pairs(text, server._unquote_plus)
+    if "%" not in text:
+        assert pairs == _reference_form_pairs(text, unquote_plus)
