@@ -54,11 +54,12 @@ class Ledger:
 
     def reset(self) -> None:
         """Forget every event and count (faults and tokens live elsewhere and stay)."""
-        # (dataset, event_name) -> {event_id: times accepted} and {event_id: start of its dedupe window}.
+        # (dataset, event_name) -> {event_id: start of its dedupe window} for every accepted key, and
+        # {event_id: times accepted} for the keys accepted more than once (a new key costs one insert).
         # The inner dicts hold only strings and numbers, so the garbage collector never tracks them:
         # with millions of keys, a tracked ledger would be rescanned by every full collection.
-        self._counts: dict[tuple[str, str], dict[str | None, int]] = {}
         self._starts: dict[tuple[str, str], dict[str | None, float]] = {}
+        self._repeats: dict[tuple[str, str], dict[str | None, int]] = {}
         # (dataset, received_at, events or their raw form, is it raw, how many events, test_event_code)
         self._recent: deque[tuple[str, float, Any, bool, int, str | None]] = deque()
         self._recent_events = 0
@@ -136,15 +137,12 @@ class Ledger:
             # the ids of one event name, in order (a pass in C per name; requests hold few names)
             group_ids = ids if len(distinct) == 1 else list(compress(ids, map(name.__eq__, names)))
             key = (dataset_id, name)
-            counts = self._counts.setdefault(key, {})
             starts = self._starts.setdefault(key, {})
-            first = dict.fromkeys(group_ids, 1)
-            if len(first) == len(group_ids) and counts.keys().isdisjoint(first):
-                # the usual case, distinct ids never seen before: two dict updates in C instead of a loop
-                counts.update(first)
-                starts.update(dict.fromkeys(first, now))
+            first = dict.fromkeys(group_ids, now)
+            if len(first) == len(group_ids) and starts.keys().isdisjoint(first):
+                starts.update(first)  # the usual case, distinct ids never seen before: one update in C
             else:
-                duplicates += self._count_each(counts, starts, group_ids, now)
+                duplicates += self._count_each(starts, self._repeats.setdefault(key, {}), group_ids, now)
         count = len(names)
         self.accepted_requests += 1
         self.events_received += count
@@ -160,8 +158,8 @@ class Ledger:
 
     def _count_each(
         self,
-        counts: dict[str | None, int],
         starts: dict[str | None, float],
+        repeats: dict[str | None, int],
         ids: Sequence[str | None],
         now: float,
     ) -> int:
@@ -169,13 +167,12 @@ class Ledger:
         duplicates = 0
         window = self._window
         for event_id in ids:
-            count = counts.get(event_id)
-            if count is None:
-                counts[event_id] = 1
+            start = starts.get(event_id)
+            if start is None:
                 starts[event_id] = now
                 continue
-            counts[event_id] = count + 1
-            if event_id is not None and now - starts[event_id] < window:
+            repeats[event_id] = repeats.get(event_id, 1) + 1
+            if event_id is not None and now - start < window:
                 duplicates += 1
             else:
                 starts[event_id] = now
@@ -183,12 +180,14 @@ class Ledger:
 
     def received(self, dataset_id: str | None = None) -> list[dict[str, Any]]:
         """Every accepted (dataset, event_name, event_id) with how many times it was accepted."""
-        return [
-            {"dataset_id": key[0], "event_name": key[1], "event_id": event_id, "count": count}
-            for key, counts in self._counts.items()
-            if dataset_id is None or key[0] == dataset_id
-            for event_id, count in counts.items()
-        ]
+        out = []
+        for key, starts in self._starts.items():
+            if dataset_id is not None and key[0] != dataset_id:
+                continue
+            repeats = self._repeats.get(key, {})
+            out += [{"dataset_id": key[0], "event_name": key[1], "event_id": event_id,
+                     "count": repeats.get(event_id, 1)} for event_id in starts]  # fmt: skip
+        return out
 
     def recent(self, limit: int) -> list[Accepted]:
         """The `limit` (at most keep_events) most recently accepted events, newest first."""
@@ -208,7 +207,7 @@ class Ledger:
             "requests": self.requests,
             "accepted_requests": self.accepted_requests,
             "events_received": self.events_received,
-            "distinct_keys": sum(len(counts) for counts in self._counts.values()),
+            "distinct_keys": sum(map(len, self._starts.values())),
             "duplicates": self.duplicates,
             "errors": dict(sorted(self.errors.items())),
             "faults": dict(sorted(self.faults.items())),
