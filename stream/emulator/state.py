@@ -131,6 +131,7 @@ class Ledger:
     ) -> int:
         if len(names) != len(ids):
             raise ValueError("names and ids differ in length")
+        ids = _fresh_copies(ids)
         distinct = dict.fromkeys(names)  # in order of first appearance, as `received` lists them
         duplicates = 0
         for name in distinct:
@@ -213,3 +214,20 @@ class Ledger:
             "faults": dict(sorted(self.faults.items())),
             "events_by_dataset": dict(sorted(self.events_by_dataset.items())),
         }
+
+
+def _fresh_copies(ids: Sequence[str | None]) -> Sequence[str | None]:
+    """New str objects equal to `ids` (two C calls), or `ids` when one is None or holds a NUL.
+
+    The ids come from the request's parsed body, scattered among thousands of short-lived objects;
+    kept as dedupe keys, they pin the allocator's pools that the next request's parse would otherwise
+    reuse whole, and requests get slower as the ledger grows. Copies made here, after the parse, sit
+    together instead: 25-40% more events per CPU second once 100,000 keys are kept (`bench emulator`
+    rounds with and without the copies, alternated in one process).
+    """
+    try:
+        joined = "\x00".join(ids)  # type: ignore[arg-type]  # a None raises TypeError: keep the ids
+    except TypeError:
+        return ids
+    copies = joined.split("\x00")
+    return copies if len(copies) == len(ids) else ids

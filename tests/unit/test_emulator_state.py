@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from stream.emulator import state
 from stream.emulator.samples import sample_events
 from stream.emulator.state import Ledger
 from stream.meta import DEDUPE_WINDOW_S
@@ -154,3 +155,15 @@ def test_raw_requests_are_decoded_when_read() -> None:
     assert decoded == []
     assert [r.event["event_id"] for r in ledger.recent(3)] == ["b1", "b0", "a1"]
     assert decoded == ["b", "a"]
+
+
+@pytest.mark.parametrize(
+    ("ids", "copied"),
+    [(["e-1", "e-2", "e-1"], True), (["e-1", None], False), (["e-1", "e\x002"], False), ([], False)],
+    ids=["strings", "a missing id", "an id with NUL", "none"],
+)
+def test_kept_ids_are_equal_copies(ids: list[str | None], copied: bool) -> None:
+    """The ledger keeps equal copies of the ids (not the parsed body's objects) when it can."""
+    kept = state._fresh_copies(ids)
+    assert list(kept) == ids
+    assert all((k is not i) == copied for k, i in zip(kept, ids, strict=True))
