@@ -42,9 +42,17 @@ RAW_KEYS: Final = tuple(RAW_NORMALIZERS)
 _KNOWN_KEYS: Final = frozenset(HASHED_KEYS + RAW_KEYS)
 # Keys that change from event to event of one person (the address follows the network); the other keys
 # are a person's identifiers and are normalized and cached together.
-VOLATILE_KEYS: Final = ("client_ip_address",)
-_IP: Final = RAW_NORMALIZERS["client_ip_address"]
+_IP_KEY: Final = "client_ip_address"
+VOLATILE_KEYS: Final = (_IP_KEY,)
+_IP: Final = RAW_NORMALIZERS[_IP_KEY]
 PERSON_KEYS: Final = HASHED_KEYS + tuple(k for k in RAW_KEYS if k not in VOLATILE_KEYS)
+# The last PERSON_KEYS, which the Avro UserData record lacks (a JSON record may still send them).
+_NOT_IN_AVRO: Final = ("ig_account_id", "ig_sid")
+# A decoded Avro record has exactly these keys: the IP address, then the person's keys in PERSON_KEYS
+# order. One C call reads them all. Any other key set (a JSON record, a changed schema) raises KeyError
+# or fails the length check and takes the general path, so these keys decide speed, never results.
+_AVRO_KEYS: Final = (_IP_KEY, *PERSON_KEYS[: -len(_NOT_IN_AVRO)])
+_read_avro_keys: Final = operator.itemgetter(*_AVRO_KEYS)
 _NO_TABLE: Final[Mapping[str, fields.FieldNormalizer]] = {}  # raw keys need no field table
 _KINDS: Final = {
     **dict.fromkeys(meta.HASHED_LIST_FIELDS, _LIST),
@@ -186,10 +194,13 @@ def _normalize_items(
 def person_group(
     country: str | None, max_year: int, hash_external_id: bool, values: tuple[Any, ...]
 ) -> tuple[dict[str, Any], tuple[Dropped, ...]]:
-    """The identifiers of one person (values in PERSON_KEYS order): their output and their drops."""
+    """The identifiers of one person (values in PERSON_KEYS order): their output and their drops.
+
+    `values` may stop early: the keys left over are absent (an Avro record has no _NOT_IN_AVRO keys).
+    """
     dropped: list[Dropped] = []
     table = fields.field_table(country, max_year)
-    out = _normalize_items(zip(PERSON_KEYS, values, strict=True), table, hash_external_id, dropped)
+    out = _normalize_items(zip(PERSON_KEYS, values, strict=False), table, hash_external_id, dropped)
     return out, tuple(dropped)
 
 
@@ -209,21 +220,28 @@ def normalize_user_data(
     are cached together, as they repeat on every event of that person, so their lists may be shared
     between outcomes: treat the result as read-only.
     """
-    values = tuple(map(user_data.get, PERSON_KEYS))
     try:
-        shared, group_dropped = _group(country, max_year, hash_external_id, values)
+        values = _read_avro_keys(user_data)
+        avro = len(user_data) == len(_AVRO_KEYS)  # exactly the Avro keys: none unknown, none missing
+    except KeyError:
+        avro = False
+    if avro:
+        person, ip = values[1:], values[0]
+    else:
+        person, ip = tuple(map(user_data.get, PERSON_KEYS)), user_data.get(_IP_KEY)
+    try:
+        shared, group_dropped = _group(country, max_year, hash_external_id, person)
     except TypeError:  # a list value (several emails...) cannot be a cache key: compute it directly
-        shared, group_dropped = person_group(country, max_year, hash_external_id, values)
+        shared, group_dropped = person_group(country, max_year, hash_external_id, person)
     if group_dropped:
         dropped.extend(group_dropped)
     out = dict(shared)
-    ip = user_data.get("client_ip_address")
     if ip:
         if type(ip) is str and (text := _raw_value(_IP, ip)) is not None:
-            out["client_ip_address"] = text
+            out[_IP_KEY] = text
         else:
-            out.update(_normalize_items((("client_ip_address", ip),), _NO_TABLE, hash_external_id, dropped))
-    if not _KNOWN_KEYS.issuperset(user_data):
+            out.update(_normalize_items(((_IP_KEY, ip),), _NO_TABLE, hash_external_id, dropped))
+    if not avro and not _KNOWN_KEYS.issuperset(user_data):
         unknown = [k for k in user_data if k not in _KNOWN_KEYS and user_data[k] is not None]
         dropped.extend(Dropped(f"user_data.{k}", UNKNOWN_FIELD) for k in unknown)
     return out

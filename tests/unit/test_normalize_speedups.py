@@ -1,0 +1,49 @@
+"""The stage's fast paths give exactly the outcomes of its general paths (speed only, never results)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream import userdata
+from stream.normalize import NormalizeSettings, normalize_event
+from stream.schema import load_schema
+
+NOW = 1_790_000_000
+CFG = NormalizeSettings(default_country="US")
+
+
+def _record_fields(name: str) -> list[str]:
+    field = next(f for f in load_schema()["fields"] if f["name"] == name)
+    types = field["type"] if isinstance(field["type"], list) else [field["type"]]
+    record = next(t for t in types if isinstance(t, dict))
+    return [f["name"] for f in record["fields"]]
+
+
+USER_DATA_KEYS = _record_fields("user_data")
+TEXT = st.sampled_from(["", " ", "Ann", "ann@example.com", "+44 20 7946 0958", "2001:db8::1", "10.0.0.1", "0"])
+VALUES = st.one_of(st.none(), TEXT, st.text(max_size=12), st.integers(-2, 2), st.lists(TEXT, max_size=2))
+
+
+def _event(user_data: dict[str, Any]) -> dict[str, Any]:
+    return {"event_name": "Lead", "event_time": NOW - 60, "action_source": "website", "user_data": user_data,
+            "event_source_url": "https://example.com", "consent": True}  # fmt: skip
+
+
+def test_avro_user_data_keys_are_the_fast_path_keys() -> None:
+    """A decoded Avro user_data (every schema key) is read in one call: the fast path knows those keys."""
+    assert sorted(userdata._AVRO_KEYS) == sorted(USER_DATA_KEYS)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    sparse=st.dictionaries(st.sampled_from(USER_DATA_KEYS), VALUES, max_size=8),
+    extra=st.sampled_from([{}, {"x": "1"}, {"ig_sid": "7"}]),
+)
+def test_avro_shaped_user_data_matches_the_sparse_json_shape(sparse: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Every schema key present (None when unset, as Avro decodes) gives the outcome of the keys omitted."""
+    full = dict.fromkeys(USER_DATA_KEYS) | sparse
+    assert normalize_event(_event(full), NOW, CFG) == normalize_event(_event(sparse), NOW, CFG)
+    assert normalize_event(_event(full | extra), NOW, CFG) == normalize_event(_event(sparse | extra), NOW, CFG)
