@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from stream import appdata, fields, meta, userdata, validate
+from stream import appdata, meta, userdata, validate
 from stream.customdata import normalize_custom_data
 from stream.userdata import Dropped, normalize_user_data
 from stream.validate import BAD_RECORD, NO_CONSENT, REJECTION_REASONS, Rejection
@@ -72,15 +72,6 @@ def _year(day: int) -> int:
 
 def _rejected(reason: Rejection, dropped: list[Dropped]) -> Outcome:
     return Outcome(None, reason, tuple(dropped))
-
-
-def _event_country(user_data: Mapping[str, Any], default: str | None) -> str | None:
-    """The event's own country (first valid value) else the destination's default, ISO alpha-2 lower."""
-    value = user_data.get("country")
-    for item in (value,) if type(value) is str else value if isinstance(value, list | tuple) else ():
-        if type(item) is str and (code := fields.country(item)):
-            return code
-    return default.lower() if default else None
 
 
 def _original_event(value: Any, dropped: list[Dropped]) -> dict[str, Any] | None:
@@ -162,7 +153,7 @@ def normalize_event(record: Mapping[str, Any], now: int, settings: NormalizeSett
         raw_user = {}
     user_data = normalize_user_data(
         raw_user,
-        country=_event_country(raw_user, settings.default_country),
+        default_country=settings.default_country,
         max_year=_year(now // 86400),
         hash_external_id=settings.hash_external_id,
         dropped=dropped,

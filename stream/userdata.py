@@ -191,14 +191,28 @@ def _normalize_items(
     return out
 
 
+def event_country(value: Any, default: str | None) -> str | None:
+    """The event's own country (first valid user_data.country value) else `default`, ISO alpha-2 lower."""
+    for item in (value,) if type(value) is str else value if isinstance(value, list | tuple) else ():
+        if type(item) is str and (code := fields.country(item)):
+            return code
+    return default.lower() if default else None
+
+
+_COUNTRY_AT: Final = PERSON_KEYS.index("country")
+
+
 def person_group(
-    country: str | None, max_year: int, hash_external_id: bool, values: tuple[Any, ...]
+    default_country: str | None, max_year: int, hash_external_id: bool, values: tuple[Any, ...]
 ) -> tuple[dict[str, Any], tuple[Dropped, ...]]:
     """The identifiers of one person (values in PERSON_KEYS order): their output and their drops.
 
     `values` may stop early: the keys left over are absent (an Avro record has no _NOT_IN_AVRO keys).
+    The person's country value is among them, so the event's country (event_country) is found here,
+    once per person, and selects the field table.
     """
     dropped: list[Dropped] = []
+    country = event_country(values[_COUNTRY_AT] if len(values) > _COUNTRY_AT else None, default_country)
     table = fields.field_table(country, max_year)
     out = _normalize_items(zip(PERSON_KEYS, values, strict=False), table, hash_external_id, dropped)
     return out, tuple(dropped)
@@ -210,15 +224,20 @@ _group: Callable[..., tuple[dict[str, Any], tuple[Dropped, ...]]] = functools.lr
 
 
 def normalize_user_data(
-    user_data: Mapping[str, Any], *, country: str | None, max_year: int, hash_external_id: bool, dropped: list[Dropped]
+    user_data: Mapping[str, Any],
+    *,
+    default_country: str | None,
+    max_year: int,
+    hash_external_id: bool,
+    dropped: list[Dropped],
 ) -> dict[str, Any]:
     """Meta's user_data object for `user_data` (raw or pre-hashed values); drops are appended to `dropped`.
 
-    `country` (ISO alpha-2 lower: the event's, else the destination's) and `max_year` select the field
-    table (fields.field_table). None, "" and [] count as absent; an unknown key is dropped with
-    `unknown_field`. Never raises on any value. A person's keys (all but the IP address, VOLATILE_KEYS)
-    are cached together, as they repeat on every event of that person, so their lists may be shared
-    between outcomes: treat the result as read-only.
+    The event's country (its own user_data.country, else the destination's `default_country`, ISO
+    alpha-2) and `max_year` select the field table (fields.field_table). None, "" and [] count as
+    absent; an unknown key is dropped with `unknown_field`. Never raises on any value. A person's keys
+    (all but the IP address, VOLATILE_KEYS) are cached together, as they repeat on every event of that
+    person, so their lists may be shared between outcomes: treat the result as read-only.
     """
     try:
         values = _read_avro_keys(user_data)
@@ -230,9 +249,9 @@ def normalize_user_data(
     else:
         person, ip = tuple(map(user_data.get, PERSON_KEYS)), user_data.get(_IP_KEY)
     try:
-        shared, group_dropped = _group(country, max_year, hash_external_id, person)
+        shared, group_dropped = _group(default_country, max_year, hash_external_id, person)
     except TypeError:  # a list value (several emails...) cannot be a cache key: compute it directly
-        shared, group_dropped = person_group(country, max_year, hash_external_id, person)
+        shared, group_dropped = person_group(default_country, max_year, hash_external_id, person)
     if group_dropped:
         dropped.extend(group_dropped)
     out = dict(shared)

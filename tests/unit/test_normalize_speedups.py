@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from hypothesis import given, settings
@@ -13,6 +14,10 @@ from stream.schema import load_schema
 
 NOW = 1_790_000_000
 CFG = NormalizeSettings(default_country="US")
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _record_fields(name: str) -> list[str]:
@@ -47,3 +52,21 @@ def test_avro_shaped_user_data_matches_the_sparse_json_shape(sparse: dict[str, A
     full = dict.fromkeys(USER_DATA_KEYS) | sparse
     assert normalize_event(_event(full), NOW, CFG) == normalize_event(_event(sparse), NOW, CFG)
     assert normalize_event(_event(full | extra), NOW, CFG) == normalize_event(_event(sparse | extra), NOW, CFG)
+
+
+def _phone_hash(user_data: dict[str, Any], default_country: str | None) -> list[str] | None:
+    outcome = normalize_event(_event(user_data), NOW, NormalizeSettings(default_country=default_country))
+    assert outcome.event is not None
+    sent: list[str] | None = outcome.event["user_data"].get("ph")
+    return sent
+
+
+def test_event_country_is_found_inside_the_person_cache() -> None:
+    """The event's own country, else the destination's default, picks the phone's country on every hit."""
+    national = {"ph": "020 7946 0958", "client_user_agent": "ua", "em": "a@example.com"}
+    london = [sha("442079460958")]
+    for _ in range(3):  # the first pass fills the person cache, the others hit it
+        assert _phone_hash(national | {"country": "United Kingdom"}, "US") == london
+        assert _phone_hash(national | {"country": ["xx", "gb"]}, None) == london
+        assert _phone_hash(national, "GB") == london
+        assert _phone_hash(national, "US") != london
