@@ -9,6 +9,7 @@ strings, so that is what we send.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -72,18 +73,18 @@ def normalize_app_data(app_data: Any, *, required: bool, dropped: list[Dropped])
     """Meta's app_data for an event; `required` for action_source=app (missing parts reject the event).
 
     For other action sources a bad app_data is dropped (and counted) instead, since Meta ignores it.
-    A device sends the same app_data on every event, so the usual shape (16 string slots, no url
-    schemes) is cached; the cached dict is shared between outcomes: treat it as read-only.
+    A device sends the same app_data on every event, so app_data without url schemes is cached, keyed
+    by its values and extinfo slots with their types (True, 1 and 1.0 differ, so do "1" and 1); the
+    cached dict is shared between outcomes: treat it as read-only.
     """
-    if (
-        type(app_data) is dict
-        and type(info := app_data.get("extinfo")) is list
-        and set(map(type, info)) == _ONLY_STR
-        and app_data.get("url_schemes") is None
-    ):
+    if type(app_data) is dict and type(info := app_data.get("extinfo")) is list and app_data.get("url_schemes") is None:
         try:
-            result, drops = _cached(required, tuple(info), *map(app_data.get, _CACHE_KEYS))
-        except TypeError:  # an unhashable value where a flag or string belongs
+            values = _read_cache_keys(app_data)
+        except KeyError:  # a JSON record may omit keys; a decoded Avro record has all of them
+            values = tuple(map(app_data.get, _CACHE_KEYS))
+        try:
+            result, drops = _cached(required, *values, *info)
+        except TypeError:  # an unhashable value where a flag, string or slot belongs
             result, drops = _app_data(app_data, required)
     else:
         result, drops = _app_data(app_data, required)
@@ -94,17 +95,20 @@ def normalize_app_data(app_data: Any, *, required: bool, dropped: list[Dropped])
 
 
 _CACHE_KEYS: Final = (*_FLAGS, *_STRINGS)
+_read_cache_keys: Final = operator.itemgetter(*_CACHE_KEYS)
 
 
 # Devices (app, OS version, model, locale...) seen recently; an entry is ~1 KB.
 DEFAULT_CACHE_SIZE: Final = 4096
 
 
-def _from_key(required: bool, info: tuple[str, ...], *values: Any) -> tuple[AppDataResult, tuple[Dropped, ...]]:
-    return _app_data({**dict(zip(_CACHE_KEYS, values, strict=True)), "extinfo": list(info)}, required)
+def _from_key(required: bool, *values: Any) -> tuple[AppDataResult, tuple[Dropped, ...]]:
+    """The app_data of a cache key: the _CACHE_KEYS values, then the extinfo slots."""
+    keyed, info = values[: len(_CACHE_KEYS)], values[len(_CACHE_KEYS) :]
+    return _app_data({**dict(zip(_CACHE_KEYS, keyed, strict=True)), "extinfo": list(info)}, required)
 
 
-# typed: True and 1 give the same flag, 1.0 does not
+# typed: True and 1 give the same flag, 1.0 does not; "1" and 1 in a slot differ too
 _cached: Any = functools.lru_cache(maxsize=DEFAULT_CACHE_SIZE, typed=True)(_from_key)
 
 

@@ -8,9 +8,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream import userdata
+from stream import appdata, userdata
 from stream.normalize import NormalizeSettings, normalize_event
 from stream.schema import load_schema
+from stream.userdata import Dropped
 
 NOW = 1_790_000_000
 CFG = NormalizeSettings(default_country="US")
@@ -70,3 +71,45 @@ def test_event_country_is_found_inside_the_person_cache() -> None:
         assert _phone_hash(national | {"country": ["xx", "gb"]}, None) == london
         assert _phone_hash(national, "GB") == london
         assert _phone_hash(national, "US") != london
+
+
+EXTINFO = [
+    "a2",
+    "com.example",
+    "1.0",
+    "1",
+    "14",
+    "Pixel",
+    "en_US",
+    "UTC",
+    "",
+    "1080",
+    "2400",
+    "2.75",
+    "8",
+    "128",
+    "64",
+    "",
+]
+ALIKE = [1, 1.0, True, "1", " 1"]  # equal, or alike once printed, yet each normalizes differently
+
+
+def _variants() -> list[dict[str, Any]]:
+    apps = [{"advertiser_tracking_enabled": flag, "extinfo": EXTINFO} for flag in ALIKE]
+    apps += [{"advertiser_tracking_enabled": True, "extinfo": [*EXTINFO[:9], slot, *EXTINFO[10:]]} for slot in ALIKE]
+    apps += [{"advertiser_tracking_enabled": True, "extinfo": EXTINFO, "vendor_id": value} for value in ALIKE]
+    return apps
+
+
+def test_app_data_cache_tells_equal_values_of_different_types_apart() -> None:
+    """True, 1, 1.0 and "1" are equal or alike as keys, yet each app_data gets its own uncached outcome."""
+    apps = _variants()
+    want = [appdata._app_data(app, True) for app in apps]
+    assert len({repr(w) for w in want}) > len(ALIKE)  # the variants really do normalize differently
+    appdata.set_cache_size(appdata.DEFAULT_CACHE_SIZE)
+    got = []
+    for app in apps:  # in one cache: earlier app_data fill it for later ones
+        dropped: list[Dropped] = []
+        result = appdata.normalize_app_data(app, required=True, dropped=dropped)
+        got.append((result, tuple(dropped)))
+    assert got == want
