@@ -83,14 +83,25 @@ def raw_value(normalizer: fields.FieldNormalizer, value: str) -> str | None:
     return normalizer(value)
 
 
+def single_list(digest: str) -> list[str]:
+    """The one-value list a hashed list field leaves as; cached, so people who share a value share it.
+
+    Every list kept in the person cache is an object the garbage collector walks on each full
+    collection; shared lists keep that count at one per distinct value instead of one per person.
+    """
+    return [digest]
+
+
 _Cached = Callable[[fields.FieldNormalizer, str], "str | None"]
 _hash: _Cached = functools.lru_cache(maxsize=DEFAULT_HASH_CACHE_SIZE)(hash_value)
 _raw_value: _Cached = functools.lru_cache(maxsize=DEFAULT_HASH_CACHE_SIZE // 4)(raw_value)
+_single: Callable[[str], list[str]] = functools.lru_cache(maxsize=DEFAULT_HASH_CACHE_SIZE)(single_list)
 
 
 def set_hash_cache_size(maxsize: int) -> None:
     """Use fresh LRU caches (hashes: `maxsize` entries, raw keys: a quarter); 0 turns caching off."""
-    global _hash, _raw_value, _group  # one process-wide cache each, swapped as a whole
+    global _hash, _raw_value, _group, _single  # one process-wide cache each, swapped as a whole
+    _single = functools.lru_cache(maxsize=maxsize)(single_list) if maxsize > 0 else single_list
     _group = functools.lru_cache(maxsize=max(1, maxsize // 10))(person_group) if maxsize > 0 else person_group
     _hash = functools.lru_cache(maxsize=maxsize)(hash_value) if maxsize > 0 else hash_value
     _raw_value = functools.lru_cache(maxsize=max(1, maxsize // 4))(raw_value) if maxsize > 0 else raw_value
@@ -161,14 +172,14 @@ def _normalize_items(
     dropped: list[Dropped],
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    hashed, raw = _hash, _raw_value
+    hashed, raw, single = _hash, _raw_value, _single
     for key, value in filter(_PRESENT, items):
         if type(value) is str:
             kind = _KINDS.get(key)
             # hot path: one string per key, usually a cache hit
             if kind is _LIST and (hash_external_id or key != "external_id"):
                 if (digest := hashed(table[key], value)) is not None:
-                    out[key] = [digest]
+                    out[key] = single(digest)
                     continue
             elif kind is _RAW:
                 if (text := raw(RAW_NORMALIZERS[key], value)) is not None:
