@@ -177,9 +177,10 @@ def date_of_birth(value: str, max_year: int) -> str | None:
     if parts is None or not MIN_BIRTH_YEAR <= parts[0] <= max_year:
         return None
     try:
-        return datetime.date(*parts).strftime("%Y%m%d")
+        datetime.date(*parts)  # a real calendar day: no 31 April, 29 February only in leap years
     except ValueError:
         return None
+    return f"{parts[0]:04d}{parts[1]:02d}{parts[2]:02d}"  # as strftime("%Y%m%d"), at half the cost
 
 
 def state(value: str, country_code: str | None) -> str | None:

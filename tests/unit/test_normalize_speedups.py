@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream import appdata, userdata
+from stream import appdata, fields, userdata
 from stream.normalize import NormalizeSettings, normalize_event
 from stream.schema import load_schema
 from stream.userdata import Dropped
@@ -113,3 +114,14 @@ def test_app_data_cache_tells_equal_values_of_different_types_apart() -> None:
         result = appdata.normalize_app_data(app, required=True, dropped=dropped)
         got.append((result, tuple(dropped)))
     assert got == want
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    day=st.dates(datetime.date(1900, 1, 1), datetime.date(2026, 12, 31)),
+    form=st.sampled_from(["%Y-%m-%d", "%m/%d/%Y", "%d.%m.%Y", "%Y%m%d", "%b %d, %Y"]),
+)
+def test_date_of_birth_formats_as_strftime(day: datetime.date, form: str) -> None:
+    """db leaves as strftime("%Y%m%d") of the date, in every accepted input form."""
+    value = day.strftime(form)
+    assert fields.date_of_birth(value, 2026) == day.strftime("%Y%m%d")
