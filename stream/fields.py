@@ -218,13 +218,52 @@ _FB_COOKIE: Final = re.compile(r"fb\.[0-9]+\.[0-9]+\.\S+")
 _ZERO_ID: Final = frozenset("0-")
 
 
-def ip_address(value: str) -> str | None:
-    """client_ip_address: a valid IPv4 or IPv6 address, no spaces [3.1]; IPv6 in its compressed form."""
-    import ipaddress  # only IPv6 needs it; IPv4 is a regex
+# hex groups of 1 to 4 digits joined by ":", with at most one "::" (the group count is checked apart)
+_HEX_GROUPS: Final = r"(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4})*)?"
+_IPV6_HEX: Final = re.compile(rf"{_HEX_GROUPS}(?:::{_HEX_GROUPS})?")
+_IPV4_MAPPED: Final = [0, 0, 0, 0, 0, 0xFFFF]
 
+
+def _ipv6_groups(text: str) -> list[int] | None:
+    """The 8 groups of an IPv6 address written in hex groups only (no IPv4 tail, no scope), else None."""
+    if not _IPV6_HEX.fullmatch(text):
+        return None
+    head, double, tail = text.partition("::")
+    left = head.split(":") if head else []
+    right = tail.split(":") if tail else []
+    missing = 8 - len(left) - len(right)
+    if missing < 1 if double else missing != 0:
+        return None
+    return [*(int(part, 16) for part in left), *([0] * missing), *(int(part, 16) for part in right)]
+
+
+def _compressed_ipv6(groups: list[int]) -> str:
+    """RFC 5952 text, as ipaddress writes it: lowercase, the first longest run of 2+ zero groups as ::."""
+    best_start, best_length, start = 0, 0, 0
+    for i, group in enumerate([*groups, 1]):  # the sentinel closes a run that reaches the end
+        if group:
+            if i - start > best_length:
+                best_start, best_length = start, i - start
+            start = i + 1
+    hextets = [f"{group:x}" for group in groups]
+    if best_length < 2:
+        return ":".join(hextets)
+    return ":".join(hextets[:best_start]) + "::" + ":".join(hextets[best_start + best_length :])
+
+
+def ip_address(value: str) -> str | None:
+    """client_ip_address: a valid IPv4 or IPv6 address, no spaces [3.1]; IPv6 in its compressed form.
+
+    IPv6 written in hex groups is parsed and compressed here (a third of ipaddress's cost); every other
+    form (an IPv4 tail, a scope id, an IPv4-mapped address, anything invalid) is left to ipaddress.
+    """
     text = value.strip()
     if _IPV4.fullmatch(text):
         return text
+    if (groups := _ipv6_groups(text)) is not None and groups[:6] != _IPV4_MAPPED:
+        return _compressed_ipv6(groups)
+    import ipaddress  # rare forms only
+
     try:
         return str(ipaddress.IPv6Address(text))
     except ValueError:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import ipaddress
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -125,3 +127,39 @@ def test_date_of_birth_formats_as_strftime(day: datetime.date, form: str) -> Non
     """db leaves as strftime("%Y%m%d") of the date, in every accepted input form."""
     value = day.strftime(form)
     assert fields.date_of_birth(value, 2026) == day.strftime("%Y%m%d")
+
+
+def _ipaddress_form(text: str) -> str | None:
+    try:
+        return str(ipaddress.IPv6Address(text.strip())) if not fields._IPV4.fullmatch(text.strip()) else text.strip()
+    except ValueError:
+        return None
+
+
+@st.composite
+def ipv6_texts(draw: st.DrawFn) -> str:
+    """IPv6 addresses written every way: runs of zeros, leading zeros, any case, :: anywhere it fits."""
+    groups = draw(
+        st.lists(st.sampled_from([0, 0, 0, 1, 0xFFFF, 0xDB8]) | st.integers(0, 0xFFFF), min_size=8, max_size=8)
+    )
+    parts = [draw(st.sampled_from(["{:x}", "{:X}", "{:04x}", "{:01x}"])).format(g) for g in groups]
+    start = draw(st.integers(0, 8))
+    end = draw(st.integers(start, 8))
+    if end - start >= 1 and all(g == 0 for g in groups[start:end]) and draw(st.booleans()):
+        return ":".join(parts[:start]) + "::" + ":".join(parts[end:])
+    return ":".join(parts)
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(text=ipv6_texts() | st.text(st.sampled_from("0123456789abcdefABCDEF:.%"), max_size=41))
+def test_ip_address_writes_ipv6_as_ipaddress_does(text: str) -> None:
+    """client_ip_address accepts exactly what ipaddress accepts and writes it in ipaddress's form."""
+    assert fields.ip_address(text) == _ipaddress_form(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["::ffff:1.2.3.4", "::1.2.3.4", "::ffff:102:304", "::ffff:0:0", "fe80::1%eth0", "64:ff9b::1.2.3.4", "::"]
+)
+def test_ip_address_leaves_mapped_embedded_and_scoped_forms_to_ipaddress(text: str) -> None:
+    """IPv4-mapped, IPv4-embedded and scoped addresses come out exactly as ipaddress writes them."""
+    assert fields.ip_address(text) == str(ipaddress.IPv6Address(text))
