@@ -11,7 +11,8 @@ A value that is 64 hex characters after trim is taken as an SHA-256 already and 
 Real streams repeat a person's values on every event of that person, so three bounded LRU caches keep
 the work once per value: a person's identifiers together (all keys but the IP address), each hashed
 value on (normalizer, raw value), each raw value likewise. A hit skips normalization (a phone parse
-costs ~40 µs) and SHA-256; `set_hash_cache_size(0)` turns them off, with identical results.
+costs ~40 µs) and SHA-256. A fourth keeps one shared one-value list per digest (fewer objects for the
+garbage collector). `set_hash_cache_size(0)` turns them all off, with identical results.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ _single: Callable[[str], list[str]] = functools.lru_cache(maxsize=DEFAULT_HASH_C
 
 
 def set_hash_cache_size(maxsize: int) -> None:
-    """Use fresh LRU caches (hashes: `maxsize` entries, raw keys: a quarter); 0 turns caching off."""
+    """Use fresh LRU caches (hashes and lists: `maxsize` entries, raw keys: a quarter); 0 turns them off."""
     global _hash, _raw_value, _group, _single  # one process-wide cache each, swapped as a whole
     _single = functools.lru_cache(maxsize=maxsize)(single_list) if maxsize > 0 else single_list
     _group = functools.lru_cache(maxsize=max(1, maxsize // 10))(person_group) if maxsize > 0 else person_group
