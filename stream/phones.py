@@ -96,8 +96,11 @@ def _national_part(digits: str, plan: _Plan) -> str | None:
 
     Mirrors its national prefix step (maybe_strip_national_prefix_carrier_code, then the length test):
     the prefix is stripped unless that makes a viable number unviable, and kept when the rest is not a
-    possible length. A prefix match that would rewrite the number, a leading zero left (Italy keeps it)
-    and a length that is not plainly possible for the code are left to the full parse.
+    possible length. Leading zeros left stay part of the number, as the parse keeps them (Italy's
+    `italian_leading_zero`), and count in its length. Returns "" when the parse would read the number
+    the same way and then find its length impossible (so the answer is "not a phone number"). A prefix
+    match that would rewrite the number, a stripping decision on a length that is not plainly possible
+    and an all-zero number are left to the full parse (None).
     """
     national = digits
     if plan.national_prefix is not None and (m := plan.national_prefix.match(digits)):
@@ -111,10 +114,10 @@ def _national_part(digits: str, plan: _Plan) -> str | None:
             if len(rest) not in plan.possible:
                 return None  # parse keeps or strips by a finer length test: let it decide
             national = rest
-    if not national or national.startswith("0"):
+    if not national.strip("0"):
         return None
     # what is_possible_number then checks, against the possible lengths of the code's main region
-    return national if _length_check(plan.code, len(national)) in _POSSIBLE_AT_ALL else None
+    return national if _length_check(plan.code, len(national)) in _POSSIBLE_AT_ALL else ""
 
 
 def _fast_e164(text: str) -> str | None:
@@ -125,21 +128,24 @@ def _fast_e164(text: str) -> str | None:
             plan = _code_plan(code)
             if plan is None or (national := _national_part(text[1 + size :], plan)) is None:
                 return None
-            return f"{plan.code_text}{national}"
+            return f"{plan.code_text}{national}" if national else ""
     return ""
 
 
 def _fast_national(digits: str, region: str) -> str | None:
     """E.164 digits of a national number, decided as `phonenumbers.parse` decides, in the plain cases.
 
-    A number that may carry an international dialling prefix or start with the country code is left to
-    the full parse, as is anything `_national_part` declines.
+    "" when the parse would read the number the same way and find it impossible. A number that may
+    carry an international dialling prefix or start with the country code is left to the full parse,
+    as is anything `_national_part` declines.
     """
     plan = _plan(region)
     if plan is None or digits.startswith(plan.code_text) or (plan.idd is not None and plan.idd.match(digits)):
         return None
     national = _national_part(digits, plan)
-    return None if national is None else f"{plan.code_text}{national}"
+    if national is None:
+        return None
+    return f"{plan.code_text}{national}" if national else ""
 
 
 def _parse(text: str, region: str | None) -> str | None:
@@ -173,7 +179,11 @@ def e164_digits(value: str, region: str | None) -> str | None:
         fast = _fast_e164(compact) if _E164.fullmatch(compact) else None
         return (fast or None) if fast is not None else _parse(compact, None)
     if region is not None:
-        national = _fast_national(compact, region) or _parse(compact, region)
+        fast = _fast_national(compact, region)
+        national = _parse(compact, region) if fast is None else fast or None
         if national is not None:
             return national
-    return _parse("+" + compact, None)
+    # not possible as a national number: maybe the country code was written without its +
+    plus = "+" + compact
+    fast = _fast_e164(plus) if _E164.fullmatch(plus) else None
+    return (fast or None) if fast is not None else _parse(plus, None)

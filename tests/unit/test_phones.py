@@ -44,7 +44,7 @@ def test_fast_national_path_agrees_with_full_parse(case: tuple[str, str]) -> Non
     digits, region = case
     fast = phones._fast_national(digits, region)
     if fast is not None:
-        assert fast == phones._parse(digits, region)
+        assert (fast or None) == phones._parse(digits, region)  # "" is the parse's "not possible"
 
 
 @settings(max_examples=600, deadline=None, database=None)
@@ -138,3 +138,51 @@ def test_fast_national_path_takes_rewrite_and_shared_code_regions(digits: str, r
 def test_fast_national_path_defers_hard_cases(digits: str, region: str) -> None:
     """Numbers whose reading needs libphonenumber's full rules are left to it."""
     assert phones._fast_national(digits, region) is None
+
+
+def _full_parse_only(value: str, region: str | None) -> str | None:
+    """e164_digits' reading with every fast path taken out: the reference the fast paths must equal."""
+    compact = phones._EXTENSION.sub("", value.strip()).translate(phones._FORMATTING)
+    if not phones._DIGITS_OR_PLUS.fullmatch(compact):
+        return None
+    if compact.startswith("+00"):
+        compact = "+" + compact[3:]
+    elif compact.startswith("00") and not compact.startswith("000"):
+        compact = "+" + compact[2:]
+    if compact.startswith("+"):
+        return phones._parse(compact, None)
+    if region is not None and (national := phones._parse(compact, region)) is not None:
+        return national
+    return phones._parse("+" + compact, None)
+
+
+@settings(max_examples=600, deadline=None, database=None)
+@given(
+    case=national_numbers(),
+    written=st.sampled_from(["{}", "+{}", "00{}", "0{}", "({}", "+0{}", "{} ext 12"]),
+    with_region=st.booleans(),
+)
+def test_e164_digits_equals_the_full_parse_reading(case: tuple[str, str], written: str, with_region: bool) -> None:
+    """Whatever path a number takes, e164_digits answers what the full parse alone would answer."""
+    digits, region = case
+    value = written.format(digits)
+    assert phones.e164_digits(value, region if with_region else None) == _full_parse_only(
+        value, region if with_region else None
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "region"),
+    [("+1 (0)2015551584", "US"), ("+52 (0)2221232620", "MX"), ("+1 (0)5062344555", None)],
+)
+def test_impossible_numbers_are_decided_without_the_full_parse(
+    text: str, region: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A number the fast paths read fully and find impossible is refused without the ~40 µs parse."""
+    assert _full_parse_only(text, region) is None
+
+    def no_parse(text: str, region: str | None) -> str | None:
+        raise AssertionError(f"full parse called for {text!r}")
+
+    monkeypatch.setattr(phones, "_parse", no_parse)
+    assert phones.e164_digits(text, region) is None
