@@ -173,3 +173,21 @@ def test_bench_normalize_rejects_bad_flags(capsys: pytest.CaptureFixture[str]) -
     assert main(["bench", "normalize", "--events", "0"]) == 2
     assert main(["bench", "normalize", "--events", "5", "--default-country", "XX"]) == 2
     assert "--default-country 'XX'" in capsys.readouterr().err
+
+
+def test_bench_runs_contenders_in_pipeline_batches_with_the_collector_paused() -> None:
+    """Each record is handled in order with the collector paused, as stream.prepare runs a batch."""
+    import gc
+
+    from stream.benchmarks.normalize import in_batches
+
+    seen: list[tuple[int, bool]] = []
+
+    def handle(record: int) -> int:
+        seen.append((record, gc.isenabled()))
+        return record * 2
+
+    assert gc.isenabled()
+    assert in_batches(handle, list(range(7)), 3)() == [0, 2, 4, 6, 8, 10, 12]
+    assert seen == [(i, False) for i in range(7)]
+    assert gc.isenabled()
