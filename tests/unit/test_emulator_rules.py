@@ -256,15 +256,21 @@ _OVERRIDES = st.lists(st.tuples(
 ), max_size=3)  # fmt: skip
 
 
-@settings(max_examples=400, deadline=None)
-@given(_OVERRIDES, st.integers(min_value=0, max_value=5))
-def test_fast_pass_agrees_near_valid_events(overrides: list[tuple[str, object]], index: int) -> None:
-    """Valid events with up to three fields overridden get the reference answer from validate_events."""
+def near_valid_events(overrides: list[tuple[str, object]], index: int) -> list[Event]:
+    """Six valid sample events, event `index` with each `path` ("parent.leaf" or "leaf") set to a value."""
     events = sample_events(6, NOW)
     for path, value in overrides:
         parent, _, leaf = path.rpartition(".")
         node = events[index].get(parent) if parent else events[index]
         if isinstance(node, dict):
             node[leaf] = copy.deepcopy(value)
+    return events
+
+
+@settings(max_examples=400, deadline=None)
+@given(_OVERRIDES, st.integers(min_value=0, max_value=5))
+def test_fast_pass_agrees_near_valid_events(overrides: list[tuple[str, object]], index: int) -> None:
+    """Valid events with up to three fields overridden get the reference answer from validate_events."""
+    events = near_valid_events(overrides, index)
     expected = next((p for e in events if (p := rules.check_event(e, NOW, frozenset({"b"}))) is not None), None)
     assert rules.validate_events(events, NOW, frozenset({"b"})) == expected
