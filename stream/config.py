@@ -68,7 +68,7 @@ class PipelineSettings:
 
 @dataclasses.dataclass(frozen=True)
 class DedupeSettings:
-    """The windowed (event_name, event_id) store."""
+    """The windowed (dataset, event_name, event_id) store."""
 
     window_s: float = float(meta.DEDUPE_WINDOW_S)  # Meta's own horizon is 48 h
     max_keys: int = 5_000_000  # about 80 bytes a key (bench dedupe): 0.4 GB at most

@@ -1,8 +1,10 @@
-"""Windowed dedupe store on (event_name, event_id): pure, bounded, compact.
+"""Windowed dedupe store on (dataset, event_name, event_id): pure, bounded, compact.
 
-Meta keeps the first of two events with the same (event_name, event_id) only when they arrive within
-48 hours of the first one, and promises nothing for two server events, so capi-stream dedupes itself
-(../shared/docs/meta-capi.md §0, §1.4). A key goes through three states:
+Meta keeps the first of two events with the same (event_name, event_id) sent to one dataset only when
+they arrive within 48 hours of the first one, and promises nothing for two server events, so
+capi-stream dedupes itself (../shared/docs/meta-capi.md §0, §1.4). Meta's dedupe is per dataset, so the
+key holds the destination's dataset id: two apps with overlapping order ids that send to two datasets
+are two events each. A key goes through three states:
 
     unknown --check()--> PENDING --confirm()--> SENT --(window over, or evicted)--> unknown
                             `------release()------> unknown
@@ -81,17 +83,20 @@ class NotPendingError(CapiStreamError, LookupError):
     reason = "not_pending"
 
 
-def dedupe_key(event_name: str, event_id: str) -> int:
-    """The compact 60-bit dedupe key of (event_name, event_id).
+def dedupe_key(dataset_id: str, event_name: str, event_id: str) -> int:
+    """The compact 60-bit dedupe key of (dataset_id, event_name, event_id).
 
-    The name is length-prefixed before the id, so ("ab", "c") and ("a", "bc") hash different bytes.
+    The dataset id and the name are length-prefixed before the id, so ("ab", "c") and ("a", "bc") hash
+    different bytes.
     BLAKE2b (unkeyed, 8-byte digest) keeps the key stable across processes and restarts, unlike
     `hash()`. Two distinct events share a key with probability about n**2 / 2**61 among n keys held:
     ~4.3e-7 at 1M keys, ~1.1e-5 at 5M (the default bound), ~4.3e-5 at 10M; a collision makes the
     later event look like a duplicate of the other.
     """
+    dataset = dataset_id.encode("utf-8", "surrogatepass")
     name = event_name.encode("utf-8", "surrogatepass")
-    data = len(name).to_bytes(4, "big") + name + event_id.encode("utf-8", "surrogatepass")
+    data = (len(dataset).to_bytes(4, "big") + dataset + len(name).to_bytes(4, "big") + name
+            + event_id.encode("utf-8", "surrogatepass"))
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> _SHIFT
 
 

@@ -83,6 +83,9 @@ class Pipeline:
         self._prepared: asyncio.Queue[tuple[asyncio.Future[list[Prepared]], list[Message], int]] = asyncio.Queue(
             maxsize=max(2, settings.pipeline.workers * 2))
         self.dedupe = DedupeStore(window_s=settings.dedupe.window_s, max_keys=settings.dedupe.max_keys)
+        # Meta dedupes per dataset, so the dedupe key holds the destination's dataset id (two destinations
+        # that send to one dataset share its keys)
+        self._datasets = {d.name: d.dataset_id for d in settings.destinations}
         self.batcher = Batcher(settings.batch.max_events, settings.batch.max_bytes, settings.batch.linger_ms / 1000)
         self._waiters: dict[int, list[Item]] = defaultdict(list)
         self.client = MetaClient(settings.send.timeout_s, pool_size=max(10, settings.send.concurrency * 4))
@@ -360,9 +363,12 @@ class Pipeline:
                 self._dead_letter(item, prep.reason, prep.detail, event_name=prep.event_name, event_id=prep.event_id)
 
     def _admit(self, item: Item, now: float) -> None:
-        """Dedupe, then batch. A duplicate of an acked event is finished; of an in-flight one, held."""
+        """Dedupe on (dataset, event_name, event_id), then batch.
+
+        A duplicate of an event acked for the same dataset is finished; of an in-flight one, held.
+        """
         if item.event_id:
-            key = dedupe_key(item.event_name, item.event_id)
+            key = dedupe_key(self._datasets[item.destination], item.event_name, item.event_id)
             verdict = self.dedupe.check(key, now)
             if verdict is Verdict.SENT:
                 self.stats.duplicates += 1

@@ -279,35 +279,40 @@ class TestMemory:
 
 
 class TestKey:
-    """dedupe_key: a deterministic, compact 60-bit key."""
+    """dedupe_key: a deterministic, compact 60-bit key of (dataset, event_name, event_id)."""
 
     def test_key_is_the_documented_hash(self) -> None:
-        """The key is the top 60 bits of BLAKE2b-64 over the length-prefixed name followed by the id."""
-        digest = hashlib.blake2b(b"\x00\x00\x00\x08Purchase" + b"order-1", digest_size=8).digest()
-        assert dedupe_key("Purchase", "order-1") == int.from_bytes(digest, "big") >> 4
+        """The key is the top 60 bits of BLAKE2b-64 over the length-prefixed dataset and name, then the id."""
+        data = b"\x00\x00\x00\x03111" + b"\x00\x00\x00\x08Purchase" + b"order-1"
+        digest = hashlib.blake2b(data, digest_size=8).digest()
+        assert dedupe_key("111", "Purchase", "order-1") == int.from_bytes(digest, "big") >> 4
 
     def test_key_is_deterministic(self) -> None:
-        """The same pair always gives the same key (it does not depend on hash randomisation)."""
-        assert dedupe_key("Purchase", "order-1") == dedupe_key("Purchase", "order-1")
+        """The same triple always gives the same key (it does not depend on hash randomisation)."""
+        assert dedupe_key("111", "Purchase", "order-1") == dedupe_key("111", "Purchase", "order-1")
 
     @pytest.mark.parametrize(
         ("first", "second"),
         [
-            (("ab", "c"), ("a", "bc")),
-            (("a\x00", "b"), ("a", "\x00b")),
-            (("Purchase", "1"), ("Purchase", "2")),
-            (("Purchase", "1"), ("AddToCart", "1")),
-            (("", "x"), ("x", "")),
+            (("1", "ab", "c"), ("1", "a", "bc")),
+            (("1", "a\x00", "b"), ("1", "a", "\x00b")),
+            (("1", "Purchase", "1"), ("1", "Purchase", "2")),
+            (("1", "Purchase", "1"), ("1", "AddToCart", "1")),
+            (("1", "", "x"), ("1", "x", "")),
+            (("111", "Purchase", "1"), ("222", "Purchase", "1")),
+            (("11", "1Purchase", "1"), ("111", "Purchase", "1")),
+            (("", "1", "x"), ("1", "", "x")),
         ],
     )
-    def test_different_pairs_get_different_keys(self, first: tuple[str, str], second: tuple[str, str]) -> None:
-        """Pairs whose concatenations look alike still get different keys."""
+    def test_different_triples_get_different_keys(self, first: tuple[str, str, str],
+                                                  second: tuple[str, str, str]) -> None:
+        """Triples whose concatenations look alike, or that differ only in the dataset, get different keys."""
         assert dedupe_key(*first) != dedupe_key(*second)
 
-    @given(st.text(), st.text())
-    def test_key_fits_60_bits(self, event_name: str, event_id: str) -> None:
+    @given(st.text(), st.text(), st.text())
+    def test_key_fits_60_bits(self, dataset_id: str, event_name: str, event_id: str) -> None:
         """Every key is a non-negative int below 2**60, including for lone surrogates."""
-        assert 0 <= dedupe_key(event_name, event_id) < 2**stream.dedupe.KEY_BITS
+        assert 0 <= dedupe_key(dataset_id, event_name, event_id) < 2**stream.dedupe.KEY_BITS
 
 
 def test_module_is_pure() -> None:
