@@ -14,14 +14,15 @@ import enum
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import structlog
 
 from stream.batch import Batch
 from stream.config import Destination, SendSettings
 from stream.records import Item
-from stream.sink import Answer, MetaClient, Verdict, describe, events_url
+from stream.sink import Answer, Verdict, describe, events_url
 from stream.stats import Stats
 
 log = structlog.get_logger("capi_stream.sender")
@@ -33,6 +34,15 @@ class DestinationState(enum.StrEnum):
     FLOWING = "flowing"
     THROTTLED = "throttled"
     HALTED = "halted"
+
+
+class Poster(Protocol):
+    """What a sender needs of the Meta client (`sink.MetaClient`): POST a body, get a classified answer.
+
+    Network trouble comes back as a RETRY answer, never as an exception.
+    """
+
+    async def post(self, url: str, body: bytes) -> Answer: ...
 
 
 class RateLimiter:
@@ -66,12 +76,13 @@ class DestinationSender:
     def __init__(
         self,
         dest: Destination,
-        client: MetaClient,
+        client: Poster,
         settings: SendSettings,
         stats: Stats,
         on_acked: Callable[[Batch], None],
         on_rejected: Callable[[Item, Answer], None],
         seed: int | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.dest = dest
         self._client = client
@@ -89,6 +100,7 @@ class DestinationSender:
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._limiter = RateLimiter(settings.rate_limit_rps)
         self._rng = random.Random(seed)  # noqa: S311 - jitter, not security
+        self._sleep = sleep  # backoff waits (unit tests pass a recorder)
         self._token = ""
         self._token_error = ""
         self.state = DestinationState.FLOWING
@@ -249,7 +261,7 @@ class DestinationSender:
                 batch.attempts += 1
                 log.info("batch_retry", destination=self.dest.name, events=len(batch.items),
                          attempt=batch.attempts, delay_s=round(delay, 2), **describe(answer))
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
                 continue
             if answer.verdict is Verdict.HALT:
                 if sent_with == self._token:  # a token replaced meanwhile is tried before halting again

@@ -47,8 +47,6 @@ from stream.dlq import HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON
 from stream.localkafka import LocalKafka
 from stream.samples import generate
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
 ROUNDS_ENV = "CAPI_STREAM_CHAOS_ROUNDS"
 EVENTS_ENV = "CAPI_STREAM_CHAOS_EVENTS"
 SEED_ENV = "CAPI_STREAM_CHAOS_SEED"
@@ -56,6 +54,21 @@ SEED_ENV = "CAPI_STREAM_CHAOS_SEED"
 # where one broker restart alone takes 20-35 s.
 DEFAULT_ROUNDS = 3
 DEFAULT_EVENTS = 6000
+# The short version ends in about 2 minutes: 10 minutes means a hang, which then fails with a traceback.
+SHORT_TIMEOUT_S = 600
+
+
+def _timeout_s() -> float:
+    """The per-test timeout: the short version's, grown in proportion to a long version's rounds and events."""
+    try:
+        rounds = int(os.environ.get(ROUNDS_ENV, "").strip() or DEFAULT_ROUNDS)
+        events = int(os.environ.get(EVENTS_ENV, "").strip() or DEFAULT_EVENTS)
+    except ValueError:
+        return SHORT_TIMEOUT_S  # the test itself reports the bad knob by name
+    return SHORT_TIMEOUT_S * max(1.0, rounds / DEFAULT_ROUNDS, events / DEFAULT_EVENTS)
+
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(_timeout_s())]
 DEFAULT_SEED = 7
 PARTITIONS = 4
 # Every wait is generous: nothing here is timed, the waits only bound a hung run.

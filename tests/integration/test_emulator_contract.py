@@ -511,8 +511,9 @@ async def test_stop_releases_held_requests(emulator_factory: EmulatorFactory, ht
     emu = await emulator_factory(faults=None)
     await _set_faults(http, emu, {"timeout": 1.0, "timeout_hold_s": 3600})
     held = asyncio.create_task(_outcome(http, emu, timeout=120))
-    while emu.ledger.stats()["faults"].get("timeout") != 1:  # noqa: ASYNC110 - polling the emulator's counter
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(30):  # a regression fails here instead of hanging the run
+        while emu.ledger.stats()["faults"].get("timeout") != 1:  # noqa: ASYNC110 - polling the emulator's counter
+            await asyncio.sleep(0.01)
     await emu.stop()
     assert await held == "dropped"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from stream.batch import Batcher
+from stream.batch import Batch, Batcher
 from stream.offsets import PartitionOffsets
 from stream.records import Item
 
@@ -64,7 +64,26 @@ def test_split_halves_keep_every_item_once() -> None:
     (batch,) = batcher.add(_item("a", 4), 0)
     left, right = batch.split()
     assert [i.offset for i in left.items] + [i.offset for i in right.items] == [0, 1, 2, 3, 4]
-    assert left.nbytes + right.nbytes > batch.nbytes - 1
+    assert (len(left.items), len(right.items)) == (2, 3)  # both smaller than the batch, so splitting ends
+
+
+def test_split_halves_measure_their_own_items() -> None:
+    """Each half's size is what the batcher measures for a batch of exactly its items, not the parent's."""
+    items = [_item("a", n, size=10 * (n + 1)) for n in range(5)]
+    batch = _batch_of(items)
+    left, right = batch.split()
+    assert left.nbytes == _batch_of(items[:2]).nbytes
+    assert right.nbytes == _batch_of(items[2:]).nbytes
+    assert left.nbytes < batch.nbytes
+    assert right.nbytes < batch.nbytes
+
+
+def _batch_of(items: list[Item]) -> Batch:
+    """The batch the batcher closes when exactly `items` fill it."""
+    batcher = Batcher(max_events=len(items), max_bytes=1_000_000, linger_s=5)
+    closed = [b for i in items for b in batcher.add(i, 0)]
+    assert len(closed) == 1
+    return closed[0]
 
 
 def test_remove_partitions_takes_out_only_revoked_items() -> None:

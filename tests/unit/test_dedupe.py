@@ -5,6 +5,9 @@ from __future__ import annotations
 import ast
 import hashlib
 import math
+import os
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -288,8 +291,13 @@ class TestKey:
         assert dedupe_key("111", "Purchase", "order-1") == int.from_bytes(digest, "big") >> 4
 
     def test_key_is_deterministic(self) -> None:
-        """The same triple always gives the same key (it does not depend on hash randomisation)."""
-        assert dedupe_key("111", "Purchase", "order-1") == dedupe_key("111", "Purchase", "order-1")
+        """The same triple gives the same key in processes with other hash seeds (no hash randomisation)."""
+        here = dedupe_key("111", "Purchase", "order-1")
+        code = "from stream.dedupe import dedupe_key; print(dedupe_key('111', 'Purchase', 'order-1'))"
+        for seed in ("1", "2"):
+            env = {**os.environ, "PYTHONHASHSEED": seed}
+            out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+            assert int(out.stdout) == here, f"PYTHONHASHSEED={seed}"
 
     @pytest.mark.parametrize(
         ("first", "second"),
