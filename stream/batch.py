@@ -26,6 +26,8 @@ class Batch:
     nbytes: int
     opened_at: float
     attempts: int = 0
+    # seconds spent waiting for Meta's answers to this batch's requests so far (every attempt)
+    meta_s: float = 0.0
 
     def body(self, access_token: str, test_event_code: str = "") -> bytes:
         """The JSON request body: `{"data": [...], "access_token": ..., "test_event_code": ...}`."""
@@ -40,8 +42,8 @@ class Batch:
         mid = len(self.items) // 2
         left, right = self.items[:mid], self.items[mid:]
         return (
-            Batch(self.destination, left, _size(left), self.opened_at),
-            Batch(self.destination, right, _size(right), self.opened_at),
+            Batch(self.destination, left, _size(left), self.opened_at, meta_s=self.meta_s),
+            Batch(self.destination, right, _size(right), self.opened_at, meta_s=self.meta_s),
         )
 
 

@@ -282,6 +282,7 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         while True:
             messages, generation = await self._inbox.get()
+            self.stats.consumed_first(self.clock())  # before the first batch is prepared: its CPU counts
             if self._draining:
                 self.source.taken(len(messages))
                 continue  # not received, so never committed: the next owner reads them again
@@ -325,8 +326,6 @@ class Pipeline:
 
     def _handle(self, messages: list[Message], generation: int, prepared: list[Prepared]) -> None:
         now = self.clock()
-        if not self.stats.first_consumed_at:
-            self.stats.first_consumed_at = now
         for msg, prep in zip(messages, prepared, strict=True):
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             assert topic is not None
@@ -411,9 +410,10 @@ class Pipeline:
         now_ms = now * 1000
         self.stats.batches_acked += 1
         self.stats.events_acked += len(batch.items)
-        self.stats.last_acked_at = now
+        self.stats.batch_acked(now)
+        meta_ms = batch.meta_s * 1000
         for item in batch.items:
-            self.stats.latency(now_ms - item.append_ms)
+            self.stats.latency(now_ms - item.append_ms, meta_ms)
             self.stats.freshness.observe(now - item.event_time)
             if item.dedupe_key is not None:
                 try:

@@ -149,7 +149,7 @@ class DestinationSender:
                 kept.append(batch)
             elif keep:
                 kept.append(Batch(batch.destination, keep, sum(len(i.body) + 1 for i in keep) + 12,
-                                  batch.opened_at, batch.attempts))
+                                  batch.opened_at, batch.attempts, batch.meta_s))
         self._queue = kept
         self._check_idle()
         return removed
@@ -244,7 +244,9 @@ class DestinationSender:
             self._stats.events_sent += len(batch.items)
             started = time.monotonic()
             answer = await self._client.post(self._url, body)
-            ms = (time.monotonic() - started) * 1000
+            waited = time.monotonic() - started
+            batch.meta_s += waited
+            ms = waited * 1000
             self._stats.send_latency.observe(ms / 1000)
             if answer.verdict is Verdict.ACKED:
                 if self.state is DestinationState.THROTTLED:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import random
+import time
 from collections import Counter
 
 # Latency samples kept for percentiles; past this a seeded reservoir keeps a uniform sample
@@ -43,6 +44,34 @@ class Histogram:
 
 
 @dataclasses.dataclass
+class Reservoir:
+    """A uniform sample of at most `size` values (seeded), for percentiles."""
+
+    size: int = MAX_LATENCY_SAMPLES
+    values: list[float] = dataclasses.field(default_factory=list)
+    seen: int = 0
+    _rng: random.Random = dataclasses.field(default_factory=lambda: random.Random(7))  # noqa: S311
+
+    def add(self, value: float) -> None:
+        """Keep `value` (or, once full, give it its fair chance to replace a kept one)."""
+        self.seen += 1
+        if len(self.values) < self.size:
+            self.values.append(value)
+            return
+        slot = self._rng.randrange(self.seen)
+        if slot < self.size:
+            self.values[slot] = value
+
+    def percentile(self, q: float) -> float | None:
+        """The q-th percentile (0..100) of the kept values, or None when there are none."""
+        if not self.values:
+            return None
+        data = sorted(self.values)
+        index = min(len(data) - 1, max(0, round(q / 100 * (len(data) - 1))))
+        return data[index]
+
+
+@dataclasses.dataclass
 class Stats:
     """What happened to the events, by stage."""
 
@@ -64,27 +93,36 @@ class Stats:
     freshness: Histogram = dataclasses.field(default_factory=lambda: Histogram(FRESHNESS_BOUNDS))
     first_consumed_at: float = 0.0
     last_acked_at: float = 0.0
-    _latencies_ms: list[float] = dataclasses.field(default_factory=list)
-    _latency_seen: int = 0
-    _rng: random.Random = dataclasses.field(default_factory=lambda: random.Random(7))  # noqa: S311
+    # CPU seconds of this process (every thread) when the first message was consumed / the last ack came
+    cpu_at_first_consume: float = 0.0
+    cpu_at_last_ack: float = 0.0
+    _latencies: Reservoir = dataclasses.field(default_factory=Reservoir)
+    # append -> ack minus the time Meta spent on the event's requests: what capi-stream itself adds
+    _added: Reservoir = dataclasses.field(default_factory=Reservoir)
 
-    def latency(self, ms: float) -> None:
-        """Record one append -> ack latency."""
-        self._latency_seen += 1
-        if len(self._latencies_ms) < MAX_LATENCY_SAMPLES:
-            self._latencies_ms.append(ms)
-            return
-        slot = self._rng.randrange(self._latency_seen)
-        if slot < MAX_LATENCY_SAMPLES:
-            self._latencies_ms[slot] = ms
+    def consumed_first(self, now: float) -> None:
+        """Mark the first consumed message (once)."""
+        if not self.first_consumed_at:
+            self.first_consumed_at = now
+            self.cpu_at_first_consume = time.process_time()
+
+    def batch_acked(self, now: float) -> None:
+        """Mark an acknowledged batch's time (figures per run, read per batch, not per event)."""
+        self.last_acked_at = now
+        self.cpu_at_last_ack = time.process_time()
+
+    def latency(self, ms: float, meta_ms: float = 0.0) -> None:
+        """Record one append -> ack latency, of which `meta_ms` was spent in Meta's requests."""
+        self._latencies.add(ms)
+        self._added.add(ms - meta_ms)
 
     def percentile(self, q: float) -> float | None:
-        """The q-th percentile (0..100) of recorded latencies in ms, or None when there are none."""
-        if not self._latencies_ms:
-            return None
-        data = sorted(self._latencies_ms)
-        index = min(len(data) - 1, max(0, round(q / 100 * (len(data) - 1))))
-        return data[index]
+        """The q-th percentile (0..100) of recorded append -> ack latencies in ms, or None."""
+        return self._latencies.percentile(q)
+
+    def added_percentile(self, q: float) -> float | None:
+        """The q-th percentile of the latency capi-stream adds to Meta's (append -> ack minus requests)."""
+        return self._added.percentile(q)
 
     def summary(self) -> dict[str, float | int | None]:
         """The figures a benchmark reads after a run (JSON-friendly)."""
@@ -95,6 +133,9 @@ class Stats:
             "retries": sum(self.retries.values()), "first_consumed_at": self.first_consumed_at,
             "last_acked_at": self.last_acked_at, "span_s": span,
             "p50_ms": self.percentile(50), "p99_ms": self.percentile(99), "max_ms": self.percentile(100),
+            "added_p50_ms": self.added_percentile(50), "added_p99_ms": self.added_percentile(99),
+            "added_max_ms": self.added_percentile(100),
+            "cpu_s": max(0.0, self.cpu_at_last_ack - self.cpu_at_first_consume) if self.last_acked_at else 0.0,
         }  # fmt: skip
 
     @property

@@ -25,7 +25,11 @@ from stream.schema import load_schema
 
 def run(bootstrap: str, topic: str, group: str, url: str, token: str, total: int,
         timeout: float) -> dict[str, float]:
-    """Consume `total` messages of `topic` and send them; return counts and timings."""
+    """Consume `total` messages of `topic` and send them; return counts, timings and CPU seconds.
+
+    `cpu_s` is this process's CPU time (every thread, librdkafka's included) from the first message to
+    the last commit, measured as the pipeline measures its own.
+    """
     schema = load_schema()
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
                          "enable.auto.commit": False})
@@ -33,7 +37,7 @@ def run(bootstrap: str, topic: str, group: str, url: str, token: str, total: int
     session = requests.Session()
     batch: list[dict[str, object]] = []
     consumed = sent = refused = 0
-    first = 0.0
+    first = cpu_first = 0.0
     deadline = time.monotonic() + timeout
     last_msgs: dict[tuple[str, int], int] = {}
 
@@ -58,6 +62,7 @@ def run(bootstrap: str, topic: str, group: str, url: str, token: str, total: int
             continue
         if not first:
             first = time.monotonic()
+            cpu_first = time.process_time()
         consumed += 1
         last_msgs[(msg.topic() or "", msg.partition() or 0)] = msg.offset() or 0
         try:
@@ -71,8 +76,10 @@ def run(bootstrap: str, topic: str, group: str, url: str, token: str, total: int
             flush()
     flush()
     end = time.monotonic()
+    cpu = time.process_time() - cpu_first if first else 0.0
     consumer.close()
-    return {"consumed": consumed, "sent": sent, "refused": refused, "seconds": end - first if first else 0.0}
+    return {"consumed": consumed, "sent": sent, "refused": refused, "seconds": end - first if first else 0.0,
+            "cpu_s": cpu}
 
 
 def main(argv: list[str] | None = None) -> int:

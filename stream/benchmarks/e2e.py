@@ -1,9 +1,13 @@
 """`capi-stream bench e2e`: the pipeline draining a topic with commit-after-ack, against the real local
 broker and the emulator (in a process of its own), optionally side by side with the SDK baseline.
 
-Figures: events/s (first consume -> last ack, and wall time until every offset is committed), latency
-from Kafka append to Meta's ack (p50/p99/max), peak RSS and CPU seconds of each pipeline process.
-`--rate R` offers a fixed load instead and reports the latency percentiles at that load.
+Figures: events/s (first consume -> last ack, and wall time until every offset is committed), events
+per CPU second of each contender (its process from the first message to the last ack; with workers, the
+main process and the workers apart), latency from Kafka append to Meta's ack (p50/p99/max) and the part
+of it capi-stream adds (append -> ack minus the time its requests waited for Meta's answers), peak RSS.
+`--latency-ms LO,HI` and `--http-500 P` make the emulator answer like Meta (a few hundred ms per request,
+some HTTP 500s) for both contenders. `--rate R` offers a fixed load instead and reports the latency
+percentiles at that load.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import orjson
 from confluent_kafka import Producer
 
 from stream.admin import committed_offsets, end_offsets
+from stream.commands.emulator import _latency, _probability
 from stream.errors import UsageError
 from stream.localkafka import LocalKafka, default_data_dir, free_port, port_in_use
 from stream.produce import ensure_topic
@@ -49,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", default=None, help="use this broker (default: start a local one)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=0, help="pipeline.workers of each pipeline process")
+    parser.add_argument("--latency-ms", type=_latency, default=None, metavar="LO,HI",
+                        help="the emulator holds each request LO..HI ms, like Meta (e.g. 300,700)")
+    parser.add_argument("--http-500", type=_probability, default=0.0, metavar="P",
+                        help="share of requests the emulator answers with HTTP 500 (e.g. 0.01)")
 
 
 @contextlib.contextmanager
@@ -66,10 +75,20 @@ def _broker(bootstrap: str | None) -> Iterator[str]:
             broker.stop()
 
 
+def emulator_args(latency_ms: list[float] | None, http_500: float, seed: int) -> list[str]:
+    """The emulator's fault options for a Meta-like run."""
+    out = ["--seed", str(seed)]
+    if latency_ms is not None:
+        out += ["--latency-ms", f"{latency_ms[0]:g},{latency_ms[1]:g}"]
+    if http_500:
+        out += ["--http-500", f"{http_500:g}"]
+    return out
+
+
 @contextlib.contextmanager
-def _emulator() -> Iterator[str]:
+def _emulator(faults: list[str]) -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "stream", "emulator", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "stream", "emulator", "--port", str(port), *faults],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while not port_in_use(port):
@@ -120,6 +139,31 @@ def _proc_figures(pid: int) -> tuple[float, float]:
     return cpu, int(hwm.split()[1]) / 1024
 
 
+def _children(pid: int) -> list[int]:
+    """Live child processes of `pid` (the worker processes of a pipeline)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry.name))
+    return out
+
+
+def _children_cpu(pid: int) -> float:
+    """CPU seconds of the live children of `pid` over their lifetimes (start-up included)."""
+    total = 0.0
+    for child in _children(pid):
+        with contextlib.suppress(OSError, StopIteration):
+            total += _proc_figures(child)[0]
+    return total
+
+
+def per_cpu_second(events: int, cpu_s: float) -> float:
+    """Events per CPU second (0 when nothing was measured)."""
+    return events / cpu_s if cpu_s > 0 else 0.0
+
+
 def _config(tmp: Path, bootstrap: str, topic: str, group: str, url: str, workers: int) -> Path:
     path = tmp / f"{group}.toml"
     path.write_text(f"""
@@ -133,11 +177,7 @@ dlq_topic = "{topic}.dlq"
 "fetch.wait.max.ms" = 50
 [batch]
 linger_ms = 50
-[send]
-concurrency = 8
-rate_limit_rps = 0
 [pipeline]
-max_in_flight_events = 60000
 workers = {workers}
 [logging]
 level = "warning"
@@ -162,6 +202,7 @@ def _run_pipelines(tmp: Path, config: Path, instances: int, bootstrap: str, grou
                                       stdout=subprocess.DEVNULL, stderr=open(tmp / f"{group}-{i}.log", "wb")))  # noqa: SIM115
     done = False
     figures: list[tuple[float, float]] = []
+    worker_cpu = 0.0
     while time.monotonic() - started < timeout:
         time.sleep(0.5)
         if committed_offsets(bootstrap, group, topic, range(partitions)) == until:
@@ -173,6 +214,7 @@ def _run_pipelines(tmp: Path, config: Path, instances: int, bootstrap: str, grou
     for p in procs:
         if p.poll() is None:
             figures.append(_proc_figures(p.pid))
+            worker_cpu += _children_cpu(p.pid)
             p.send_signal(signal.SIGTERM)
     for p in procs:
         p.wait(60)
@@ -181,6 +223,9 @@ def _run_pipelines(tmp: Path, config: Path, instances: int, bootstrap: str, grou
     first = min((s["first_consumed_at"] for s in stats if s["first_consumed_at"]), default=0.0)
     last = max((s["last_acked_at"] for s in stats), default=0.0)
     consumed = sum(s["consumed"] for s in stats)
+    main_cpu = sum(s.get("cpu_s") or 0.0 for s in stats)
+    batches = sum(s.get("batches_acked") or 0 for s in stats)
+    acked = sum(s["acked"] for s in stats)
     return {
         "complete": done, "wall_s": wall, "consumed": consumed, "acked": sum(s["acked"] for s in stats),
         "span_s": last - first if first else 0.0,
@@ -188,7 +233,14 @@ def _run_pipelines(tmp: Path, config: Path, instances: int, bootstrap: str, grou
         "p50_ms": max((s["p50_ms"] or 0) for s in stats) if stats else None,
         "p99_ms": max((s["p99_ms"] or 0) for s in stats) if stats else None,
         "max_ms": max((s["max_ms"] or 0) for s in stats) if stats else None,
+        "added_p50_ms": max((s.get("added_p50_ms") or 0) for s in stats) if stats else None,
+        "added_p99_ms": max((s.get("added_p99_ms") or 0) for s in stats) if stats else None,
+        "added_max_ms": max((s.get("added_max_ms") or 0) for s in stats) if stats else None,
         "cpu_s": sum(f[0] for f in figures), "peak_rss_mib": max((f[1] for f in figures), default=0.0),
+        "main_cpu_s": main_cpu, "worker_cpu_s": worker_cpu,
+        "events_per_cpu_s": per_cpu_second(consumed, main_cpu + worker_cpu),
+        "main_us_per_event": main_cpu / consumed * 1e6 if consumed else 0.0,
+        "events_per_request": acked / batches if batches else 0.0,
     }
 
 
@@ -196,13 +248,15 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print a table and a JSON line."""
     if args.events < 1 or args.partitions < 1 or args.instances < 1:
         raise UsageError("--events, --partitions and --instances must be at least 1")
+    faults = emulator_args(args.latency_ms, args.http_500, args.seed)
     with tempfile.TemporaryDirectory(prefix="capi-bench-") as tmpdir, _broker(args.bootstrap) as bootstrap, \
-            _emulator() as url:
+            _emulator(faults) as url:
         tmp = Path(tmpdir)
         topic = f"bench.{uuid.uuid4().hex[:8]}"
         ensure_topic(bootstrap, topic, args.partitions)
         result: dict[str, Any] = {"events": args.events, "partitions": args.partitions,
-                                  "instances": args.instances, "workers": args.workers, "cores": os.cpu_count()}
+                                  "instances": args.instances, "workers": args.workers, "cores": os.cpu_count(),
+                                  "latency_ms": args.latency_ms, "http_500": args.http_500}
         group = f"bench-{uuid.uuid4().hex[:8]}"
         config = _config(tmp, bootstrap, topic, group, url, args.workers)
         if args.rate:
@@ -221,11 +275,17 @@ def run(args: argparse.Namespace) -> int:
             while committed_offsets(bootstrap, group, topic, parts) != end and time.monotonic() < deadline:
                 time.sleep(0.5)
             cpu, rss = _proc_figures(proc.pid)
+            worker_cpu = _children_cpu(proc.pid)
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
             stats = orjson.loads((tmp / "rate.json").read_bytes())
             result.update(rate=args.rate, offered=n, acked=stats["acked"], p50_ms=stats["p50_ms"],
-                          p99_ms=stats["p99_ms"], max_ms=stats["max_ms"], cpu_s=cpu, peak_rss_mib=rss)
+                          p99_ms=stats["p99_ms"], max_ms=stats["max_ms"], added_p50_ms=stats["added_p50_ms"],
+                          added_p99_ms=stats["added_p99_ms"], added_max_ms=stats["added_max_ms"], cpu_s=cpu,
+                          peak_rss_mib=rss, main_cpu_s=stats["cpu_s"], worker_cpu_s=worker_cpu,
+                          events_per_cpu_s=per_cpu_second(stats["consumed"], stats["cpu_s"] + worker_cpu),
+                          main_us_per_event=stats["cpu_s"] / stats["consumed"] * 1e6 if stats["consumed"] else 0.0,
+                          events_per_request=stats["acked"] / stats["batches_acked"] if stats["batches_acked"] else 0.0)
             _print(result)
             return 0
         t0 = time.monotonic()
@@ -245,27 +305,56 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError(f"the baseline failed: {base.stderr.strip()[-300:]}")
             b = orjson.loads(base.stdout.strip().splitlines()[-1])
             b["events_per_s"] = b["consumed"] / b["seconds"] if b["seconds"] else 0.0
+            b["events_per_cpu_s"] = per_cpu_second(b["consumed"], b.get("cpu_s", 0.0))
             result["baseline"] = b
             ours = result["pipeline"]["events_per_s"]
             result["ratio"] = ours / b["events_per_s"] if b["events_per_s"] else None
+            ours_cpu = result["pipeline"]["events_per_cpu_s"]
+            result["cpu_ratio"] = ours_cpu / b["events_per_cpu_s"] if b["events_per_cpu_s"] else None
         _print(result)
     return 0 if result.get("pipeline", {}).get("complete", True) else 1
 
 
+def _ms(value: float | None) -> str:
+    return f"{value or 0:,.0f} ms"
+
+
 def _print(result: dict[str, Any]) -> None:
+    print("\n".join(table(result)))
+    print(orjson.dumps(result).decode())
+
+
+def table(result: dict[str, Any]) -> list[str]:
+    """The human-readable lines of a result."""
     p = result.get("pipeline", result)
+    meta = "answers at once"
+    if result.get("latency_ms"):
+        lo, hi = result["latency_ms"]
+        meta = f"holds each request {lo:g}-{hi:g} ms"
+    if result.get("http_500"):
+        meta += f", HTTP 500 for {result['http_500']:.1%} of requests"
     lines = [f"events {result.get('offered', result['events'])}, partitions {result['partitions']}, "
-             f"instances {result['instances']}, cores {result['cores']}"]
+             f"instances {result['instances']}, workers {result['workers']}, cores {result['cores']}; "
+             f"the emulator {meta}"]
     if "rate" in result:
         lines.append(f"offered {result['rate']:,.0f} events/s: acked {result['acked']}")
     else:
         lines.append(f"capi-stream: {p['events_per_s']:,.0f} events/s (first consume -> last ack), "
                      f"all committed after {p['wall_s']:.1f}s wall, complete={p['complete']}")
-    lines.append(f"latency append->ack: p50 {p['p50_ms'] or 0:,.0f} ms, p99 {p['p99_ms'] or 0:,.0f} ms, "
-                 f"max {p['max_ms'] or 0:,.0f} ms; CPU {p['cpu_s']:.1f} s; peak RSS {p['peak_rss_mib']:.0f} MiB")
+    cpu = f"{p['events_per_cpu_s']:,.0f} events per CPU second; main process {p['main_us_per_event']:,.0f} us/event"
+    if result["workers"]:
+        cpu += f" (ceiling of one process ~{1e6 / p['main_us_per_event']:,.0f} events/s), " \
+               f"workers {p['worker_cpu_s']:.1f} CPU s (their start-up included)" if p["main_us_per_event"] else ""
+    lines.append(f"capi-stream CPU: {cpu}; {p['events_per_request']:,.0f} events per request")
+    lines.append(f"latency append->ack: p50 {_ms(p['p50_ms'])}, p99 {_ms(p['p99_ms'])}, max {_ms(p['max_ms'])}; "
+                 f"added by capi-stream (minus Meta's request time): p50 {_ms(p['added_p50_ms'])}, "
+                 f"p99 {_ms(p['added_p99_ms'])}, max {_ms(p['added_max_ms'])}")
+    lines.append(f"process lifetime CPU {p['cpu_s']:.1f} s; peak RSS {p['peak_rss_mib']:.0f} MiB")
     if "baseline" in result:
         b = result["baseline"]
-        lines.append(f"SDK baseline: {b['events_per_s']:,.0f} events/s ({b['consumed']} in {b['seconds']:.1f}s); "
-                     f"ratio {result['ratio']:.1f}x")
-    print("\n".join(lines))
-    print(orjson.dumps(result).decode())
+        lines.append(f"SDK loop: {b['events_per_s']:,.0f} events/s ({b['consumed']:,} in {b['seconds']:.1f}s, "
+                     f"{b['refused']:,} refused and lost), {b['events_per_cpu_s']:,.0f} events per CPU second")
+        cpu_ratio = f"{result['cpu_ratio']:.2f}x" if result.get("cpu_ratio") else "-"
+        ratio = f"{result['ratio']:.2f}x" if result.get("ratio") else "-"
+        lines.append(f"capi-stream / SDK loop: {ratio} events/s, {cpu_ratio} events per CPU second")
+    return lines
