@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -50,9 +51,73 @@ def _dumps(obj: Any, **_kw: Any) -> str:
     return orjson.dumps(obj, default=str).decode()
 
 
+_SINK: SafeSink | None = None
+
+
+def dropped_lines() -> int:
+    """Log lines the configured sink could not write (its reader went away, say)."""
+    return _SINK.dropped if _SINK is not None else 0
+
+
+class SafeSink:
+    """A text stream whose failed writes are counted and dropped, never raised.
+
+    A log shipper that restarts closes our stderr pipe; every write then fails with EPIPE. Logging must
+    never stop the pipeline, nor keep it from stopping: the failure is swallowed and counted.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.dropped = 0
+
+    def write(self, text: str) -> int:
+        """Write `text`; 0 and a counted drop when the stream is gone or broken."""
+        try:
+            return int(self._stream.write(text))
+        except (OSError, ValueError):  # EPIPE, EBADF, a closed file, a full non-blocking pipe
+            self.dropped += 1
+            return 0
+
+    def flush(self) -> None:
+        """Flush, dropping what cannot be written."""
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            self.dropped += 1
+
+    def isatty(self) -> bool:
+        """Whether the underlying stream is a terminal (False when that cannot be told)."""
+        try:
+            return bool(self._stream.isatty())
+        except (OSError, ValueError, AttributeError):
+            return False
+
+
+class SafeLogger:
+    """structlog's logger: one rendered line per call to a `SafeSink` (never raises on a dead sink)."""
+
+    def __init__(self, sink: SafeSink) -> None:
+        self._sink = sink
+        self._lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        """Write one line."""
+        with self._lock:
+            self._sink.write(message + "\n")
+            self._sink.flush()
+
+    log = debug = info = warn = warning = msg
+    err = error = critical = exception = fatal = failure = msg
+
+
 def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
-    """Set up structlog for the process: `fmt` json, console or auto (console when stderr is a TTY)."""
-    out = stream or sys.stderr
+    """Set up structlog for the process: `fmt` json, console or auto (console when stderr is a TTY).
+
+    Log writes never raise: a closed or broken stream drops lines instead (see SafeSink).
+    """
+    global _SINK
+    out = _SINK = SafeSink(stream or sys.stderr)
+    logger = SafeLogger(out)
     use_console = fmt == "console" or (fmt == "auto" and hasattr(out, "isatty") and out.isatty())
     renderer: Any = (structlog.dev.ConsoleRenderer() if use_console
                      else structlog.processors.JSONRenderer(serializer=_dumps))
@@ -66,6 +131,6 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=lambda *_args: logger,
         cache_logger_on_first_use=False,
     )

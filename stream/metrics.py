@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from stream.logs import dropped_lines
 from stream.quality import MATCH_KEYS
 from stream.stats import Histogram
 
@@ -82,6 +83,8 @@ class PipelineCollector(Collector):
         yield GaugeMetricFamily(PREFIX + "oldest_unacked_event_age_seconds",
                                 "age of the oldest unacknowledged event (Meta refuses events older than 7 days)",
                                 value=max(0.0, p.clock() - oldest) if oldest else 0.0)
+        yield _counter("log_lines_dropped", "log lines the log sink could not take (its reader went away)",
+                       dropped_lines())
         yield GaugeMetricFamily(PREFIX + "dedupe_keys", "keys in the dedupe store", value=len(p.dedupe))
         yield GaugeMetricFamily(PREFIX + "dedupe_pending_keys", "keys of events being sent", value=p.dedupe.pending)
         yield _counter("dedupe_evictions", "dedupe keys dropped because the store was full", p.dedupe.evictions)

@@ -159,11 +159,14 @@ class Pipeline:
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         def on_stop(signame: str) -> None:
+            # the stop comes first: nothing after it (a log write to a dead pipe) may keep it from happening
             if self._stop.is_set():
-                log.warning("second_signal_exit_now", signal=signame)
+                with contextlib.suppress(Exception):
+                    log.warning("second_signal_exit_now", signal=signame)
                 os._exit(130)
-            log.info("stop_requested", signal=signame)
             self._stop.set()
+            with contextlib.suppress(Exception):
+                log.info("stop_requested", signal=signame)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_stop, sig.name)
@@ -189,6 +192,14 @@ class Pipeline:
         for w in waits:
             w.cancel()
         await self.dlq.flush(max(0.0, deadline - time.monotonic()))
+        if self._unfinished > 0:
+            # what the next owner of these partitions reads again (nothing unfinished gets committed)
+            log.warning("drain_incomplete", unfinished=self._unfinished,
+                        deadline_s=self.settings.pipeline.shutdown_deadline_s,
+                        queued={n: s.queued_events + s.inflight_events for n, s in self.senders.items()
+                                if s.queued_events or s.inflight_events},
+                        dead_letters_pending=self.dlq.pending,
+                        halted=sorted(n for n, s in self.senders.items() if s.state is DestinationState.HALTED))
         final = self.tracker.changed()
         await self.source.stop(final)
         for task in self._tasks:
@@ -218,10 +229,10 @@ class Pipeline:
 
     def _fail(self, exc: BaseException) -> None:
         """A stage failed: stop the pipeline with a clear error (nothing unfinished gets committed)."""
+        self._stop.set()
         if self._failure is None:
             self._failure = exc
             log.error("stage_failed", error=type(exc).__name__, detail=str(exc)[:200])
-        self._stop.set()
 
     # -- SourceHandler ---------------------------------------------------------------------------
     def on_messages(self, messages: list[Message], generation: int) -> None:
