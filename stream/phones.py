@@ -45,9 +45,9 @@ def _length_check(code: int, length: int) -> int:
     return reason
 
 
+# A complete number. libphonenumber's is_possible_number also accepts IS_POSSIBLE_LOCAL_ONLY (a number
+# without its area code, `12345` in GB): Meta cannot match that to anyone, so it is no phone number (§0).
 _POSSIBLE: Final = phonenumbers.ValidationResult.IS_POSSIBLE
-# what is_possible_number accepts
-_POSSIBLE_AT_ALL: Final = frozenset({_POSSIBLE, phonenumbers.ValidationResult.IS_POSSIBLE_LOCAL_ONLY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +117,7 @@ def _national_part(digits: str, plan: _Plan) -> str | None:
     if not national.strip("0"):
         return None
     # what is_possible_number then checks, against the possible lengths of the code's main region
-    return national if _length_check(plan.code, len(national)) in _POSSIBLE_AT_ALL else ""
+    return national if _length_check(plan.code, len(national)) == _POSSIBLE else ""
 
 
 def _fast_e164(text: str) -> str | None:
@@ -153,14 +153,14 @@ def _parse(text: str, region: str | None) -> str | None:
         number = phonenumbers.parse(text, region)
     except NumberParseException:
         return None
-    if not phonenumbers.is_possible_number(number):
-        return None
+    if phonenumbers.is_possible_number_with_reason(number) != _POSSIBLE:
+        return None  # impossible, or possible only locally (no area code)
     # the library's E.164 keeps Italy's leading zero, which is part of the number there
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
 
 
 def e164_digits(value: str, region: str | None) -> str | None:
-    """E.164 digits without `+` for `value`, or None when it is not a possible phone number.
+    """E.164 digits without `+` for `value`, or None when it is not a complete possible phone number.
 
     `region` is an ISO alpha-2 code (upper case) used for numbers written without a country code; with
     None such numbers are read as already international (the SDK's reading: `1 650…` is +1 650…).

@@ -186,3 +186,34 @@ def test_impossible_numbers_are_decided_without_the_full_parse(
 
     monkeypatch.setattr(phones, "_parse", no_parse)
     assert phones.e164_digits(text, region) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "region"),
+    [
+        ("12345", "GB"),  # no area code: libphonenumber calls it possible only locally
+        ("555 1212", "US"),  # a 7-digit NANP number without its area code
+    ],
+)
+def test_numbers_possible_only_locally_are_not_phone_numbers(value: str, region: str) -> None:
+    """A number without its area code cannot be matched by Meta: dropped (invalid_phone), never hashed and sent."""
+    number = phonenumbers.parse(value, region)
+    assert phonenumbers.is_possible_number_with_reason(number) == phonenumbers.ValidationResult.IS_POSSIBLE_LOCAL_ONLY
+    assert phones.e164_digits(value, region) is None
+    assert phones._parse(value, region) is None
+    assert not phones._fast_national(value.replace(" ", ""), region)  # "" or None: never a number
+
+
+def test_a_local_only_phone_is_dropped_from_the_event() -> None:
+    """At the event level the phone goes with reason invalid_phone and the rest of the event is sent."""
+    from stream.normalize import NormalizeSettings, normalize_event
+
+    record = {"event_name": "Purchase", "event_time": 1_700_000_000, "event_id": "e1", "action_source": "app",
+              "app_id": "a", "user_data": {"em": "x@y.z", "ph": "12345"},
+              "custom_data": {"value": 1.0, "currency": "GBP"},
+              "app_data": {"advertiser_tracking_enabled": True,
+                           "extinfo": ["a2", "", "", "", "14", "", "", "", "", "", "", "", "", "", "", ""]}}
+    outcome = normalize_event(record, 1_700_000_100, NormalizeSettings(default_country="GB"))
+    assert outcome.event is not None
+    assert "ph" not in outcome.event["user_data"]
+    assert ("user_data.ph", "invalid_phone") in [(d.field, d.reason) for d in outcome.dropped]
