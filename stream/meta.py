@@ -76,6 +76,19 @@ THROTTLE_CODES: Final = frozenset({4, 17, 32, 341, 613})
 BUC_THROTTLE_CODES: Final = frozenset(range(80000, 80015))
 # Temporary server-side trouble: unknown, service [6.2].
 TRANSIENT_CODES: Final = frozenset({1, 2})
+# Permission and capability errors: retrying the same request cannot help [6.2].
+PERMISSION_CODES: Final = frozenset({3, 10, *range(200, 300)})
+# A retired or unknown API version (12), an unknown path (2500), an unknown object alias (803) [6.4].
+VERSION_OR_PATH_CODES: Final = frozenset({12, 2500, 803})
+# Errors about the request, never about one of its events: halt the destination, do not split [6.4].
+REQUEST_ERROR_CODES: Final = TOKEN_ERROR_CODES | PERMISSION_CODES | VERSION_OR_PATH_CODES
+# CAPI's event-validation subcodes of code 100 (2804003 too old, 2804050 customer info, ...) [6.2].
+EVENT_SUBCODES: Final = range(2804000, 2805000)
+
+
+def is_event_subcode(subcode: int | None) -> bool:
+    """True for a subcode Meta ties to an event's content (the 2804xxx family) [6.4]."""
+    return subcode is not None and subcode in EVENT_SUBCODES
 
 
 def is_too_broad(keys: frozenset[str] | set[str]) -> bool:

@@ -173,10 +173,11 @@ class Pipeline:
         loop.add_signal_handler(signal.SIGHUP, self.reload_tokens)
 
     def reload_tokens(self) -> None:
-        """Re-read every destination's token now (SIGHUP)."""
+        """Re-read every destination's token now, and resume destinations halted for another cause (SIGHUP)."""
         log.info("reload_tokens")
         for sender in self.senders.values():
-            sender.reload_token()
+            if not sender.reload_token():
+                sender.resume()
 
     async def drain(self) -> None:
         """Stop consuming, flush open batches, await acks and dead letters, commit, close; one deadline."""

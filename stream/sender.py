@@ -4,6 +4,9 @@ A batch leaves this module in exactly one of three ways: acknowledged by Meta (`
 refused by Meta on its own (`on_rejected`, after splitting the batch to isolate it), or given back
 because its partitions were revoked (`take_partitions`). Transient failures and throttling are retried
 without limit (nothing is ever dropped); a token error halts the destination until its token changes.
+An error about the request (a version Meta retired, a proxy's 404 or 403 page) halts it too, as do
+repeated 2xx answers that acknowledge nothing (a proxy or captive portal answering for Meta): then a
+SIGHUP, after the cause is fixed, resumes it (a new token does too).
 """
 
 from __future__ import annotations
@@ -19,13 +22,19 @@ from typing import Protocol
 
 import structlog
 
+from stream import meta
 from stream.batch import Batch
 from stream.config import Destination, SendSettings
 from stream.records import Item
-from stream.sink import Answer, Verdict, describe, events_url
+from stream.sink import NOT_ACKED, Answer, Verdict, describe, events_url
 from stream.stats import Stats
 
 log = structlog.get_logger("capi_stream.sender")
+
+# a halt on these codes waits for a new token; others resume on SIGHUP
+TOKEN_HALT_CODES = meta.TOKEN_ERROR_CODES
+# consecutive 2xx answers without an ack after which the destination is halted as misconfigured
+NOT_ACKED_HALT_AFTER = 5
 
 
 class DestinationState(enum.StrEnum):
@@ -42,7 +51,7 @@ class Poster(Protocol):
     Network trouble comes back as a RETRY answer, never as an exception.
     """
 
-    async def post(self, url: str, body: bytes) -> Answer: ...
+    async def post(self, url: str, body: bytes, events: int) -> Answer: ...
 
 
 class RateLimiter:
@@ -105,6 +114,8 @@ class DestinationSender:
         self._token_error = ""
         self.state = DestinationState.FLOWING
         self.halt_reason = ""
+        self._halted_on_token = False
+        self._not_acked = 0  # consecutive 2xx answers that acknowledged nothing
         self._runner: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
 
@@ -188,12 +199,27 @@ class DestinationSender:
             return False
         self._token = token
         log.info("token_replaced", destination=self.dest.name)
+        self._resume("token replaced")
+        return True
+
+    def resume(self) -> bool:
+        """Resume a destination halted for its request or its answers (SIGHUP, after fixing the cause).
+
+        A token halt waits for a new token; True when the destination was resumed.
+        """
+        if self.state is not DestinationState.HALTED or self._halted_on_token:
+            return False
+        self._resume("signal")
+        return True
+
+    def _resume(self, why: str) -> None:
         if self.state is DestinationState.HALTED:
             self.state = DestinationState.FLOWING
             self.halt_reason = ""
-            log.warning("destination_resumed", destination=self.dest.name)
+            self._halted_on_token = False
+            self._not_acked = 0
+            log.warning("destination_resumed", destination=self.dest.name, why=why)
             self._wake.set()
-        return True
 
     # -- internals -------------------------------------------------------------------------------
     def _halted(self) -> bool:
@@ -243,17 +269,24 @@ class DestinationSender:
             self._stats.batches_sent += 1
             self._stats.events_sent += len(batch.items)
             started = time.monotonic()
-            answer = await self._client.post(self._url, body)
+            answer = await self._client.post(self._url, body, len(batch.items))
             waited = time.monotonic() - started
             batch.meta_s += waited
             ms = waited * 1000
             self._stats.send_latency.observe(ms / 1000)
             if answer.verdict is Verdict.ACKED:
+                self._not_acked = 0
                 if self.state is DestinationState.THROTTLED:
                     self.state = DestinationState.FLOWING
                 log.debug("batch_acked", destination=self.dest.name, events=len(batch.items), ms=round(ms, 1))
                 self._on_acked(batch)
                 return
+            if answer.verdict is Verdict.RETRY and answer.retry_class == NOT_ACKED:
+                self._not_acked += 1
+                if self._not_acked >= NOT_ACKED_HALT_AFTER and sent_with == self._token:
+                    self._halt(answer, f"{self._not_acked} answers in a row acknowledged nothing")
+                    self.submit(batch, front=True)
+                    return
             if answer.verdict is Verdict.RETRY:
                 self._stats.retries[answer.retry_class] += 1
                 if answer.retry_class == "throttle":
@@ -262,25 +295,35 @@ class DestinationSender:
                                       self._settings.backoff_max_s, answer.retry_after, self._rng)
                 batch.attempts += 1
                 log.info("batch_retry", destination=self.dest.name, events=len(batch.items),
-                         attempt=batch.attempts, delay_s=round(delay, 2), **describe(answer))
+                         attempt=batch.attempts, delay_s=round(delay, 2), **describe(answer, self._token))
                 await self._sleep(delay)
                 continue
             if answer.verdict is Verdict.HALT:
                 if sent_with == self._token:  # a token replaced meanwhile is tried before halting again
-                    self._halt(answer)
+                    self._halt(answer, "")
                 self.submit(batch, front=True)
                 return
             self._reject(batch, answer)
             return
 
-    def _halt(self, answer: Answer) -> None:
+    def _halt(self, answer: Answer, why: str) -> None:
         if self.state is not DestinationState.HALTED:
             self._stats.halts += 1
         self.state = DestinationState.HALTED
-        self.halt_reason = f"{answer.code}/{answer.subcode}"
+        self._halted_on_token = answer.code in TOKEN_HALT_CODES
+        if self._halted_on_token:
+            self.halt_reason = f"{answer.code}/{answer.subcode}"
+            action = "replace the access token (file or env + SIGHUP); offsets are held meanwhile"
+        elif answer.code is not None:
+            self.halt_reason = f"{answer.code}/{answer.subcode}"
+            action = ("fix the destination's dataset, permissions or api_version, then SIGHUP (or restart); "
+                      "offsets are held meanwhile")
+        else:
+            self.halt_reason = why or f"http {answer.status}"
+            action = ("something other than Meta's API answers at base_url (a proxy, a firewall, a wrong URL): "
+                      "fix it, then SIGHUP; offsets are held meanwhile")
         log.error("destination_halted", destination=self.dest.name, dataset_id=self.dest.dataset_id,
-                  action="replace the access token (file or env + SIGHUP); offsets are held meanwhile",
-                  **describe(answer))
+                  url=self._url, action=action, why=why or "request-level error", **describe(answer, self._token))
 
     def _reject(self, batch: Batch, answer: Answer) -> None:
         if len(batch.items) == 1:
@@ -288,6 +331,6 @@ class DestinationSender:
             return
         self._stats.splits += 1
         left, right = batch.split()
-        log.info("batch_split", destination=self.dest.name, events=len(batch.items), **describe(answer))
+        log.info("batch_split", destination=self.dest.name, events=len(batch.items), **describe(answer, self._token))
         self.submit(right, front=True)
         self.submit(left, front=True)

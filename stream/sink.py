@@ -3,11 +3,17 @@
 The only aiohttp client in capi-stream. Answers are classified by HTTP status, `code`, `error_subcode`
 and `is_transient`, never by message text (Meta localises the text):
 
-- Acked: 2xx with `events_received`.
+- Acked: 2xx with a JSON body whose `events_received` equals the number of events sent. Any other 2xx
+  (empty, an HTML page from a proxy, 204, another count) is not an ack: RETRY with class `not_acked`
+  (the sender halts the destination after repeated ones) [meta-capi.md §6.4].
 - Retry: transient trouble (5xx, `is_transient`, codes 1/2, timeouts, resets) or throttling
   (4, 17, 32, 341, 613, 80000-80014, HTTP 429); `retry_after` carries Meta's hint when it gave one.
-- Halt: the destination cannot send until its token or config changes (190, 102, 100/33, 10, 200-299, 3).
-- Rejected: Meta refused the events themselves (other non-transient 4xx): split and dead-letter.
+- Rejected: Meta refused an event itself: code 100 with an event-validation subcode (2804xxx), not
+  transient. Only these are split and dead-lettered.
+- Halt: anything else in 4xx is about the request, not its events: token and permission codes (190,
+  102, 100/33, 10, 200-299, 3), a retired or unknown version or path (12, 2500, 803), 100 without an
+  event subcode, and any 4xx whose body is not a Graph error (a 404, a WAF's 403 page). The
+  destination stops until its token or config changes; splitting would dead-letter the whole stream.
 """
 
 from __future__ import annotations
@@ -46,50 +52,81 @@ class Answer:
     events_received: int = 0
     fbtrace_id: str = ""
     title: str = ""  # Meta's error_user_title, for the dead-letter detail (never holds PII or the token)
+    # for halts and answers that are not acks: Meta's error message or the start of a page that is not
+    # Meta's JSON, one line, bounded; `describe` masks the token in it
+    excerpt: str = ""
 
 
-# Permission and configuration errors: retrying the same request cannot help [6.2].
-_PERMISSION_CODES = frozenset({3, 10, *range(200, 300)})
 _THROTTLE = meta.THROTTLE_CODES | meta.BUC_THROTTLE_CODES
+# retry class of a 2xx that does not acknowledge the events sent
+NOT_ACKED = "not_acked"
+MAX_EXCERPT = 200
+HTTP_REQUEST_TIMEOUT = 408
 
 
-def classify(status: int, body: bytes, headers: Mapping[str, str]) -> Answer:
-    """Classify an HTTP answer from Meta (pure)."""
+def _excerpt(text: str) -> str:
+    """One line, at most MAX_EXCERPT characters, of an answer's text."""
+    return " ".join(text.split())[:MAX_EXCERPT]
+
+
+def classify(status: int, body: bytes, headers: Mapping[str, str], sent: int) -> Answer:
+    """Classify an HTTP answer from Meta to a request that carried `sent` events (pure)."""
     try:
-        doc = orjson.loads(body) if body else {}
+        doc = orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
-        doc = {}
-    if not isinstance(doc, dict):
-        doc = {}
-    if 200 <= status < 300 and "error" not in doc:
-        received = doc.get("events_received")
-        return Answer(Verdict.ACKED, status, events_received=received if isinstance(received, int) else 0,
-                      fbtrace_id=str(doc.get("fbtrace_id", "")))
-    err = doc.get("error") if isinstance(doc.get("error"), dict) else {}
-    assert isinstance(err, dict)
-    code = err.get("code") if isinstance(err.get("code"), int) else None
-    subcode = err.get("error_subcode") if isinstance(err.get("error_subcode"), int) else None
+        doc = None
+    err = doc.get("error") if isinstance(doc, dict) else None
+    if 200 <= status < 300 and err is None:
+        received = doc.get("events_received") if isinstance(doc, dict) else None
+        if type(received) is int and received == sent:
+            return Answer(Verdict.ACKED, status, events_received=received,
+                          fbtrace_id=str(doc.get("fbtrace_id", "")) if isinstance(doc, dict) else "")
+        # an empty body, a proxy's page, a 204, another count: Meta did not say it has these events
+        return Answer(Verdict.RETRY, status, retry_class=NOT_ACKED,
+                      events_received=received if type(received) is int else 0,
+                      excerpt=_excerpt(body[:1000].decode("utf-8", "replace")))
+    if not isinstance(err, dict):
+        # not a Graph error: a proxy, a load balancer or a WAF answered, not Meta's API
+        verdict, retry_class = _without_graph_error(status)
+        return Answer(verdict, status, retry_class=retry_class,
+                      retry_after=retry_after_hint(headers) if verdict is Verdict.RETRY else None,
+                      excerpt=_excerpt(body[:1000].decode("utf-8", "replace")))
+    code = err.get("code") if type(err.get("code")) is int else None
+    subcode = err.get("error_subcode") if type(err.get("error_subcode")) is int else None
     transient = err.get("is_transient") is True
     trace = str(err.get("fbtrace_id", ""))
     title = str(err.get("error_user_title", ""))[:120]
+    message = _excerpt(str(err.get("message", "")))
 
     def answer(verdict: Verdict, retry_class: str = "") -> Answer:
         hint = retry_after_hint(headers) if verdict is Verdict.RETRY else None
-        return Answer(verdict, status, code, subcode, retry_class, hint, fbtrace_id=trace, title=title)
+        return Answer(verdict, status, code, subcode, retry_class, hint, fbtrace_id=trace, title=title,
+                      excerpt=message if verdict is Verdict.HALT else "")
 
     if code in _THROTTLE or status == 429:
         return answer(Verdict.RETRY, "throttle")
-    if code in meta.TOKEN_ERROR_CODES:
-        return answer(Verdict.HALT)
+    if code in meta.REQUEST_ERROR_CODES:
+        return answer(Verdict.HALT)  # token, permission, version, path: no retry or split can help
     if code == meta.CODE_INVALID_PARAMETER and subcode == meta.SUBCODE_OBJECT_NOT_FOUND:
-        return answer(Verdict.HALT)
-    if code in _PERMISSION_CODES:
         return answer(Verdict.HALT)
     if transient or code in meta.TRANSIENT_CODES or status >= 500 or (code is None and status == 408):
         return answer(Verdict.RETRY, "transient")
+    if code == meta.CODE_INVALID_PARAMETER and meta.is_event_subcode(subcode):
+        return answer(Verdict.REJECTED)  # Meta ties it to an event: split to find it
     if 400 <= status < 500:
-        return answer(Verdict.REJECTED)
+        return answer(Verdict.HALT)
     return answer(Verdict.RETRY, "transient")
+
+
+def _without_graph_error(status: int) -> tuple[Verdict, str]:
+    """What to do with a non-2xx answer whose body is not a Graph error."""
+    if status == 429:
+        return Verdict.RETRY, "throttle"
+    if status >= 500 or status == HTTP_REQUEST_TIMEOUT:
+        return Verdict.RETRY, "transient"
+    if 400 <= status < 500:
+        return Verdict.HALT, ""  # a 404, a WAF's 403 page: the request goes somewhere wrong
+    return Verdict.RETRY, NOT_ACKED  # 1xx/3xx: nothing acknowledged
 
 
 def retry_after_hint(headers: Mapping[str, str]) -> float | None:
@@ -147,8 +184,8 @@ class MetaClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def post(self, url: str, body: bytes) -> Answer:
-        """POST `body` to `url`. Network failures become RETRY answers, never exceptions.
+    async def post(self, url: str, body: bytes, events: int) -> Answer:
+        """POST `body` (holding `events` events) to `url`. Network failures become RETRY answers, never exceptions.
 
         `url` carries no token (it is in the body), so it is safe to log.
         """
@@ -157,7 +194,7 @@ class MetaClient:
         try:
             async with self._session.post(url, data=body) as resp:
                 payload = await resp.read()
-                return classify(resp.status, payload, resp.headers)
+                return classify(resp.status, payload, resp.headers, events)
         except TimeoutError:
             return Answer(Verdict.RETRY, retry_class="timeout")
         except (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError):
@@ -169,8 +206,10 @@ def events_url(base_url: str, api_version: str, dataset_id: str) -> str:
     return f"{base_url.rstrip('/')}/{api_version}/{dataset_id}/events"
 
 
-def describe(answer: Answer) -> dict[str, Any]:
-    """Loggable fields of an answer (no token, no PII: codes, status and Meta's trace id)."""
-    return {k: v for k, v in dataclasses.asdict(answer).items() if v not in (None, "", 0) or k == "verdict"} | {
-        "verdict": answer.verdict.value
-    }
+def describe(answer: Answer, secret: str) -> dict[str, Any]:
+    """Loggable fields of an answer: codes, status, Meta's trace id, the excerpt with `secret` (the token) masked."""
+    out = {k: v for k, v in dataclasses.asdict(answer).items() if v not in (None, "", 0) or k == "verdict"}
+    out["verdict"] = answer.verdict.value
+    if answer.excerpt and secret:
+        out["excerpt"] = answer.excerpt.replace(secret, "***")
+    return out

@@ -45,7 +45,7 @@ class FakeMeta:
         self.requests: list[tuple[str, list[str], str]] = []  # url, event ids, token
         self.posted = asyncio.Event()
 
-    async def post(self, url: str, body: bytes) -> Answer:
+    async def post(self, url: str, body: bytes, events: int) -> Answer:
         doc = orjson.loads(body)
         ids = [e["event_id"] for e in doc["data"]]
         self.requests.append((url, ids, doc["access_token"]))

@@ -22,7 +22,7 @@ class SlowMeta:
         self.hold_s = hold_s
         self.posts = 0
 
-    async def post(self, url: str, body: bytes) -> Answer:
+    async def post(self, url: str, body: bytes, events: int) -> Answer:
         self.posts += 1
         await asyncio.sleep(self.hold_s)
         return self.answers.pop(0)

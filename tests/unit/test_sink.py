@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from stream.sender import backoff_delay
-from stream.sink import Verdict, classify, retry_after_hint
+from stream.sink import Verdict, classify, describe, retry_after_hint
 
 
 def _error(code: int, subcode: int | None = None, transient: bool = False, message: str = "x") -> bytes:
@@ -36,20 +36,74 @@ def _error(code: int, subcode: int | None = None, transient: bool = False, messa
         (400, _error(100, 2804050, transient=True), Verdict.RETRY, "transient"),
         (400, _error(100, 2804003), Verdict.REJECTED, ""),
         (400, _error(100, 2804050), Verdict.REJECTED, ""),
-        (400, _error(100), Verdict.REJECTED, ""),
+        (400, _error(100, 2804999), Verdict.REJECTED, ""),
+        # request-level errors: the request, not an event, is wrong; splitting would dead-letter everything
+        (400, _error(100), Verdict.HALT, ""),
+        (400, _error(2500), Verdict.HALT, ""),
+        (400, _error(12), Verdict.HALT, ""),
+        (400, _error(803), Verdict.HALT, ""),
+        (400, _error(368), Verdict.HALT, ""),
+        (400, _error(100, 1234), Verdict.HALT, ""),
+        (404, b"Not Found", Verdict.HALT, ""),
+        (403, b"<html><body>Request blocked by the web application firewall</body></html>", Verdict.HALT, ""),
+        (400, b"", Verdict.HALT, ""),
+        (408, b"", Verdict.RETRY, "transient"),
     ],
 )
 def test_answers_are_classified_by_codes(status: int, body: bytes, verdict: Verdict, retry_class: str) -> None:
     """Each (status, code/subcode, is_transient) combination maps to one action."""
-    answer = classify(status, body, {})
+    answer = classify(status, body, {}, sent=3)
     assert answer.verdict is verdict
     assert answer.retry_class == retry_class
 
 
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (200, b""),  # empty body
+        (200, b"<html><body>Welcome to the hotel wifi</body></html>"),  # a captive portal or proxy page
+        (204, b""),  # no content
+        (200, b'{"events_received": 2, "messages": []}'),  # fewer events than were sent
+        (200, b'{"events_received": "3"}'),  # not a number
+        (200, b'{"messages": []}'),  # no count at all
+        (200, b"[3]"),  # JSON, but not Meta's object
+        (201, b"null"),
+    ],
+)
+def test_a_2xx_without_a_matching_events_received_is_not_an_ack(status: int, body: bytes) -> None:
+    """Only a JSON body whose events_received equals the events sent acknowledges them; the rest is retried."""
+    answer = classify(status, body, {}, sent=3)
+    assert answer.verdict is Verdict.RETRY
+    assert answer.retry_class == "not_acked"
+
+
+def test_an_ack_counts_exactly_the_events_sent() -> None:
+    """events_received equal to the events sent is the one acknowledgement."""
+    answer = classify(200, b'{"events_received": 3, "messages": [], "fbtrace_id": "A"}', {}, sent=3)
+    assert (answer.verdict, answer.events_received, answer.fbtrace_id) == (Verdict.ACKED, 3, "A")
+
+
+def test_a_halt_keeps_an_excerpt_of_a_page_that_is_not_meta_json() -> None:
+    """What a proxy answered goes to the log (bounded, one line), so an operator sees who answered."""
+    page = b"<html>\n<title>403 Forbidden</title>\n" + b"x" * 5000 + b"</html>"
+    answer = classify(403, page, {}, sent=3)
+    assert answer.verdict is Verdict.HALT
+    assert answer.excerpt.startswith("<html> <title>403 Forbidden</title>")
+    assert len(answer.excerpt) <= 200
+    assert describe(answer, secret="")["excerpt"] == answer.excerpt
+
+
+def test_describe_never_shows_the_token() -> None:
+    """An answer that echoes the token (a proxy's error page might) is logged with the token masked."""
+    answer = classify(404, b"<html>no route for access_token=SECRET123 here</html>", {}, sent=1)
+    token = "SECRET123"  # noqa: S105 - a test value
+    assert token not in str(describe(answer, token))
+
+
 def test_the_message_text_never_changes_the_classification() -> None:
     """A localised or alarming message does not change what a code means."""
-    a = classify(400, _error(100, 2804003, message="Événement trop ancien"), {})
-    b = classify(400, _error(100, 2804003, message="token expired, retry later"), {})
+    a = classify(400, _error(100, 2804003, message="Événement trop ancien"), {}, sent=3)
+    b = classify(400, _error(100, 2804003, message="token expired, retry later"), {}, sent=3)
     assert a.verdict is b.verdict is Verdict.REJECTED
     assert (a.code, a.subcode) == (100, 2804003)
 
@@ -60,7 +114,7 @@ def test_rate_limit_hints_are_read_from_headers() -> None:
     buc = orjson.dumps({"123": [{"type": "ads_management", "estimated_time_to_regain_access": 2}]}).decode()
     assert retry_after_hint({"X-Business-Use-Case-Usage": buc}) == 120.0
     assert retry_after_hint({}) is None
-    assert classify(400, _error(80004), {"X-Business-Use-Case-Usage": buc}).retry_after == 120.0
+    assert classify(400, _error(80004), {"X-Business-Use-Case-Usage": buc}, sent=1).retry_after == 120.0
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
