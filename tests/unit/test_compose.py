@@ -18,8 +18,8 @@ COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text
 
 
 def test_compose_runs_the_whole_thing() -> None:
-    """Kafka, the emulator, capi-stream, the sample producer and Prometheus are all services."""
-    assert set(COMPOSE["services"]) == {"kafka", "emulator", "capi-stream", "samples", "prometheus"}
+    """Kafka, the emulator, capi-stream, the sample producer, Prometheus and Grafana are all services."""
+    assert set(COMPOSE["services"]) == {"kafka", "emulator", "capi-stream", "samples", "prometheus", "grafana"}
     assert COMPOSE["services"]["kafka"]["image"].startswith("apache/kafka:4.")
 
 
@@ -38,7 +38,7 @@ def test_the_docker_config_loads_and_matches_prometheus() -> None:
     env_token = COMPOSE["services"]["capi-stream"]["environment"]["META_CAPI_TOKEN"]
     assert env_token
     assert {d.token_env for d in settings.destinations} == {"META_CAPI_TOKEN"}
-    prom = yaml.safe_load((ROOT / "config" / "prometheus.yml").read_text())
+    prom = yaml.safe_load((ROOT / "config" / "prometheus" / "prometheus.yml").read_text())
     targets = prom["scrape_configs"][0]["static_configs"][0]["targets"]
     assert targets == [f"capi-stream:{settings.metrics.port}"]
     assert settings.kafka.bootstrap_servers == "kafka:29092"
