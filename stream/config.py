@@ -24,6 +24,8 @@ from stream import meta
 from stream.errors import ConfigError
 
 ENV_PREFIX = "CAPI_STREAM_"
+# a canary more often than once a second would be traffic of its own, not a probe
+MIN_CANARY_INTERVAL_S = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,9 +112,18 @@ class Destination:
     token_env: str = ""
     token_file: str = ""
     test_event_code: str = ""
+    # Seconds between two canary events (one synthetic app event sent with a test event code); 0: off
+    canary_interval_s: float = 0.0
+    # The test event code of canary requests only (real events keep test_event_code); empty: test_event_code
+    canary_test_event_code: str = ""
     default_country: str = ""
     require_consent: bool = False
     hash_external_id: bool = True
+
+    @property
+    def canary_code(self) -> str:
+        """The test event code canary requests carry."""
+        return self.canary_test_event_code or self.test_event_code
 
     def read_token(self) -> str:
         """The current access token from the env variable or file; ConfigError when there is none."""
@@ -128,6 +139,27 @@ class Destination:
             where = f"file {self.token_file}" if self.token_file else f"environment variable {self.token_env}"
             raise ConfigError(f"destination {self.name}: no access token in {where}")
         return token
+
+
+@dataclasses.dataclass(frozen=True)
+class QualitySettings:
+    """Signal-quality targets (the quality table, the demo and the alert rules read them).
+
+    The defaults are the figures of the guide app marketers follow (README, "Signal quality").
+    """
+
+    # share of valid events carrying at least one match key
+    identifier_share: float = 0.95
+    # share of revenue events (Purchase, Subscribe) carrying value and currency
+    revenue_value_share: float = 0.90
+    # share of events accepted (not refused by validation)
+    acceptance_rate: float = 0.99
+    # share of external_ids that always came with the same em and ph
+    user_consistency: float = 0.95
+    # an event is on time when Meta acknowledged it within this many seconds of its Kafka append time
+    latency_threshold_s: float = 5.0
+    # external_ids remembered per destination for user consistency (LRU; see README for bytes per id)
+    consistency_max_ids: int = 1_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +191,7 @@ class Settings:
     destinations: tuple[Destination, ...]
     metrics: MetricsSettings
     logging: LoggingSettings
+    quality: QualitySettings = QualitySettings()
     source: str = "<defaults>"
 
     def route(self) -> dict[str, Destination]:
@@ -169,7 +202,7 @@ class Settings:
 _SECTIONS: dict[str, type] = {
     "kafka": KafkaSettings, "decode": DecodeSettings, "pipeline": PipelineSettings,
     "dedupe": DedupeSettings, "batch": BatchSettings, "send": SendSettings,
-    "metrics": MetricsSettings, "logging": LoggingSettings,
+    "metrics": MetricsSettings, "logging": LoggingSettings, "quality": QualitySettings,
 }  # fmt: skip
 _PASSTHROUGH = {("kafka", "consumer"), ("kafka", "producer")}
 
@@ -346,6 +379,10 @@ def _check(s: Settings) -> None:
     need(s.logging.level in ("debug", "info", "warning", "error"), "logging.level",
          "must be debug, info, warning or error")
     need(s.logging.format in ("json", "console", "auto"), "logging.format", "must be json, console or auto")
+    for target in ("identifier_share", "revenue_value_share", "acceptance_rate", "user_consistency"):
+        need(0.0 <= getattr(s.quality, target) <= 1.0, f"quality.{target}", "must be a share between 0 and 1")
+    need(s.quality.latency_threshold_s > 0, "quality.latency_threshold_s", "must be > 0")
+    need(s.quality.consistency_max_ids >= 1, "quality.consistency_max_ids", "must be at least 1")
     seen: dict[str, str] = {}
     for d in s.destinations:
         key = f"destinations.{d.name}"
@@ -358,6 +395,11 @@ def _check(s: Settings) -> None:
         need(d.base_url.startswith(("http://", "https://")), f"{key}.base_url", "must be an http(s) URL")
         need(not d.default_country or (len(d.default_country) == 2 and d.default_country.isalpha()),
              f"{key}.default_country", "must be an ISO 3166-1 alpha-2 code such as US")
+        need(d.canary_interval_s == 0 or d.canary_interval_s >= MIN_CANARY_INTERVAL_S, f"{key}.canary_interval_s",
+             f"must be 0 (off) or at least {MIN_CANARY_INTERVAL_S:g} seconds")
+        need(d.canary_interval_s == 0 or bool(d.canary_code), f"{key}.canary_interval_s",
+             "needs test_event_code (or canary_test_event_code) on the destination, so that Meta counts no "
+             "canary event as real")
         for app in d.app_ids:
             need(app not in seen, f"{key}.app_ids", f"app_id {app!r} is already routed to {seen.get(app)}")
             seen[app] = d.name

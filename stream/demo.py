@@ -170,8 +170,9 @@ def main(events: int) -> int:
     result = run_demo(events)
     print("\nsummary")
     print(summary(result))
-    from stream.quality import rows, table
+    from stream.quality import destination_rows, rows, table
 
+    quality = result.pipeline.quality
     print("\nsignal quality (per destination and event)")
-    print(table(rows(result.pipeline.quality)))
+    print(table(rows(quality), quality.targets, destination_rows(quality)))
     return 0 if result.complete else 1

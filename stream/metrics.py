@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from stream.logs import dropped_lines
-from stream.quality import MATCH_KEYS
+from stream.quality import MATCH_KEYS, Quality
 from stream.stats import Histogram
 
 if TYPE_CHECKING:
@@ -113,6 +113,41 @@ class PipelineCollector(Collector):
                         ["destination", "event_name"], dict(q.rejected.items()))
         yield _labelled(CounterMetricFamily, "quality_duplicates", "duplicates not sent again",
                         ["destination", "event_name"], dict(q.duplicates.items()))
+        yield from quality_families(q)
+
+
+def quality_families(q: Quality) -> Iterator[Metric]:
+    """User consistency, latency against the threshold, and the targets (counts only, never a value)."""
+    yield _labelled(CounterMetricFamily, "quality_identity_checked",
+                    "valid events whose external_id was already seen with an em or ph",
+                    ["destination", "event_name"], dict(q.identity_checked.items()))
+    yield _labelled(CounterMetricFamily, "quality_identity_inconsistent",
+                    "valid events whose external_id came with another em or ph than remembered",
+                    ["destination", "event_name"], dict(q.identity_inconsistent.items()))
+    yield _labelled(CounterMetricFamily, "quality_identity_ids", "external_ids first seen (within the window)",
+                    ["destination"], {(k,): v for k, v in q.ids.items()})
+    yield _labelled(CounterMetricFamily, "quality_identity_inconsistent_ids",
+                    "external_ids seen with a second em or ph", ["destination"],
+                    {(k,): v for k, v in q.ids_inconsistent.items()})
+    yield _labelled(GaugeMetricFamily, "quality_identity_tracked_ids", "external_ids the consistency tracker holds",
+                    ["destination"], {(k,): len(t) for k, t in q.trackers.items()})
+    yield _labelled(CounterMetricFamily, "quality_identity_evictions",
+                    "external_ids forgotten because the tracker was full (quality.consistency_max_ids)",
+                    ["destination"], {(k,): t.evictions for k, t in q.trackers.items()})
+    yield _labelled(CounterMetricFamily, "quality_acked", "events Meta acknowledged",
+                    ["destination", "event_name"], dict(q.acked.items()))
+    yield _labelled(CounterMetricFamily, "quality_acked_on_time",
+                    "events acknowledged within quality.latency_threshold_s of their Kafka append time",
+                    ["destination", "event_name"], dict(q.acked_on_time.items()))
+    t = q.targets
+    yield _labelled(GaugeMetricFamily, "quality_target", "signal-quality targets ([quality] in the config)",
+                    ["target"], {("identifier_share",): t.identifier_share,
+                                 ("revenue_value_share",): t.revenue_value_share,
+                                 ("acceptance_rate",): t.acceptance_rate,
+                                 ("user_consistency",): t.user_consistency})
+    yield GaugeMetricFamily(PREFIX + "quality_latency_threshold_seconds",
+                            "an event acked within this long of its Kafka append time is on time",
+                            value=t.latency_threshold_s)
 
 
 class MetricsServer:

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from stream.consistency import Identity, identity
 from stream.decode import DecodeError, Decoder
 from stream.normalize import NO_CONSENT, NormalizeSettings, normalize_event
 from stream.quality import MATCH_KEYS, REVENUE_EVENTS
@@ -48,6 +49,7 @@ class Prepared(NamedTuple):
     keys: tuple[str, ...] = ()  # SEND: the match keys the event carries (quality)
     revenue: bool = False
     has_value: bool = False
+    identity: Identity | None = None  # SEND: external_id, em and ph fingerprints (user consistency)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +118,7 @@ class Preparer:
             Kind.SEND, destination, orjson.dumps(event), event["event_name"], event.get("event_id"),
             event["event_time"], dropped=dropped, keys=tuple(k for k in MATCH_KEYS if k in user_data),
             revenue=revenue, has_value=revenue and custom.get("value") is not None and bool(custom.get("currency")),
+            identity=identity(user_data),
         )  # fmt: skip
 
 

@@ -33,7 +33,7 @@ from stream.dlq import DeadLetter, DeadLetterWriter
 from stream.normalize import NormalizeSettings
 from stream.offsets import OffsetTracker
 from stream.prepare import Kind, PrepareContext, Prepared, Preparer, init_worker, prepare_in_worker
-from stream.quality import Quality
+from stream.quality import Quality, Targets
 from stream.records import Item, TopicPartition
 from stream.registry import RegistryLookup, RegistryUnavailable
 from stream.sender import DestinationSender, DestinationState
@@ -61,6 +61,14 @@ def _norm_settings(d: Destination) -> NormalizeSettings:
                              hash_external_id=d.hash_external_id)
 
 
+def quality_for(settings: Settings) -> Quality:
+    """The signal-quality counters with the config's targets, window and tracker bound."""
+    q = settings.quality
+    targets = Targets(q.identifier_share, q.revenue_value_share, q.acceptance_rate, q.user_consistency,
+                      q.latency_threshold_s)
+    return Quality(window_s=settings.dedupe.window_s, max_ids=q.consistency_max_ids, targets=targets)
+
+
 class Pipeline:
     """One capi-stream process: consume in the group, send to Meta, commit after the acks."""
 
@@ -68,7 +76,7 @@ class Pipeline:
         self.settings = settings
         self.clock = clock
         self.stats = Stats()
-        self.quality = Quality()
+        self.quality = quality_for(settings)
         self.tracker = OffsetTracker()
         self._assigned_gen: dict[TopicPartition, int] = {}
         wire = WireFormat(settings.decode.wire_format)
@@ -355,6 +363,8 @@ class Pipeline:
                 self.stats.dropped_fields[dropped] += 1
             if prep.kind is Kind.SEND:
                 self.quality.count(prep.destination, prep.event_name, prep.keys, prep.revenue, prep.has_value)
+                if prep.identity is not None:
+                    self.quality.identity(prep.destination, prep.event_name, prep.identity, now)
                 item.destination = prep.destination
                 item.body = prep.body
                 item.event_name = prep.event_name
@@ -426,6 +436,7 @@ class Pipeline:
         meta_ms = batch.meta_s * 1000
         for item in batch.items:
             self.stats.latency(now_ms - item.append_ms, meta_ms)
+            self.quality.acknowledged(item.destination, item.event_name, now - item.append_ms / 1000)
             self.stats.freshness.observe(now - item.event_time)
             if item.dedupe_key is not None:
                 try:

@@ -24,7 +24,7 @@ def test_the_example_config_is_valid_and_documents_the_defaults() -> None:
     """config/example.toml loads, and its values equal the built-in defaults (it documents them)."""
     settings = config.load(EXAMPLE, env={})
     defaults = config.load(None, env={})
-    for section in ("kafka", "decode", "pipeline", "dedupe", "batch", "send", "logging"):
+    for section in ("kafka", "decode", "pipeline", "dedupe", "batch", "send", "logging", "quality"):
         assert getattr(settings, section) == getattr(defaults, section), section
     assert settings.destinations[0].dataset_id == "123456789012345"
 
@@ -50,6 +50,12 @@ def test_the_example_config_is_valid_and_documents_the_defaults() -> None:
         (DEST + 'default_country = "USA"\n', "'destinations.main.default_country'"),
         (DEST + '[destinations.other]\ndataset_id = "9"\napp_ids = ["a"]\ntoken_env = "T"\n', "already routed"),
         (DEST + 'api_version = "26"\n', "'destinations.main.api_version'"),
+        (DEST + "canary_interval_s = 60\n", "'destinations.main.canary_interval_s' needs test_event_code"),
+        (DEST + 'canary_interval_s = 0.5\ntest_event_code = "TEST1"\n', "'destinations.main.canary_interval_s'"),
+        ("[quality]\nuser_consistency = 95\n", "'quality.user_consistency' must be a share"),
+        ("[quality]\nlatency_threshold_s = 0\n", "'quality.latency_threshold_s' must be > 0"),
+        ("[quality]\nconsistency_max_ids = 0\n", "'quality.consistency_max_ids'"),
+        ("[quality]\ntarget = 1\n", "unknown key 'quality.target'"),
     ],
 )
 def test_each_config_error_names_the_key_and_the_file(tmp_path: Path, text: str, message: str) -> None:
@@ -100,3 +106,12 @@ def test_tokens_come_from_env_or_file_and_a_missing_one_is_an_error(
     token_file.write_text("from-file\n")
     settings = _load(tmp_path, DEST.replace('token_env = "T"', f'token_file = "{token_file}"'))
     assert settings.destinations[0].read_token() == "from-file"
+
+
+def test_quality_targets_and_a_canary_with_a_test_code_load(tmp_path: Path) -> None:
+    """[quality] sets the targets; a canary is allowed once the destination has a test_event_code."""
+    s = _load(tmp_path, "[quality]\nuser_consistency = 0.9\nlatency_threshold_s = 2.5\n"
+              + DEST + 'canary_interval_s = 30\ntest_event_code = "TEST1"\n')
+    assert (s.quality.user_consistency, s.quality.latency_threshold_s, s.quality.identifier_share) == (0.9, 2.5, 0.95)
+    assert s.destinations[0].canary_interval_s == 30.0
+    assert _load(tmp_path, DEST).destinations[0].canary_interval_s == 0.0  # off by default

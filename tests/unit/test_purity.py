@@ -9,7 +9,7 @@ import pytest
 
 STREAM = Path(__file__).resolve().parents[2] / "stream"
 PURE = ["records", "offsets", "batch", "decode", "normalize", "fields", "userdata", "validate", "appdata",
-        "customdata", "phones", "places", "dedupe", "quality", "stats", "wire", "meta", "errors"]
+        "customdata", "phones", "places", "dedupe", "quality", "consistency", "stats", "wire", "meta", "errors"]
 FORBIDDEN_IMPORTS = ("asyncio", "aiohttp", "confluent_kafka", "socket", "subprocess", "threading")
 CLOCK_CALLS = {("time", "time"), ("time", "monotonic"), ("time", "perf_counter"), ("datetime", "now"),
                ("datetime", "utcnow"), ("date", "today")}
