@@ -29,7 +29,8 @@ class PartitionOffsets:
         self._queue.append(offset)
 
     def finish(self, offset: int) -> bool:
-        """Mark `offset` finished. Returns True when the commit point moved."""
+        """Mark `offset` finished. Returns True when the head of the queue moved (the commit point may
+        then have moved; it never goes below a point already reached in this generation)."""
         queue = self._queue
         if queue and queue[0] == offset:
             last = queue.popleft()
@@ -37,7 +38,10 @@ class PartitionOffsets:
             while queue and queue[0] in done:
                 last = queue.popleft()
                 done.discard(last)
-            self.commit_point = queue[0] if queue else last + 1
+            point = queue[0] if queue else last + 1
+            # offsets read again after a reset (auto.offset.reset, a seek) never lower the point reached
+            if self.commit_point is None or point > self.commit_point:
+                self.commit_point = point
             return True
         self._done.add(offset)
         return False
@@ -93,6 +97,10 @@ class OffsetTracker:
                 out[tp] = point
                 self._stored[tp] = point
         return out
+
+    def items(self) -> list[tuple[tuple[str, int], PartitionOffsets]]:
+        """(topic, partition) and tracker of each assigned partition."""
+        return list(self._parts.items())
 
     def partitions(self) -> list[PartitionOffsets]:
         """Trackers of all assigned partitions."""

@@ -72,3 +72,22 @@ def test_a_revoked_generation_never_reaches_the_new_one() -> None:
     old.finish(7)
     assert new.commit_point is None
     assert tracker.changed() == {}
+
+
+def test_an_offset_reset_never_moves_the_commit_point_backwards() -> None:
+    """Offsets read again after a reset inside one assignment never lower a commit point already reached."""
+    part = PartitionOffsets("t", 0)
+    for offset in (100, 101):
+        part.received(offset)
+    part.finish(100)
+    part.finish(101)
+    assert part.commit_point == 102
+    part.received(50)  # auto.offset.reset or a seek went back
+    part.finish(50)
+    assert part.commit_point == 102
+    part.received(51)
+    part.received(102)
+    part.finish(102)
+    assert part.commit_point == 102, "51 is still unfinished, but the point never goes below 102"
+    part.finish(51)
+    assert part.commit_point == 103
