@@ -37,6 +37,11 @@ class Batch:
         parts.append(b"}")
         return b"".join(parts)
 
+    def retain(self, items: list[Item]) -> None:
+        """Keep only `items`, a subset of this batch's (the others were given up)."""
+        self.items = items
+        self.nbytes = _size(items)
+
     def split(self) -> tuple[Batch, Batch]:
         """Two halves, to isolate the events Meta refuses (Meta rejects a whole request for one)."""
         mid = len(self.items) // 2

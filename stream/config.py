@@ -58,6 +58,11 @@ class PipelineSettings:
 
     # Consumed but not yet finished events; above it partitions pause (memory bound, about 1-2 KB each)
     max_in_flight_events: int = 50_000
+    # Consumed offsets one partition holds until they can be committed: unfinished ones and the finished
+    # ones waiting behind the oldest unfinished one (a batch retried for hours, a halted destination with
+    # a share of the partition). At the bound that partition alone pauses until its commit point moves;
+    # finished offsets cost about 75 bytes each, so 100,000 is ~7.5 MB per partition at most.
+    max_held_per_partition: int = 100_000
     # Wait this long in a revoke for in-flight batches of the revoked partitions before giving them up
     revoke_timeout_s: float = 10.0
     # SIGTERM drains (flush, await acks, commit) under this one deadline
@@ -98,6 +103,10 @@ class SendSettings:
     backoff_max_s: float = 30.0
     # A halted destination re-reads its token file this often (SIGHUP does it at once)
     token_check_interval_s: float = 2.0
+    # An event not acknowledged by event_time + 7 days - this margin is given up and dead-lettered
+    # (reason delivery_deadline): Meta refuses events older than 7 days, and the margin leaves room for
+    # clock skew and a request in flight at that moment.
+    deadline_margin_s: float = 3600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -359,6 +368,7 @@ def _check(s: Settings) -> None:
     need(not s.decode.schema_path or Path(s.decode.schema_path).is_file(), "decode.schema_path",
          f"names no file ({s.decode.schema_path})")
     need(s.pipeline.max_in_flight_events >= 1, "pipeline.max_in_flight_events", "must be at least 1")
+    need(s.pipeline.max_held_per_partition >= 1, "pipeline.max_held_per_partition", "must be at least 1")
     need(s.pipeline.revoke_timeout_s >= 0, "pipeline.revoke_timeout_s", "must be >= 0")
     need(s.pipeline.shutdown_deadline_s > 0, "pipeline.shutdown_deadline_s", "must be > 0")
     need(s.pipeline.commit_interval_ms >= 1, "pipeline.commit_interval_ms", "must be >= 1")
@@ -374,6 +384,8 @@ def _check(s: Settings) -> None:
     need(s.send.rate_limit_rps >= 0, "send.rate_limit_rps", "must be >= 0 (0 = unlimited)")
     need(0 < s.send.backoff_initial_s <= s.send.backoff_max_s, "send.backoff_initial_s",
          "must be > 0 and <= send.backoff_max_s")
+    need(0 <= s.send.deadline_margin_s < meta.MAX_EVENT_AGE_S, "send.deadline_margin_s",
+         f"must be >= 0 and below {meta.MAX_EVENT_AGE_S} (Meta's 7 days)")
     need(s.send.token_check_interval_s > 0, "send.token_check_interval_s", "must be > 0")
     need(0 <= s.metrics.port <= 65535, "metrics.port", "must be 0..65535")
     need(s.logging.level in ("debug", "info", "warning", "error"), "logging.level",

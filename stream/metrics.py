@@ -89,7 +89,10 @@ class PipelineCollector(Collector):
         yield GaugeMetricFamily(PREFIX + "dedupe_pending_keys", "keys of events being sent", value=p.dedupe.pending)
         yield _counter("dedupe_evictions", "dedupe keys dropped because the store was full", p.dedupe.evictions)
         yield GaugeMetricFamily(PREFIX + "paused_partitions", "partitions paused for backpressure",
-                                value=len(p.source.assignment) if p.source.paused else 0)
+                                value=len(p.source.assignment if p.source.paused else p.source.paused_partitions))
+        yield GaugeMetricFamily(PREFIX + "held_offsets_max",
+                                "most offsets one partition holds until it can commit (max_held_per_partition)",
+                                value=p.max_held_offsets)
         yield GaugeMetricFamily(PREFIX + "assigned_partitions", "partitions assigned to this member",
                                 value=len(p.source.assignment))
         states = GaugeMetricFamily(PREFIX + "destination_state", "1 for the destination's current state",

@@ -17,8 +17,8 @@ import multiprocessing
 import os
 import signal
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from stream.config import Destination, Settings
 from stream.dedupe import DedupeStore, NotPendingError, Verdict, dedupe_key
 from stream.dlq import DeadLetter, DeadLetterWriter
 from stream.normalize import NormalizeSettings
-from stream.offsets import OffsetTracker
+from stream.offsets import OffsetTracker, PartitionOffsets
 from stream.prepare import Kind, PrepareContext, Prepared, Preparer, init_worker, prepare_in_worker
 from stream.quality import Quality, Targets
 from stream.records import Item, TopicPartition
@@ -45,10 +45,15 @@ from stream.wire import WireFormat
 log = structlog.get_logger("capi_stream.runner")
 
 META_REJECTED = "meta_rejected"
+# not acknowledged by Meta before event_time + 7 days - send.deadline_margin_s: Meta would refuse it
+DELIVERY_DEADLINE = "delivery_deadline"
 # resume consuming once in-flight events fall below this share of the bound
 RESUME_FRACTION = 0.5
 # how often the linger timer looks for due batches
 TICK_S = 0.02
+# Of the shutdown deadline, this much (at most a third of it) is kept for closing the consumer (its
+# revoke callback, the final commit, leaving the group) after waiting for acks and dead letters.
+CLOSE_RESERVE_S = 5.0
 REGISTRY_RETRY_S = 2.0
 # the event loop allocates an Item, a few tuples and dicts per event and almost no cycles
 GC_GEN0_THRESHOLD = 50_000
@@ -72,9 +77,12 @@ def quality_for(settings: Settings) -> Quality:
 class Pipeline:
     """One capi-stream process: consume in the group, send to Meta, commit after the acks."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        """`clock`: wall-clock seconds, for event times and Meta's windows only; `monotonic`: for timers."""
         self.settings = settings
         self.clock = clock
+        self.monotonic = monotonic
         self.stats = Stats()
         self.quality = quality_for(settings)
         self.tracker = OffsetTracker()
@@ -86,7 +94,8 @@ class Pipeline:
         )  # fmt: skip
         self.preparer = Preparer(self._prep_ctx)
         self._registry = RegistryLookup(settings.decode.schema_registry_url) if wire is WireFormat.CONFLUENT else None
-        self._writer_schemas: dict[int, Any] = {}
+        # replaced, never changed in place: worker mode pickles it on the executor's thread
+        self._writer_schemas: Mapping[int, Any] = {}
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._prepared: asyncio.Queue[tuple[asyncio.Future[list[Prepared]], list[Message], int]] = asyncio.Queue(
             maxsize=max(2, settings.pipeline.workers * 2))
@@ -98,7 +107,8 @@ class Pipeline:
         self._waiters: dict[int, list[Item]] = defaultdict(list)
         self.client = MetaClient(settings.send.timeout_s, pool_size=max(10, settings.send.concurrency * 4))
         self.senders = {
-            d.name: DestinationSender(d, self.client, settings.send, self.stats, self._acked, self._rejected)
+            d.name: DestinationSender(d, self.client, settings.send, self.stats, self._acked, self._rejected,
+                                      on_expired=self._expired, on_failure=self._fail, clock=clock)
             for d in settings.destinations
         }
         self.dlq = DeadLetterWriter(settings.kafka.bootstrap_servers, settings.kafka.dlq_topic,
@@ -109,7 +119,9 @@ class Pipeline:
         self._stop = asyncio.Event()
         self._failure: BaseException | None = None
         self._draining = False
-        self._unfinished = 0
+        self._deadline: float | None = None  # time.monotonic() by which the drain must end
+        self._unfinished = 0  # unfinished offsets of active trackers (what the in-flight gauge shows)
+        self._letters: Counter[TopicPartition] = Counter()  # dead letters not acknowledged yet
         self._started = False
         self.metrics: Any = None
 
@@ -188,8 +200,15 @@ class Pipeline:
                 sender.resume()
 
     async def drain(self) -> None:
-        """Stop consuming, flush open batches, await acks and dead letters, commit, close; one deadline."""
-        deadline = time.monotonic() + self.settings.pipeline.shutdown_deadline_s
+        """Stop consuming, flush open batches, await acks and dead letters, commit, close; one deadline.
+
+        Acks and dead letters are awaited until the deadline less a reserve for closing the consumer,
+        whose revoke callback is bounded by the same deadline; the whole drain ends by the deadline.
+        """
+        limit = self.settings.pipeline.shutdown_deadline_s
+        end = time.monotonic() + limit
+        deadline = end - min(CLOSE_RESERVE_S, limit / 3)
+        self._deadline = deadline
         self._draining = True
         self.source.want_paused = True
         for batch in self.batcher.flush():
@@ -210,7 +229,7 @@ class Pipeline:
                         dead_letters_pending=self.dlq.pending,
                         halted=sorted(n for n, s in self.senders.items() if s.state is DestinationState.HALTED))
         final = self.tracker.changed()
-        await self.source.stop(final)
+        await self.source.stop(final, deadline=end)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -236,6 +255,16 @@ class Pipeline:
         if exc is not None:
             self._fail(exc)
 
+    @property
+    def failure(self) -> BaseException | None:
+        """The error of the stage that failed, if one did."""
+        return self._failure
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once a stop was asked for (a signal, request_stop or a failed stage)."""
+        return self._stop.is_set()
+
     def _fail(self, exc: BaseException) -> None:
         """A stage failed: stop the pipeline with a clear error (nothing unfinished gets committed)."""
         self._stop.set()
@@ -256,45 +285,52 @@ class Pipeline:
     async def on_revoked(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """Stop dispatching the partitions, wait (bounded) for their in-flight batches, return what to store."""
         tps = set(partitions)
-        unfinished = 0
-        for tp in partitions:
-            part = self.tracker.get(*tp)
-            if part is not None:
-                part.active = False  # from now on its events neither count as in flight nor get re-admitted
-                unfinished += part.unfinished
-        self._unfinished -= unfinished
+        # Forget the partitions first: from now on their messages still in the apply stage are skipped,
+        # and their events neither count as in flight nor get re-admitted. Batches in flight finish into
+        # the trackers kept here, whose commit points are what is stored.
+        parts = self._forget(partitions)
         self._abandon(self.batcher.remove_partitions(tps))
         for sender in self.senders.values():
             self._abandon(sender.take_partitions(tps))
         deadline = time.monotonic() + self.settings.pipeline.revoke_timeout_s
-        while time.monotonic() < deadline and (  # noqa: ASYNC110 - polls state owned by several tasks
-            any(s.inflight_holds(tps) for s in self.senders.values()) or self._dlq_holds(tps)
-        ):
+        if self._deadline is not None:  # the revoke of consumer.close() in a drain: one deadline for all
+            deadline = min(deadline, self._deadline)
+        while time.monotonic() < deadline and self._revoke_holds(tps):  # noqa: ASYNC110 - state of several tasks
             await asyncio.sleep(0.02)
-        offsets: dict[TopicPartition, int] = {}
-        for tp in partitions:
-            part = self.tracker.drop(*tp)
-            self._assigned_gen.pop(tp, None)
-            if part is not None and part.commit_point is not None:
-                offsets[tp] = part.commit_point
+        if self._revoke_holds(tps):
+            log.warning("revoke_wait_expired", partitions=len(tps),
+                        detail="batches or dead letters still in flight; the next owner reads them again")
+        offsets = {(p.topic, p.partition): p.commit_point for p in parts if p.commit_point is not None}
         self._drop_waiters(tps)
         return offsets
 
     async def on_lost(self, partitions: list[TopicPartition]) -> None:
         """The partitions belong to someone else already: commit nothing for them, forget their work."""
         tps = set(partitions)
+        self._forget(partitions)  # first, so that releasing their keys re-admits none of their twins
         self._abandon(self.batcher.remove_partitions(tps))
         for sender in self.senders.values():
             self._abandon(sender.take_partitions(tps))
+        self._drop_waiters(tps)
+
+    def _forget(self, partitions: list[TopicPartition]) -> list[PartitionOffsets]:
+        """Drop the trackers of revoked or lost partitions (they go inactive) and their in-flight count."""
+        parts = []
         for tp in partitions:
             part = self.tracker.drop(*tp)
             self._assigned_gen.pop(tp, None)
             if part is not None:
                 self._unfinished -= part.unfinished
-        self._drop_waiters(tps)
+                parts.append(part)
+        return parts
 
-    def _dlq_holds(self, _tps: set[TopicPartition]) -> bool:
-        return self.dlq.pending > 0
+    def _revoke_holds(self, tps: set[TopicPartition]) -> bool:
+        """True while a batch in flight or a dead letter not yet acknowledged holds one of `tps`."""
+        return any(s.inflight_holds(tps) for s in self.senders.values()) or self._dlq_holds(tps)
+
+    def _dlq_holds(self, tps: set[TopicPartition]) -> bool:
+        letters = self._letters
+        return any(letters[tp] for tp in tps if tp in letters)
 
     # -- processing ------------------------------------------------------------------------------
     async def _process(self) -> None:
@@ -315,7 +351,7 @@ class Pipeline:
                 future = loop.create_future()
                 future.set_result(self.preparer.prepare(values, now))
             else:
-                future = loop.run_in_executor(self._pool, prepare_in_worker, values, now, self._writer_schemas)
+                future = loop.run_in_executor(self._pool, prepare_in_worker, values, now, self.worker_schemas())
             await self._prepared.put((future, messages, generation))
 
     async def _apply(self) -> None:
@@ -341,8 +377,16 @@ class Pipeline:
                 except RegistryUnavailable as exc:
                     log.warning("schema_registry_unavailable", schema_id=schema_id, error=str(exc))
                     await asyncio.sleep(REGISTRY_RETRY_S)
-            self._writer_schemas[schema_id] = schema
-            self.preparer.add_writer_schemas({schema_id: schema})
+            self.add_writer_schema(schema_id, schema)
+
+    def worker_schemas(self) -> Mapping[int, Any]:
+        """The writer schemas for a worker call; never changed after it is handed out."""
+        return self._writer_schemas
+
+    def add_writer_schema(self, schema_id: int, schema: Any) -> None:
+        """Learn a writer schema: a new mapping, so one already handed to a worker stays as it was."""
+        self._writer_schemas = {**self._writer_schemas, schema_id: schema}
+        self.preparer.add_writer_schemas({schema_id: schema})
 
     def _handle(self, messages: list[Message], generation: int, prepared: list[Prepared]) -> None:
         now = self.clock()
@@ -353,7 +397,7 @@ class Pipeline:
             assert offset is not None
             tp = (topic, partition)
             part = self.tracker.get(topic, partition)
-            if part is None or self._assigned_gen.get(tp, 1 << 62) > generation:
+            if part is None or not part.active or self._assigned_gen.get(tp, 1 << 62) > generation:
                 continue  # consumed before a revoke of this partition: the owner reads it again
             part.received(offset)
             self._unfinished += 1
@@ -400,18 +444,19 @@ class Pipeline:
                 self._waiters[key].append(item)
                 return
             item.dedupe_key = key
-        for batch in self.batcher.add(item, now):
+        for batch in self.batcher.add(item, self.monotonic()):
             self.senders[batch.destination].submit(batch)
 
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
-            for batch in self.batcher.due(self.clock()):
+            for batch in self.batcher.due(self.monotonic()):
                 self.senders[batch.destination].submit(batch)
             self._after_change()
 
     def _after_change(self) -> None:
-        """Store moved commit points and apply backpressure."""
+        """Store moved commit points and apply backpressure: on unfinished events for the whole
+        assignment, and on the offsets each partition holds for that partition alone."""
         changed = self.tracker.changed()
         if changed:
             self.source.store(changed)
@@ -420,10 +465,18 @@ class Pipeline:
             self.source.want_paused = True
         elif self.source.want_paused and not self._draining and self._unfinished < bound * RESUME_FRACTION:
             self.source.want_paused = False
+        held_bound = self.settings.pipeline.max_held_per_partition
+        was = self.source.want_paused_partitions
+        held = frozenset(
+            tp for tp, part in self.tracker.items()
+            if part.in_flight >= (held_bound * RESUME_FRACTION if tp in was else held_bound)
+        )
+        if held != was:
+            self.source.want_paused_partitions = held
 
     # -- outcomes --------------------------------------------------------------------------------
     def _finish(self, item: Item) -> None:
-        if item.offsets.active:
+        if item.offsets.active:  # an inactive tracker's events were taken out of the count when it went
             self._unfinished -= 1
         item.finish()
 
@@ -456,6 +509,11 @@ class Pipeline:
         self._dead_letter(item, META_REJECTED, answer.title or "refused by Meta", code=answer.code,
                           subcode=answer.subcode, event_name=item.event_name, event_id=item.event_id)
 
+    def _expired(self, item: Item) -> None:
+        """The sender gave up on this event at its deadline: dead-letter it so its partition moves on."""
+        self._dead_letter(item, DELIVERY_DEADLINE, "not acknowledged by Meta before event_time + 7 days less "
+                          "send.deadline_margin_s", event_name=item.event_name, event_id=item.event_id)
+
     def _dead_letter(self, item: Item, reason: str, detail: str, *, code: int | None = None,
                      subcode: int | None = None, event_name: str = "", event_id: Any = None) -> None:
         self.stats.dead_lettered[reason] += 1
@@ -465,7 +523,13 @@ class Pipeline:
         log.info("dead_lettered", reason=reason, topic=item.topic, partition=item.partition, offset=item.offset,
                  code=code, subcode=subcode)
 
+        tp = item.tp
+        self._letters[tp] += 1
+
         def done() -> None:
+            self._letters[tp] -= 1
+            if not self._letters[tp]:
+                del self._letters[tp]
             if item.dedupe_key is not None:
                 self._release(item.dedupe_key)
             self._finish(item)
@@ -477,7 +541,7 @@ class Pipeline:
         """A pending event will not be acked by us: forget it, and let one held twin take its place."""
         self.dedupe.release(key)
         twins = [t for t in self._waiters.pop(key, ()) if t.offsets.active]
-        now = self.clock()
+        now = self.clock()  # wall clock: the dedupe window is Meta's
         for twin in twins:
             self._admit(twin, now)
 
@@ -499,6 +563,11 @@ class Pipeline:
     def unfinished(self) -> int:
         """Consumed events of assigned partitions not finished yet."""
         return self._unfinished
+
+    @property
+    def max_held_offsets(self) -> int:
+        """The most offsets one assigned partition holds until it can commit (see max_held_per_partition)."""
+        return max((part.in_flight for part in self.tracker.partitions()), default=0)
 
     def oldest_unacked_event_time(self) -> int | None:
         """event_time of the oldest event consumed but not yet acknowledged (Meta refuses it after 7 days)."""

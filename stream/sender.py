@@ -1,12 +1,14 @@
 """One destination's sending loop: concurrency limit, rate limit, retries with backoff, halts and splits.
 
-A batch leaves this module in exactly one of three ways: acknowledged by Meta (`on_acked`), an event
-refused by Meta on its own (`on_rejected`, after splitting the batch to isolate it), or given back
-because its partitions were revoked (`take_partitions`). Transient failures and throttling are retried
-without limit (nothing is ever dropped); a token error halts the destination until its token changes.
-An error about the request (a version Meta retired, a proxy's 404 or 403 page) halts it too, as do
-repeated 2xx answers that acknowledge nothing (a proxy or captive portal answering for Meta): then a
-SIGHUP, after the cause is fixed, resumes it (a new token does too).
+An event leaves this module in exactly one of four ways: acknowledged by Meta (`on_acked`), refused by
+Meta on its own (`on_rejected`, after splitting the batch to isolate it), given up at its delivery
+deadline (`on_expired`: Meta refuses events older than 7 days, so retrying past that cannot help), or
+given back because its partitions were revoked (`take_partitions`). Transient failures and throttling
+are retried until the deadline of each event; a token error halts the destination until its token
+changes. An error about the request (a version Meta retired, a proxy's 404 or 403 page) halts it too, as
+do repeated 2xx answers that acknowledge nothing (a proxy or captive portal answering for Meta): then a
+SIGHUP, after the cause is fixed, resumes it (a new token does too). Every task of a sender is watched:
+one that dies reports to `on_failure`, never silently.
 """
 
 from __future__ import annotations
@@ -72,6 +74,11 @@ class RateLimiter:
             await asyncio.sleep(slot - now)
 
 
+def delivery_deadline(event_time: float, margin_s: float) -> float:
+    """The wall-clock second after which an event is given up: Meta's 7 days after it, less `margin_s`."""
+    return event_time + meta.MAX_EVENT_AGE_S - margin_s
+
+
 def backoff_delay(attempt: int, initial: float, maximum: float, hint: float | None, rng: random.Random) -> float:
     """Exponential backoff with full jitter in [d/2, d]; Meta's hint, when given, is a floor."""
     base = min(maximum, initial * (2 ** min(attempt, 30)))
@@ -92,13 +99,22 @@ class DestinationSender:
         on_rejected: Callable[[Item, Answer], None],
         seed: int | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        *,
+        on_expired: Callable[[Item], None] | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """`on_expired`: events past their delivery deadline (None: retry without end). `on_failure`: a
+        task of this sender died (None: it is logged). `clock`: wall-clock seconds, for the deadlines."""
         self.dest = dest
         self._client = client
         self._settings = settings
         self._stats = stats
         self._on_acked = on_acked
         self._on_rejected = on_rejected
+        self._on_expired = on_expired
+        self._on_failure = on_failure
+        self._clock = clock
         self._url = events_url(dest.base_url, dest.api_version, dest.dataset_id)
         self._queue: deque[Batch] = deque()
         self._inflight: set[Batch] = set()
@@ -127,6 +143,8 @@ class DestinationSender:
         self._token = self.dest.read_token()
         self._runner = asyncio.create_task(self._run(), name=f"send-{self.dest.name}")
         self._watcher = asyncio.create_task(self._watch_token(), name=f"token-{self.dest.name}")
+        self._runner.add_done_callback(self._task_done)
+        self._watcher.add_done_callback(self._task_done)
 
     async def stop(self) -> None:
         """Cancel every task of this sender (idempotent); unsent batches stay unacknowledged."""
@@ -230,10 +248,45 @@ class DestinationSender:
         if not self._queue and not self._inflight:
             self._idle.set()
 
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A task of this sender ended: an exception stops the pipeline with a clear error."""
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        assert exc is not None
+        log.error("send_task_failed", destination=self.dest.name, task=task.get_name(),
+                  error=type(exc).__name__, detail=str(exc)[:200])
+        if self._on_failure is not None:
+            self._on_failure(exc)
+
+    def _expire(self, batch: Batch) -> bool:
+        """Give up the events of `batch` past their deadline; False when none is left to send."""
+        if self._on_expired is None:
+            return True
+        now = self._clock()
+        margin = self._settings.deadline_margin_s
+        expired = [i for i in batch.items if i.event_time and delivery_deadline(i.event_time, margin) <= now]
+        if not expired:
+            return True
+        gone = {id(i) for i in expired}
+        batch.retain([i for i in batch.items if id(i) not in gone])
+        log.warning("events_expired", destination=self.dest.name, events=len(expired), attempts=batch.attempts)
+        for item in expired:
+            self._on_expired(item)
+        return bool(batch.items)
+
+    def _expire_queued(self) -> None:
+        """Sweep the queue (a halted destination sends nothing) for events past their deadline."""
+        self._queue = deque(b for b in self._queue if self._expire(b))
+        self._check_idle()
+
     async def _watch_token(self) -> None:
         while True:
             await asyncio.sleep(self._settings.token_check_interval_s)
             self.reload_token()
+            if self.state is DestinationState.HALTED:
+                self._expire_queued()
 
     async def _run(self) -> None:
         while True:
@@ -246,9 +299,9 @@ class DestinationSender:
                     break
                 batch = self._queue.popleft()
                 self._inflight.add(batch)
-                task = asyncio.create_task(self._send(batch))
+                task = asyncio.create_task(self._send(batch), name=f"send-batch-{self.dest.name}")
                 self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(self._task_done)
 
     async def _send(self, batch: Batch) -> None:
         try:
@@ -260,6 +313,8 @@ class DestinationSender:
 
     async def _attempts(self, batch: Batch) -> None:
         while True:
+            if not self._expire(batch):
+                return
             if self.state is DestinationState.HALTED:
                 self.submit(batch, front=True)
                 return

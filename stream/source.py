@@ -97,8 +97,12 @@ class KafkaSource:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._consumer: Consumer | None = None
-        self.want_paused = False
+        self.want_paused = False  # the whole assignment (in-flight bound, draining)
         self.paused = False
+        # partitions that hold their bound of offsets and wait for their commit point to move
+        self.want_paused_partitions: frozenset[TP] = frozenset()
+        self.paused_partitions: frozenset[TP] = frozenset()
+        self._close_deadline: float | None = None
         self._handed = 0  # messages handed to the loop (source thread)
         self._taken = 0  # messages the pipeline took up (event loop)
         self._handoff_limit = HANDOFF_BATCHES * kafka.consume_batch_size
@@ -121,15 +125,23 @@ class KafkaSource:
         self._thread = threading.Thread(target=self._run, name="kafka-source", daemon=True)
         self._thread.start()
 
-    async def stop(self, final: Mapping[TP, int] | None = None) -> None:
-        """Stop consuming, store `final` offsets, commit synchronously and close (idempotent)."""
+    async def stop(self, final: Mapping[TP, int] | None = None, deadline: float | None = None) -> None:
+        """Stop consuming, store `final` offsets, commit synchronously and close (idempotent).
+
+        `deadline` (time.monotonic()): the close, its revoke callback included, is given up then; the
+        thread is a daemon and whatever it had not committed is read again by the next owner.
+        """
         if self._thread is None:
             return
         if final:
             self.store(final)
+        self._close_deadline = deadline
         self._stop.set()
         thread, self._thread = self._thread, None
-        await asyncio.to_thread(thread.join)
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        await asyncio.to_thread(thread.join, timeout)
+        if thread.is_alive():
+            log.error("consumer_close_timeout", seconds=round(timeout or 0.0, 1))
 
     async def __aenter__(self) -> KafkaSource:
         await self.start()
@@ -198,25 +210,37 @@ class KafkaSource:
             command(consumer)
 
     def _apply_pause(self, consumer: Consumer) -> None:
-        """Make the whole current assignment match `want_paused`.
+        """Make the current assignment match `want_paused` and `want_paused_partitions`.
 
         Also after every rebalance: librdkafka keeps a partition's pause flag across losing and regaining
         it, so a partition revoked while paused and assigned back after a resume would stay paused
         forever if only state changes were applied.
         """
         desired = self.want_paused
-        if desired == self.paused and self._pause_generation == self.generation:
+        held = self.want_paused_partitions
+        if desired == self.paused and held == self.paused_partitions and self._pause_generation == self.generation:
             return
         parts = consumer.assignment()
         if desired:
             consumer.pause(parts)
         else:
-            consumer.resume(parts)
+            stop = [p for p in parts if (p.topic, p.partition) in held]
+            go = [p for p in parts if (p.topic, p.partition) not in held]
+            if stop:
+                consumer.pause(stop)
+            if go:
+                consumer.resume(go)
         changed = desired != self.paused
+        newly_held = len(held - self.paused_partitions)
+        released = len(self.paused_partitions - held)
         self.paused = desired
+        self.paused_partitions = held
         self._pause_generation = self.generation
         if changed:
             log.info("partitions_paused" if self.paused else "partitions_resumed", partitions=len(parts))
+        if newly_held or released:
+            log.info("partitions_held", held=len(held), newly_held=newly_held, released=released,
+                     why="offsets held up to pipeline.max_held_per_partition behind an unfinished one")
 
     def _is_error(self, message: Message) -> bool:
         err = message.error()
@@ -259,7 +283,10 @@ class KafkaSource:
     def _revoke_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.generation += 1
         tps = [(p.topic, p.partition) for p in partitions]
-        offsets = self._call(self._handler.on_revoked(tps), timeout=self._revoke_timeout + 10) or {}
+        timeout = self._revoke_timeout + 10
+        if self._close_deadline is not None:  # consumer.close() runs this: the shutdown deadline bounds it
+            timeout = min(timeout, max(0.0, self._close_deadline - time.monotonic()))
+        offsets = self._call(self._handler.on_revoked(tps), timeout=timeout) or {}
         if offsets:
             _store(consumer, [TopicPartition(t, p, o) for (t, p), o in offsets.items()])
         self.assignment.difference_update(tps)

@@ -56,6 +56,9 @@ def test_the_example_config_is_valid_and_documents_the_defaults() -> None:
         ("[quality]\nlatency_threshold_s = 0\n", "'quality.latency_threshold_s' must be > 0"),
         ("[quality]\nconsistency_max_ids = 0\n", "'quality.consistency_max_ids'"),
         ("[quality]\ntarget = 1\n", "unknown key 'quality.target'"),
+        ("[pipeline]\nmax_held_per_partition = 0\n", "'pipeline.max_held_per_partition' must be at least 1"),
+        ("[send]\ndeadline_margin_s = 604800.0\n", "'send.deadline_margin_s' must be >= 0 and below 604800"),
+        ("[send]\ndeadline_margin_s = -1.0\n", "'send.deadline_margin_s'"),
     ],
 )
 def test_each_config_error_names_the_key_and_the_file(tmp_path: Path, text: str, message: str) -> None:
