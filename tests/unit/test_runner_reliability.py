@@ -98,6 +98,14 @@ class FakeSender:
     def items(self) -> list[Item]:
         return [i for b in (*self.queue, *self.inflight) for i in b.items]
 
+    @property
+    def queued_events(self) -> int:
+        return sum(len(b.items) for b in self.queue)
+
+    @property
+    def inflight_events(self) -> int:
+        return sum(len(b.items) for b in self.inflight)
+
     async def wait_idle(self) -> None:
         await self.idle.wait()
 
