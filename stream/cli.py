@@ -1,8 +1,9 @@
 """The `capi-stream` command line: argument parsing, logging set-up and exit codes.
 
-Each subcommand lives in `stream/commands/<name>.py` and exposes `register(subparsers)`; heavy imports
+Each subcommand lives in `stream/commands/<name>.py` and exposes `register(subparsers, argv)`; heavy imports
 happen inside the handlers so `capi-stream --help` stays fast. Exit codes: 0 success, 1 the command ran
-but found a problem (skipped lines, a broker that is down), 2 bad usage or a missing prerequisite.
+but found a problem or failed at run time (skipped lines, a broker that is down, a dead-letter topic that
+refuses writes), 2 bad usage or bad config.
 """
 
 from __future__ import annotations
@@ -38,9 +39,7 @@ EXIT_USAGE = 2
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The full parser with every registered subcommand (`argv` lets heavy ones load only when used)."""
-    from stream.commands import bench
-
-    bench.REQUESTED[:] = list(sys.argv[1:] if argv is None else argv)
+    words = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="capi-stream",
         description="Kafka -> Meta Conversions API stream processor (at least once, commit after ack).",
@@ -48,7 +47,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"capi-stream {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+        importlib.import_module(name).register(sub, words)
     return parser
 
 
@@ -58,12 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.handler(args)
-    except UsageError as exc:
+    except UsageError as exc:  # bad usage or bad config: the person can fix the command line or the file
         print(f"capi-stream: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except CapiStreamError as exc:
+    except CapiStreamError as exc:  # the command was right but something at run time failed
         print(f"capi-stream: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE if not exc.retriable else EXIT_PROBLEM
+        return EXIT_PROBLEM
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

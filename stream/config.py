@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from stream import meta
+from stream.contract import meta
 from stream.errors import ConfigError
 
 ENV_PREFIX = "CAPI_STREAM_"

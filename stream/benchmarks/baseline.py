@@ -18,9 +18,9 @@ import orjson
 import requests
 from confluent_kafka import Consumer, TopicPartition
 
+from stream.avro.schema import load_schema
 from stream.benchmarks.sdk_baseline import sdk_event
-from stream.meta import MAX_EVENTS_PER_REQUEST
-from stream.schema import load_schema
+from stream.contract.meta import MAX_EVENTS_PER_REQUEST
 
 
 def run(bootstrap: str, topic: str, group: str, url: str, token: str, total: int,

@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from stream.consistency import ConsistencyTracker, Identity, Outcome
 from stream.errors import UsageError
+from stream.pipeline.consistency import ConsistencyTracker, Identity, Outcome
 
 DEFAULT_SIZES = "1000000"
 MIN_SIZE = 1000

@@ -32,8 +32,8 @@ from typing import Any
 
 import orjson
 
-from stream.dedupe import DedupeStore, Verdict, dedupe_key
 from stream.errors import UsageError
+from stream.pipeline.dedupe import DedupeStore, Verdict, dedupe_key
 
 TARGET_BYTES_PER_KEY = 100.0  # issue 7: <= 100 bytes per key at 1M keys
 TARGET_AT_KEYS = 1_000_000

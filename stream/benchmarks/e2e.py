@@ -29,14 +29,14 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
-from stream.admin import committed_offsets, end_offsets
-from stream.commands.emulator import _latency, _probability
+from stream.avro.schema import load_schema
+from stream.avro.wire import encode
+from stream.emulator.flags import latency_range, probability
 from stream.errors import UsageError
-from stream.localkafka import LocalKafka, default_data_dir, free_port, port_in_use
-from stream.produce import ensure_topic
-from stream.samples import generate
-from stream.schema import load_schema
-from stream.wire import encode
+from stream.tools.admin import committed_offsets, end_offsets
+from stream.tools.kafka import LocalKafka, default_data_dir, free_port, port_in_use
+from stream.tools.produce import ensure_topic
+from stream.tools.samples import generate
 
 TOKEN = "bench-token-0123456789"  # noqa: S105 - the emulator accepts any token
 APPS = ("com.example.shop", "com.example.game", "com.example.fitness")
@@ -54,9 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", default=None, help="use this broker (default: start a local one)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=0, help="pipeline.workers of each pipeline process")
-    parser.add_argument("--latency-ms", type=_latency, default=None, metavar="LO,HI",
+    parser.add_argument("--latency-ms", type=latency_range, default=None, metavar="LO,HI",
                         help="the emulator holds each request LO..HI ms, like Meta (e.g. 300,700)")
-    parser.add_argument("--http-500", type=_probability, default=0.0, metavar="P",
+    parser.add_argument("--http-500", type=probability, default=0.0, metavar="P",
                         help="share of requests the emulator answers with HTTP 500 (e.g. 0.01)")
 
 

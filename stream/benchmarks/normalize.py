@@ -1,6 +1,6 @@
 """`capi-stream bench normalize`: events/s of our normalize stage and of Meta's SDK, same events, same run.
 
-Events come from stream.samples (installs, registrations, trials, subscriptions, purchases; phones and
+Events come from stream.tools.samples (installs, registrations, trials, subscriptions, purchases; phones and
 names in 16 national formats; one person per 4 events by default, so values repeat as in a real
 stream). Throughput is events per CPU second of this single-threaded process, i.e. per core, which
 keeps the figure honest on a shared machine; wall-clock figures are printed too. Each contender runs
@@ -8,7 +8,7 @@ keeps the figure honest on a shared machine; wall-clock figures are printed too.
 Our stage is measured with its caches emptied before each round (cold start) and with them off. The
 speed ratio is the median over rounds of (SDK time / our time) measured back to back.
 
-Every contender runs the way the pipeline runs this stage (stream.prepare, stream.runner): records
+Every contender runs the way the pipeline runs this stage (stream.pipeline.prepare, stream.pipeline.runner): records
 in batches of kafka.consume_batch_size (1,000), the cyclic garbage collector paused while a batch is
 handled and running between batches with the runner's thresholds, outcomes kept (as in-flight events
 are). Without that, full collections walking the stage's caches and the kept outcomes would be timed,
@@ -34,7 +34,7 @@ from typing import Any, Final
 TARGET_EVENTS_PER_S: Final = 100_000
 TARGET_RATIO: Final = 4.0
 NOW: Final = 1_790_000_000  # a fixed "now" so runs are comparable; events are within 24 h of it
-DEFAULT_CACHE_SIZE: Final = 100_000  # the stage's default (stream.userdata.DEFAULT_HASH_CACHE_SIZE)
+DEFAULT_CACHE_SIZE: Final = 100_000  # the stage's default (stream.contract.userdata.DEFAULT_HASH_CACHE_SIZE)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +60,7 @@ def _best(samples: Sequence[tuple[float, float]]) -> tuple[float, float]:
 
 
 def in_batches(handle: Callable[[Any], Any], events: Sequence[Any], size: int) -> Callable[[], list[Any]]:
-    """`handle` over `events` as stream.prepare runs it: per batch of `size`, collector paused within one."""
+    """`handle` over `events` as stream.pipeline.prepare runs it: per batch of `size`, collector paused within one."""
 
     def work() -> list[Any]:
         out: list[Any] = []
@@ -111,18 +111,21 @@ def floor_stage(events: Sequence[Mapping[str, Any]], person_keys: Sequence[str])
 def run(args: argparse.Namespace) -> int:
     """Generate the events, run both contenders, print the table; exit 0, or 2 on bad options."""
     from stream.benchmarks.sdk_baseline import sdk_event
-    from stream.commands.normalize import country_flag
     from stream.config import KafkaSettings
+    from stream.contract import places
+    from stream.contract.normalize import NormalizeSettings, cache_stats, normalize_event, set_cache_size
+    from stream.contract.userdata import PERSON_KEYS
     from stream.errors import UsageError
-    from stream.normalize import NormalizeSettings, cache_stats, normalize_event, set_cache_size
-    from stream.runner import GC_GEN0_THRESHOLD
-    from stream.samples import generate
-    from stream.userdata import PERSON_KEYS
+    from stream.pipeline.runner import GC_GEN0_THRESHOLD
+    from stream.tools.samples import generate
 
     if args.events < 1 or args.rounds < 1:
         raise UsageError("--events and --rounds must be at least 1")
     events = list(generate(args.events, args.seed, NOW, people=args.people))
-    settings = NormalizeSettings(default_country=country_flag(args.default_country))
+    country = places.iso_country(args.default_country)
+    if country is None:
+        raise UsageError(f"--default-country {args.default_country!r} is not an ISO 3166-1 alpha-2 code (e.g. US)")
+    settings = NormalizeSettings(default_country=country)
 
     batch = KafkaSettings().consume_batch_size
     ours = in_batches(lambda r: normalize_event(r, NOW, settings), events, batch)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from typing import Any
+from collections.abc import Callable, Sequence
+
+from stream.commands import Subparsers
 
 # name -> (module, one-line help); each module exposes add_arguments(parser) and run(args) -> int.
 BENCHMARKS: dict[str, tuple[str, str]] = {
@@ -16,16 +18,12 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 }
 
 
-# Set by the CLI to the command line being parsed: benchmark modules import heavy libraries (the SDK,
-# the emulator), so they are imported only when a `bench` command is actually being parsed.
-REQUESTED: list[str] = []
-
-
-def register(sub: Any) -> None:
+def register(sub: Subparsers, argv: Sequence[str]) -> None:
     """Add `bench` and one sub-command per registered benchmark."""
     parser = sub.add_parser("bench", help="run a benchmark and print its figures")
     benches = parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
-    wanted = "bench" in REQUESTED
+    # benchmark modules import heavy libraries (the SDK, the emulator): only when `bench` is being parsed
+    wanted = "bench" in argv
     for name, (module_name, help_text) in BENCHMARKS.items():
         bench = benches.add_parser(name, help=help_text)
         if wanted:
@@ -33,7 +31,7 @@ def register(sub: Any) -> None:
         bench.set_defaults(handler=_runner(module_name))
 
 
-def _runner(module_name: str) -> Any:
+def _runner(module_name: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         code: int = importlib.import_module(module_name).run(args)
         return code

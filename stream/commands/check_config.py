@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from stream.commands import Subparsers
 
 # librdkafka passthrough keys that hold secrets (sasl.password, ssl.key.password, ...)
 _SECRET_MARKERS = ("password", "secret", "token", "sasl.oauthbearer.config", "ssl.key.pem")
 REDACTED = "[REDACTED]"
 
 
-def register(sub: Any) -> None:
+def register(sub: Subparsers, argv: Sequence[str]) -> None:
     """Add the `check-config` command to the CLI."""
     parser = sub.add_parser("check-config", help="validate a config file and print the effective settings")
     parser.add_argument("--config", type=Path, required=True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from collections.abc import Sequence
+
+from stream.commands import Subparsers
 
 
-def register(sub: Any) -> None:
+def register(sub: Subparsers, argv: Sequence[str]) -> None:
     """Add the `demo` command to the CLI."""
     parser = sub.add_parser("demo", help="run the whole job locally: Kafka, the CAPI emulator, sample events")
     parser.add_argument("--events", type=int, default=5000, help="sample events to produce (default 5000)")
@@ -15,8 +17,8 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print its summary."""
-    from stream.demo import main
     from stream.errors import UsageError
+    from stream.tools.demo import main
 
     if args.events < 10:
         raise UsageError("--events must be at least 10")

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from stream.commands import Subparsers
 
 DEFAULT_LIMIT = 100
 
@@ -27,7 +30,7 @@ def _where(parser: Any) -> None:
                         help="only letters with this reason code (repeat or comma-separate for several)")
 
 
-def register(sub: Any) -> None:
+def register(sub: Subparsers, argv: Sequence[str]) -> None:
     """Add the `dlq` command and its actions to the CLI."""
     parser = sub.add_parser("dlq", help="show dead letters or copy them back for another try")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -48,8 +51,9 @@ def register(sub: Any) -> None:
 
 
 def _client(args: argparse.Namespace, topic_flag: str, topic: str | None) -> tuple[Any, str]:
-    from stream import admin, config
+    from stream import config
     from stream.errors import UsageError
+    from stream.tools import admin
 
     settings = config.load(args.config)
     topic = topic or (settings.kafka.dlq_topic if args.config else None)
@@ -63,7 +67,8 @@ def run_show(args: argparse.Namespace) -> int:
     """Print the first --limit letters that pass the --reason filter."""
     import orjson
 
-    from stream import admin, dlqtools
+    from stream.tools import admin
+    from stream.tools import dlq as dlqtools
 
     reasons = dlqtools.reasons_flag(args.reason)
     if args.limit < 0:
@@ -89,8 +94,9 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_redrive(args: argparse.Namespace) -> int:
     """Count (dry run) or copy the letters that pass the --reason filter to --to."""
-    from stream import admin, dlqtools
     from stream.errors import UsageError
+    from stream.tools import admin
+    from stream.tools import dlq as dlqtools
 
     reasons = dlqtools.reasons_flag(args.reason)
     client, source = _client(args, "--from", args.source)

@@ -6,8 +6,11 @@ import argparse
 import asyncio
 import signal
 import sys
+from collections.abc import Sequence
 from typing import Any
 
+from stream.commands import Subparsers
+from stream.emulator.flags import latency_range, probability
 from stream.errors import UsageError
 
 DEFAULT_PORT = 8089
@@ -20,28 +23,7 @@ _FAULT_FLAGS = (
 )
 
 
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a probability between 0 and 1 is needed, got {text}")
-    return value
-
-
-def _latency(text: str) -> list[float]:
-    parts = text.split(",")
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"LO,HI in milliseconds is needed, got {text!r}") from None
-    if len(values) != 2:
-        raise argparse.ArgumentTypeError(f"LO,HI in milliseconds is needed, got {text!r}")
-    return values
-
-
-def register(sub: Any) -> None:
+def register(sub: Subparsers, argv: Sequence[str]) -> None:
     """Add the `emulator` command to the CLI."""
     parser = sub.add_parser(
         "emulator", help="run a local Meta Conversions API emulator (validation, dedupe, faults on demand)",
@@ -55,9 +37,9 @@ def register(sub: Any) -> None:
                         "token is accepted for every dataset")  # fmt: skip
     faults = parser.add_argument_group("faults (probabilities per request; see POST /_emulator/faults)")
     for name, what in _FAULT_FLAGS:
-        faults.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_probability, default=0.0,
+        faults.add_argument(f"--{name.replace('_', '-')}", dest=name, type=probability, default=0.0,
                             metavar="P", help=what)  # fmt: skip
-    faults.add_argument("--latency-ms", type=_latency, default=None, metavar="LO,HI",
+    faults.add_argument("--latency-ms", type=latency_range, default=None, metavar="LO,HI",
                         help="added delay per request, uniform between LO and HI ms")  # fmt: skip
     faults.add_argument("--token-expired", action="store_true", help="answer 190/463 to every request")
     faults.add_argument("--seed", type=int, default=0, help="seed of the fault draws (default 0)")

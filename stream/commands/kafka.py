@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+from stream.commands import Subparsers
 
 
-def register(sub: Any) -> None:
+def register(sub: Subparsers, argv: Sequence[str]) -> None:
     """Add the `kafka` command and its actions to the CLI."""
     parser = sub.add_parser("kafka", help="run a local single-node Apache Kafka broker (KRaft, 127.0.0.1)")
     parser.add_argument("action", choices=["up", "down", "status"])
@@ -24,7 +26,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Carry out up, down or status; print one line that says what happened."""
-    from stream.localkafka import LocalKafka
+    from stream.tools.kafka import LocalKafka
 
     broker = LocalKafka(data_dir=args.data_dir, cache_dir=args.cache_dir)
     if args.action == "up":

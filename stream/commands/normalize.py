@@ -13,10 +13,11 @@ import argparse
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from stream.commands import Subparsers
 from stream.errors import UsageError
 
 _FASTAVRO_MESSAGE = re.compile(
@@ -24,7 +25,7 @@ _FASTAVRO_MESSAGE = re.compile(
 )
 
 
-def register(sub: Any) -> None:
+def register(sub: Subparsers, argv: Sequence[str]) -> None:
     """Add the `normalize` command to the CLI."""
     parser = sub.add_parser("normalize", help="show the Meta event (or the rejection) for each JSON record")
     parser.add_argument("file", nargs="?", type=Path, help="JSON lines file (default: stdin)")
@@ -52,18 +53,18 @@ def register(sub: Any) -> None:
 
 def country_flag(value: str | None) -> str | None:
     """The validated --default-country (upper case), or UsageError naming the flag."""
-    from stream import places  # pycountry tables load only when needed
+    from stream.contract import places  # pycountry tables load only when needed
 
     if value is None:
         return None
-    code = value.strip().lower()
-    if len(code) != 2 or places.COUNTRIES.get(code) != code:
+    code = places.iso_country(value)
+    if code is None:
         raise UsageError(f"--default-country {value!r} is not an ISO 3166-1 alpha-2 country code (e.g. US)")
-    return code.upper()
+    return code
 
 
 def _settings_chooser(args: argparse.Namespace) -> Callable[[Mapping[str, Any]], Any]:
-    from stream.normalize import NormalizeSettings
+    from stream.contract.normalize import NormalizeSettings
 
     fallback = NormalizeSettings(default_country=country_flag(args.default_country))
     if args.config is None:
@@ -99,8 +100,8 @@ def normalize_lines(
     import orjson
     from fastavro.validation import ValidationError, validate
 
-    from stream.normalize import BAD_RECORD, normalize_event
-    from stream.schema import load_schema
+    from stream.avro.schema import load_schema
+    from stream.contract.normalize import BAD_RECORD, normalize_event
 
     schema = load_schema()
     counts = [0, 0, 0]

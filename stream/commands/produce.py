@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+from stream.commands import Subparsers
 from stream.errors import UsageError
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
 
-def register(sub: Any) -> None:
+def register(sub: Subparsers, argv: Sequence[str]) -> None:
     """Add the `produce` command to the CLI."""
     parser = sub.add_parser("produce", help="encode JSON lines as Avro and publish them to a topic")
     parser.add_argument("file", nargs="?", type=Path, help="JSON lines file (default: stdin)")
@@ -32,9 +33,9 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Publish every line that fits the schema; report each skipped line with its number (exit 1)."""
-    from stream.produce import produce_lines
-    from stream.schema import load_schema
-    from stream.wire import WireFormat
+    from stream.avro.schema import load_schema
+    from stream.avro.wire import WireFormat
+    from stream.tools.produce import produce_lines
 
     wire_format = WireFormat(args.wire_format)
     if wire_format is WireFormat.CONFLUENT and args.schema_id is None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import urllib.request
+from collections.abc import Sequence
 from typing import Any
 
+from stream.commands import Subparsers
 from stream.errors import UsageError
 
 
-def register(sub: Any) -> None:
+def register(sub: Subparsers, argv: Sequence[str]) -> None:
     """Add the `quality` command to the CLI."""
     parser = sub.add_parser("quality",
                             help="print match keys, validation, user consistency and latency from /metrics")
@@ -23,7 +25,7 @@ def parse(text: str) -> Any:
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    from stream.quality import Quality, Targets
+    from stream.pipeline.quality import Quality, Targets
 
     q = Quality()
     counters = {
@@ -65,7 +67,7 @@ _TARGETS = frozenset({"identifier_share", "revenue_value_share", "acceptance_rat
 
 def run(args: argparse.Namespace) -> int:
     """Fetch the metrics and print the table; exit 2 when the URL cannot be read."""
-    from stream.quality import destination_rows, rows, table, worst
+    from stream.pipeline.quality import destination_rows, rows, table, worst
 
     if not args.metrics_url.startswith(("http://", "https://")):
         raise UsageError(f"--metrics-url must be an http(s) URL, got {args.metrics_url!r}")

@@ -14,13 +14,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from stream.commands import Subparsers
 
-def register(sub: Any) -> None:
+
+def register(sub: Subparsers, argv: Sequence[str]) -> None:
     """Add the `replay` command to the CLI."""
-    from stream.replay import DEFAULT_SAMPLE_LIMIT
+    from stream.tools.replay import DEFAULT_SAMPLE_LIMIT
 
     parser = sub.add_parser("replay", help="reset a stopped consumer group's offsets to replay events (dry run first)")
     parser.add_argument("--group", default=None, help="consumer group (default: kafka.group_id of --config)")
@@ -66,16 +69,16 @@ def _names(args: argparse.Namespace, settings: Any) -> tuple[str, str]:
 
 def _decoder(settings: Any) -> Any:
     """The event_time reader for sampled values, framed as the pipeline reads them."""
-    from stream.admin import event_time_reader
-    from stream.decode import Decoder
-    from stream.schema import load_schema
-    from stream.wire import WireFormat
+    from stream.avro.decode import Decoder
+    from stream.avro.schema import load_schema
+    from stream.avro.wire import WireFormat
+    from stream.tools.admin import event_time_reader
 
     wire = WireFormat(settings.decode.wire_format)
     decoder = Decoder(load_schema(settings.decode.schema_path or None), wire)
     lookup = None
     if wire is WireFormat.CONFLUENT:
-        from stream.registry import RegistryLookup
+        from stream.avro.registry import RegistryLookup
 
         lookup = RegistryLookup(settings.decode.schema_registry_url).writer_schema
     return event_time_reader(decoder, lookup)
@@ -85,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
     """Plan the reset, print it, and apply it with --execute; exit 2 on bad input or an active group."""
     import orjson
 
-    from stream import admin, replay
     from stream.errors import UsageError
+    from stream.tools import admin, replay
 
     if args.sample < 1:
         # with nothing read the age columns would be guesses printed as counts

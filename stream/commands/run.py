@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+from stream.commands import Subparsers
 
 
-def register(sub: Any) -> None:
+def register(sub: Subparsers, argv: Sequence[str]) -> None:
     """Add the `run` command to the CLI."""
     parser = sub.add_parser("run", help="consume, normalize, dedupe, batch, send to Meta, commit after ack")
     parser.add_argument("--config", type=Path, required=True, help="TOML config file (see config/example.toml)")
@@ -19,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     """Load and validate the config, then run the pipeline until a stop signal; exit 1 if a stage failed."""
     from stream import config
     from stream.logs import configure
-    from stream.runner import Pipeline
+    from stream.pipeline.runner import Pipeline
 
     settings = config.load(args.config)
     configure(settings.logging.level, settings.logging.format)

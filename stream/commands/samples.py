@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from collections.abc import Sequence
 
+from stream.commands import Subparsers
 from stream.errors import UsageError
 
 
-def register(sub: Any) -> None:
+def register(sub: Subparsers, argv: Sequence[str]) -> None:
     """Add the `samples` command to the CLI."""
     parser = sub.add_parser("samples", help="print realistic sample app events as JSON lines")
     parser.add_argument("--events", type=int, default=1000)
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     """Write `--events` records to stdout, one JSON object per line."""
     import orjson
 
-    from stream.samples import DEFAULT_APP_IDS, generate
+    from stream.tools.samples import DEFAULT_APP_IDS, generate
 
     if args.events < 0:
         raise UsageError("--events must be >= 0")

@@ -40,8 +40,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec.structs import astuple
 
-from stream.emulator.rules import BROAD_KEYS, CURRENCIES
-from stream.meta import (
+from stream.contract.meta import (
     CUSTOMER_INFORMATION_FIELDS,
     HASH_RECOMMENDED_FIELDS,
     MAX_EVENT_AGE_S,
@@ -50,6 +49,7 @@ from stream.meta import (
     MUST_HASH_FIELDS,
     RAW_FIELDS,
 )
+from stream.emulator.rules import BROAD_KEYS, CURRENCIES
 
 # A SHA-256 digest has 64 characters; that they are lowercase hex is checked over all of them at once.
 _Digest = Annotated[str, msgspec.Meta(min_length=64, max_length=64)]

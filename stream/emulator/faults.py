@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
-from stream.emulator.errors import THROTTLE_SEQUENCE
+from stream.emulator.answers import THROTTLE_SEQUENCE
 from stream.errors import UsageError
 
 # Held requests outlast any sane client timeout (Meta recommends 1.5 s [1.3]); tests shorten it.

@@ -32,9 +32,7 @@ from typing import Any, Final
 import orjson
 import pycountry
 
-from stream.emulator import errors
-from stream.emulator.errors import MetaError
-from stream.meta import (
+from stream.contract.meta import (
     ACTION_SOURCES,
     EXTINFO_LENGTH,
     EXTINFO_OS_VERSION_SLOT,
@@ -49,6 +47,8 @@ from stream.meta import (
     TOO_BROAD_KEY_SETS,
     is_too_broad,
 )
+from stream.emulator import answers
+from stream.emulator.answers import ErrorAnswer
 
 Event = dict[str, Any]
 
@@ -76,9 +76,9 @@ _FAST_ATE: Final = (0, 1, True, False, "0", "1")
 _FAST_EXTINFO_VERSIONS: Final = tuple(EXTINFO_VERSIONS)
 
 
-def _missing(name: str) -> MetaError:
-    return errors.invalid_event(
-        errors.SUBCODE_MISSING_FIELD, "Missing Required Parameter",
+def _missing(name: str) -> ErrorAnswer:
+    return answers.invalid_event(
+        answers.SUBCODE_MISSING_FIELD, "Missing Required Parameter",
         f"The parameter {name} is required for this event and is missing or has the wrong type.",
     )  # fmt: skip
 
@@ -86,37 +86,37 @@ def _missing(name: str) -> MetaError:
 _MISSING: Final = {name: _missing(name) for name in (
     "event_name", "event_time", "action_source", "user_data", "client_user_agent", "event_source_url",
 )}  # fmt: skip
-_INVALID_ACTION_SOURCE: Final = errors.invalid_event(
-    errors.SUBCODE_INVALID_ACTION_SOURCE, "Invalid Action Source",
+_INVALID_ACTION_SOURCE: Final = answers.invalid_event(
+    answers.SUBCODE_INVALID_ACTION_SOURCE, "Invalid Action Source",
     "The action_source must be one of: " + ", ".join(sorted(ACTION_SOURCES)) + ".",
 )  # fmt: skip
-_TOO_OLD: Final = errors.event_too_old()
-_FUTURE: Final = errors.invalid_event(
-    errors.SUBCODE_INVALID_EVENT_TIME, "Event Timestamp In The Future",
+_TOO_OLD: Final = answers.event_too_old()
+_FUTURE: Final = answers.invalid_event(
+    answers.SUBCODE_INVALID_EVENT_TIME, "Event Timestamp In The Future",
     "The event_time must be a Unix timestamp in seconds that is not in the future.",
 )  # fmt: skip
-_INSUFFICIENT: Final = errors.insufficient_customer_info()
-_APP_DATA: Final = errors.invalid_event(
-    errors.SUBCODE_INVALID_APP_DATA, "Invalid App Data",
+_INSUFFICIENT: Final = answers.insufficient_customer_info()
+_APP_DATA: Final = answers.invalid_event(
+    answers.SUBCODE_INVALID_APP_DATA, "Invalid App Data",
     "App events need app_data with advertiser_tracking_enabled (0 or 1) and extinfo: 16 strings whose "
     "first is a2 (Android) or i2 (iOS) and whose fifth is the OS version.",
 )  # fmt: skip
-_PURCHASE_VALUE: Final = errors.invalid_event(
-    errors.SUBCODE_PURCHASE_VALUE, "Missing Value Or Currency",
+_PURCHASE_VALUE: Final = answers.invalid_event(
+    answers.SUBCODE_PURCHASE_VALUE, "Missing Value Or Currency",
     "Purchase events need custom_data.value (a number) and custom_data.currency (an ISO 4217 code).",
 )  # fmt: skip
-_REJECTED: Final = errors.invalid_event(
-    errors.SUBCODE_REJECTED_EVENT, "Event Rejected",
+_REJECTED: Final = answers.invalid_event(
+    answers.SUBCODE_REJECTED_EVENT, "Event Rejected",
     "This event was rejected (the emulator was asked to reject its event_id).",
 )  # fmt: skip
-_NOT_A_LIST: Final = errors.invalid_parameter("param data must be an array of events")
-_NOT_AN_OBJECT: Final = errors.invalid_parameter("each element of param data must be a JSON object")
-_MISSING_DATA: Final = errors.invalid_parameter("The parameter data is required")
+_NOT_A_LIST: Final = answers.invalid_parameter("param data must be an array of events")
+_NOT_AN_OBJECT: Final = answers.invalid_parameter("each element of param data must be a JSON object")
+_MISSING_DATA: Final = answers.invalid_parameter("The parameter data is required")
 
 
-def _unhashed(field: str) -> MetaError:
-    return errors.invalid_event(
-        errors.SUBCODE_UNHASHED_FIELD, "Unhashed Customer Information",
+def _unhashed(field: str) -> ErrorAnswer:
+    return answers.invalid_event(
+        answers.SUBCODE_UNHASHED_FIELD, "Unhashed Customer Information",
         f"The user_data parameter {field} must be hashed with SHA-256 (64 lowercase hex characters).",
     )  # fmt: skip
 
@@ -124,7 +124,7 @@ def _unhashed(field: str) -> MetaError:
 _UNHASHED: Final = {field: _unhashed(field) for field in MUST_HASH_FIELDS}
 
 
-def read_events(data: object) -> list[Event] | MetaError:
+def read_events(data: object) -> list[Event] | ErrorAnswer:
     """The events of a request's `data` parameter, or Meta's error for a malformed one.
 
     Accepts a list of event objects, a JSON string holding such a list (form-encoded requests), and
@@ -140,7 +140,7 @@ def read_events(data: object) -> list[Event] | MetaError:
     if not isinstance(data, list) or not data:
         return _NOT_A_LIST if data != [] else _MISSING_DATA
     if len(data) > MAX_EVENTS_PER_REQUEST:
-        return errors.too_many_events(len(data))
+        return answers.too_many_events(len(data))
     events: list[Event] = data
     for i, event in enumerate(events):
         if type(event) is dict:
@@ -157,7 +157,7 @@ def read_events(data: object) -> list[Event] | MetaError:
     return events
 
 
-def _check_user_data(user_data: Mapping[str, Any]) -> MetaError | None:
+def _check_user_data(user_data: Mapping[str, Any]) -> ErrorAnswer | None:
     present = []
     for key, value in user_data.items():
         kind = _KIND.get(key)
@@ -173,7 +173,7 @@ def _check_user_data(user_data: Mapping[str, Any]) -> MetaError | None:
     return None
 
 
-def _check_app_data(app_data: object) -> MetaError | None:
+def _check_app_data(app_data: object) -> ErrorAnswer | None:
     if type(app_data) is not dict:
         return _APP_DATA
     ate = app_data.get("advertiser_tracking_enabled")
@@ -191,7 +191,7 @@ def _check_app_data(app_data: object) -> MetaError | None:
     return None
 
 
-def _check_purchase(custom_data: object) -> MetaError | None:
+def _check_purchase(custom_data: object) -> ErrorAnswer | None:
     if type(custom_data) is not dict:
         return _PURCHASE_VALUE
     value = custom_data.get("value")
@@ -206,7 +206,7 @@ def _event_id(event: Event) -> str | None:
     return event_id if type(event_id) is str else None
 
 
-def check_event(event: Event, now: float, rejected_ids: frozenset[str] = frozenset()) -> MetaError | None:
+def check_event(event: Event, now: float, rejected_ids: frozenset[str] = frozenset()) -> ErrorAnswer | None:
     """Meta's error for one event, or None: the rules of the module table, in order (the reference).
 
     `validate_events` gives the same answers faster; tests hold the two together.
@@ -247,7 +247,7 @@ def check_event(event: Event, now: float, rejected_ids: frozenset[str] = frozens
 
 def validate_events(
     events: list[Event], now: float, rejected_ids: frozenset[str] = frozenset()
-) -> MetaError | None:
+) -> ErrorAnswer | None:
     """Meta's error for the first invalid event of `events`, or None when every event is valid.
 
     `now` is the current Unix time in seconds; `rejected_ids` are event ids the test hook refuses.

@@ -28,12 +28,13 @@ import orjson
 import structlog
 from aiohttp import web
 
-from stream.emulator import errors, fastpath, rules
-from stream.emulator.errors import MetaError
+from stream.emulator import answers, fastpath, rules
+from stream.emulator.answers import ErrorAnswer
 from stream.emulator.faults import DEFAULT_SEED, FaultKind, FaultPlan, FaultSpec, FaultSpecError
 from stream.emulator.page import render_page
 from stream.emulator.state import DEFAULT_KEEP_EVENTS, Ledger
 from stream.emulator.tokens import TokenBook
+from stream.errors import CapiStreamError
 
 log = structlog.get_logger("stream.emulator")
 
@@ -67,8 +68,8 @@ T = TypeVar("T")
 Reply = tuple[int, bytes, Mapping[str, str]]
 
 
-class EmulatorError(RuntimeError):
-    """Misuse of the Emulator object itself (started twice, url before start)."""
+class EmulatorError(CapiStreamError, RuntimeError):
+    """Misuse of the Emulator object itself (started twice, url before start): a bug in the caller."""
 
 
 def _trace_id() -> str:
@@ -206,7 +207,7 @@ class Emulator:
         if refused is not None:
             return refused
         events = rules.read_events(params.get("data"))
-        if isinstance(events, MetaError):
+        if isinstance(events, ErrorAnswer):
             return self._refuse(events)
         problem = rules.validate_events(events, now, self._plan.spec.reject_event_ids)
         if problem is not None:
@@ -235,7 +236,7 @@ class Emulator:
         if problem is not None:
             return self._refuse(problem)
         if test_event_code is not None and type(test_event_code) is not str:
-            return self._refuse(errors.invalid_parameter("param test_event_code must be a string"))
+            return self._refuse(answers.invalid_parameter("param test_event_code must be a string"))
         return None
 
     @staticmethod
@@ -244,7 +245,7 @@ class Emulator:
         answer = orjson.dumps({"events_received": count, "messages": [], "fbtrace_id": trace})
         return 200, answer, {"x-fb-trace-id": trace}
 
-    def _refuse(self, problem: MetaError) -> Reply:
+    def _refuse(self, problem: ErrorAnswer) -> Reply:
         self.ledger.count_error(problem.key)
         trace = _trace_id()
         return problem.status, problem.encode(trace), {**problem.headers, "x-fb-trace-id": trace}
@@ -268,7 +269,7 @@ class Emulator:
             gc.disable()
         try:
             fast = self._fast_path and not self._plan.spec.reject_event_ids
-            params: dict[str, Any] | MetaError | None = None
+            params: dict[str, Any] | ErrorAnswer | None = None
             if content_type == _FORM or not body:
                 params = parse_params(content_type, body, query)
                 request = fastpath.from_params(params, now) if fast and isinstance(params, dict) else None
@@ -278,7 +279,7 @@ class Emulator:
                 return self._process_fast(dataset_id, request, now)
             if params is None:
                 params = parse_params(content_type, body, query)
-            if isinstance(params, MetaError):
+            if isinstance(params, ErrorAnswer):
                 return self._refuse(params)
             return self.process(dataset_id, params, now, body if content_type != _FORM else None)
         finally:
@@ -305,12 +306,12 @@ class Emulator:
         now = self._clock()
         if self._plan.spec.token_expired:
             self.ledger.count_fault("token_expired")
-            return self._meta_error(errors.expired_token(now, now))
+            return self._meta_error(answers.expired_token(now, now))
         if not _VERSION.fullmatch(request.match_info["version"]):
-            return self._meta_error(errors.unknown_path(request.path), count=True)
+            return self._meta_error(answers.unknown_path(request.path), count=True)
         return _answer(*self.handle(dataset_id, content_type, body, query, now))
 
-    def _meta_error(self, problem: MetaError, count: bool = False) -> web.Response:
+    def _meta_error(self, problem: ErrorAnswer, count: bool = False) -> web.Response:
         if count:
             return _answer(*self._refuse(problem))
         trace = _trace_id()
@@ -325,13 +326,13 @@ class Emulator:
         self, request: web.Request, fault: FaultKind, throttle_code: int | None, dataset_id: str
     ) -> web.StreamResponse:
         if fault is FaultKind.HTTP_500:
-            return self._meta_error(errors.server_error())
+            return self._meta_error(answers.server_error())
         if fault is FaultKind.HTTP_503:
-            return self._meta_error(errors.service_unavailable())
+            return self._meta_error(answers.service_unavailable())
         if fault is FaultKind.THROTTLE:
             assert throttle_code is not None
             return self._meta_error(
-                errors.throttled(throttle_code, dataset_id, self._plan.spec.throttle_regain_minutes)
+                answers.throttled(throttle_code, dataset_id, self._plan.spec.throttle_regain_minutes)
             )
         if fault is FaultKind.TIMEOUT:
             await self._hold(self._plan.spec.timeout_hold_s)
@@ -393,7 +394,7 @@ class Emulator:
         return web.Response(text=text, content_type="text/html")
 
     async def _unknown_path(self, request: web.Request) -> web.Response:
-        return self._meta_error(errors.unknown_path(request.path))
+        return self._meta_error(answers.unknown_path(request.path))
 
     def _app(self) -> web.Application:
         # Meta takes requests of up to 1,000 events; let a generous body through so our own limit
@@ -420,7 +421,7 @@ def _decode_kept(raw: bytes | str) -> list[dict[str, Any]]:
     if isinstance(raw, bytes) and isinstance(data, dict):
         data = data.get("data")
     events = rules.read_events(data)
-    return [] if isinstance(events, MetaError) else events
+    return [] if isinstance(events, ErrorAnswer) else events
 
 
 def _form_pairs(text: str) -> list[tuple[str, str]]:
@@ -444,7 +445,7 @@ def _form_pairs(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def parse_params(content_type: str, body: bytes, query: Mapping[str, str]) -> dict[str, Any] | MetaError:
+def parse_params(content_type: str, body: bytes, query: Mapping[str, str]) -> dict[str, Any] | ErrorAnswer:
     """Parameters of a form-encoded or JSON body overlaid on the query string, or Meta's error."""
     params: dict[str, Any] = dict(query)
     if not body:
@@ -453,15 +454,15 @@ def parse_params(content_type: str, body: bytes, query: Mapping[str, str]) -> di
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
-            return errors.invalid_parameter("the form body is not UTF-8")
+            return answers.invalid_parameter("the form body is not UTF-8")
         params.update(_form_pairs(text))
         return params
     try:
         decoded = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return errors.invalid_parameter("the request body is neither JSON nor form-encoded")
+        return answers.invalid_parameter("the request body is neither JSON nor form-encoded")
     if not isinstance(decoded, dict):
-        return errors.invalid_parameter("the JSON body must be an object")
+        return answers.invalid_parameter("the JSON body must be an object")
     params.update(decoded)
     return params
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 
-from stream.emulator import errors
-from stream.emulator.errors import MetaError
+from stream.emulator import answers
+from stream.emulator.answers import ErrorAnswer
 
 
 class TokenBook:
@@ -48,28 +48,28 @@ class TokenBook:
         self._expired.get(dataset_id, {}).pop(token, None)
         self._valid[dataset_id] = token
 
-    def check(self, dataset_id: str, token: object, now: float) -> MetaError | None:
+    def check(self, dataset_id: str, token: object, now: float) -> ErrorAnswer | None:
         """Meta's error for using `token` on `dataset_id`, or None when it may."""
         if type(token) is not str or not token:
-            return errors.missing_token()
+            return answers.missing_token()
         expected = self._valid.get(dataset_id)
         if expected is not None and hmac.compare_digest(token.encode(), expected.encode()):
             return None
         expired_at = self._expired.get(dataset_id, {}).get(token)
         if expired_at is not None:
-            return errors.expired_token(expired_at, now)
+            return answers.expired_token(expired_at, now)
         if expected is None:
             if self._open:
                 return None
             if self._known(token):
-                return errors.unknown_object(dataset_id)
-            return errors.invalid_token()
+                return answers.unknown_object(dataset_id)
+            return answers.invalid_token()
         if self._open:
             # In open mode every token was valid before the rotation, so any other one has expired.
-            return errors.expired_token(now, now)
+            return answers.expired_token(now, now)
         if self._known(token):
-            return errors.unknown_object(dataset_id)
-        return errors.invalid_token()
+            return answers.unknown_object(dataset_id)
+        return answers.invalid_token()
 
     def _known(self, token: str) -> bool:
         encoded = token.encode()

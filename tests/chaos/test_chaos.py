@@ -19,7 +19,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from chaos_oracle import (
+
+from stream.pipeline.deadletters import HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON
+from stream.tools.kafka import LocalKafka
+from stream.tools.samples import generate
+from tests.support.chaos_oracle import (
     Key,
     Position,
     Snapshot,
@@ -29,7 +33,7 @@ from chaos_oracle import (
     offset_problems,
     repeat_problems,
 )
-from pipeline_harness import (
+from tests.support.harness import (
     APPS_A,
     APPS_B,
     PipelineProcess,
@@ -42,10 +46,6 @@ from pipeline_harness import (
     read_topic,
     wait_until,
 )
-
-from stream.dlq import HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON
-from stream.localkafka import LocalKafka
-from stream.samples import generate
 
 ROUNDS_ENV = "CAPI_STREAM_CHAOS_ROUNDS"
 EVENTS_ENV = "CAPI_STREAM_CHAOS_EVENTS"

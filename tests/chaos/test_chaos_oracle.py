@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pytest
-from chaos_oracle import (
+
+from tests.support.chaos_oracle import (
     Key,
     Position,
     Snapshot,

@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 import pytest
 from confluent_kafka import Consumer
-from pipeline_harness import APPS_A, APPS_B, Scenario, expected_keys, produce_records, wait_until
 
-from stream.samples import generate
+from stream.tools.samples import generate
+from tests.support.harness import APPS_A, APPS_B, Scenario, expected_keys, produce_records, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from pipeline_harness import APPS_A, APPS_B, Scenario, expected_keys, produce_records, wait_until
 
-from stream.samples import generate
+from stream.tools.samples import generate
+from tests.support.harness import APPS_A, APPS_B, Scenario, expected_keys, produce_records, wait_until
 
 pytestmark = pytest.mark.kafka
 

@@ -9,13 +9,13 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import Producer
-from pipeline_harness import headers_of, read_topic
 
-from stream import dlqtools
 from stream.cli import main
-from stream.dlq import HEADER_EVENT_ID, HEADER_REASON, DeadLetter
-from stream.dlqtools import RawMessage
 from stream.errors import UsageError
+from stream.pipeline.deadletters import HEADER_EVENT_ID, HEADER_REASON, DeadLetter
+from stream.tools import dlq as dlqtools
+from stream.tools.dlq import RawMessage
+from tests.support.harness import headers_of, read_topic
 
 EMAIL = "jane.doe.secret@example.com"
 PHONE = "+16505551234"

@@ -14,25 +14,31 @@ import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
 
 import aiohttp
 import orjson
 import pytest
 
-from stream.emulator import Emulator, EmulatorError, EmulatorThread, errors
-from stream.emulator.samples import sample_events, sha256
-from stream.meta import GRAPH_API_VERSION, MAX_EVENT_AGE_S
+from stream.contract.meta import GRAPH_API_VERSION
+from stream.emulator import Emulator, EmulatorError, EmulatorThread, answers
+from stream.emulator.samples import sample_events
+from tests.support.emulator_requests import (
+    DATASET,
+    ENCODINGS,
+    REQUEST_ERRORS,
+    RULES,
+    TOKEN,
+    Event,
+    as_json,
+    break_rule,
+    invalid_batch,
+    now,
+)
 
 if TYPE_CHECKING:
-    from conftest_emulator import EmulatorFactory
+    from tests.support.emulator import EmulatorFactory
 
-# The emulator fixtures (emulator, emulator_factory, emulator_thread, http).
-pytest_plugins = ["conftest_emulator"]
 
-DATASET = "1234567890"
-TOKEN = "tok-1"  # noqa: S105 - a fake token for the local emulator
-Event = dict[str, Any]
 
 
 def _post_sync(url: str, body: bytes) -> tuple[int, Any]:
@@ -47,9 +53,6 @@ def _post_sync(url: str, body: bytes) -> tuple[int, Any]:
     finally:
         connection.close()
 
-
-def _now() -> int:
-    return int(time.time())
 
 
 def _events_url(emu: Emulator, dataset: str = DATASET, version: str = GRAPH_API_VERSION) -> str:
@@ -70,28 +73,6 @@ async def _get(http: aiohttp.ClientSession, url: str) -> Any:
 # --- request encodings -----------------------------------------------------------------------------
 
 
-def _as_json(events: list[Event]) -> tuple[str, bytes, str]:
-    return "", orjson.dumps({"data": events, "access_token": TOKEN, "test_event_code": "T1"}), "application/json"
-
-
-def _as_form(events: list[Event]) -> tuple[str, bytes, str]:
-    body = {"data": orjson.dumps(events).decode(), "access_token": TOKEN, "test_event_code": "T1"}
-    return "", urlencode(body).encode(), "application/x-www-form-urlencoded"
-
-
-def _as_form_token_in_query(events: list[Event]) -> tuple[str, bytes, str]:
-    body = urlencode({"data": orjson.dumps(events).decode(), "test_event_code": "T1"})
-    return f"?access_token={TOKEN}", body.encode(), "application/x-www-form-urlencoded"
-
-
-def _as_json_strings(events: list[Event]) -> tuple[str, bytes, str]:
-    # Meta's SDK encodes each event as a JSON string inside `data`.
-    body = {"data": [orjson.dumps(e).decode() for e in events], "test_event_code": "T1"}
-    return f"?access_token={TOKEN}", orjson.dumps(body), "application/json"
-
-
-ENCODINGS = [_as_json, _as_form, _as_form_token_in_query, _as_json_strings]
-
 
 async def _send(http: aiohttp.ClientSession, emu: Emulator, encode: Callable[..., Any], events: list[Event]) -> Any:
     query, body, content_type = encode(events)
@@ -102,11 +83,6 @@ async def _send(http: aiohttp.ClientSession, emu: Emulator, encode: Callable[...
         return r.status, payload
 
 
-def _invalid_batch() -> list[Event]:
-    events = sample_events(3, _now())
-    events[1]["user_data"]["em"] = ["someone@example.com"]
-    return events
-
 
 @pytest.mark.parametrize("encode", ENCODINGS, ids=[e.__name__ for e in ENCODINGS])
 async def test_every_encoding_gives_the_same_result(
@@ -115,20 +91,20 @@ async def test_every_encoding_gives_the_same_result(
     """JSON, form-encoded, token in the query and SDK-style JSON strings accept and refuse alike."""
     reference = await emulator_factory(tokens={DATASET: TOKEN})
     other = await emulator_factory(tokens={DATASET: TOKEN})
-    good = sample_events(5, _now())
-    assert await _send(http, reference, _as_json, good) == (200, {"events_received": 5, "messages": []})
+    good = sample_events(5, now())
+    assert await _send(http, reference, as_json, good) == (200, {"events_received": 5, "messages": []})
     assert await _send(http, other, encode, good) == (200, {"events_received": 5, "messages": []})
     assert other.ledger.received() == reference.ledger.received()
     assert [a.event for a in other.ledger.recent(5)] == [a.event for a in reference.ledger.recent(5)]
     assert other.ledger.recent(1)[0].test_event_code == "T1"
-    refused = await _send(http, reference, _as_json, _invalid_batch())
+    refused = await _send(http, reference, as_json, invalid_batch())
     assert refused[0] == 400
-    assert await _send(http, other, encode, _invalid_batch()) == refused
+    assert await _send(http, other, encode, invalid_batch()) == refused
 
 
 async def test_multipart_form_is_read_too(emulator: Emulator, http: aiohttp.ClientSession) -> None:
     """A multipart/form-data body with a `data` field is accepted like the url-encoded one."""
-    form = aiohttp.FormData({"data": orjson.dumps(sample_events(2, _now())).decode(), "access_token": TOKEN})
+    form = aiohttp.FormData({"data": orjson.dumps(sample_events(2, now())).decode(), "access_token": TOKEN})
     async with http.post(_events_url(emulator), data=form) as r:
         assert r.status == 200
         assert (await r.json())["events_received"] == 2
@@ -137,7 +113,7 @@ async def test_multipart_form_is_read_too(emulator: Emulator, http: aiohttp.Clie
 async def test_success_body_and_trace_header(emulator: Emulator, http: aiohttp.ClientSession) -> None:
     """A valid request answers 200 with Meta's success body and the trace id also in a header."""
     status, body, headers = await _post_json(http, _events_url(emulator),
-                                             {"data": sample_events(3, _now()), "access_token": TOKEN})  # fmt: skip
+                                             {"data": sample_events(3, now()), "access_token": TOKEN})  # fmt: skip
     assert status == 200
     assert set(body) == {"events_received", "messages", "fbtrace_id"}
     assert body["events_received"] == 3
@@ -148,55 +124,15 @@ async def test_success_body_and_trace_header(emulator: Emulator, http: aiohttp.C
 
 # --- each validation rule and its error body -------------------------------------------------------
 
-H = sha256("x")
-
-
-def _break(event: Event, rule: str) -> None:
-    if rule == "missing_field":
-        del event["event_name"]
-    elif rule == "action_source":
-        event["action_source"] = "mobile"
-    elif rule == "too_old":
-        event["event_time"] = _now() - MAX_EVENT_AGE_S - 60
-    elif rule == "future":
-        event["event_time"] = _now() + 3600
-    elif rule == "unhashed":
-        event["user_data"]["em"] = "raw@example.com"
-    elif rule == "no_customer_info":
-        event["user_data"] = {}
-    elif rule == "too_broad":
-        event["user_data"] = {"country": H, "ge": H}
-    elif rule == "app_data":
-        event["app_data"]["extinfo"][0] = "w1"
-    elif rule == "purchase":
-        del event["custom_data"]["currency"]
-    elif rule == "website":
-        event["action_source"] = "website"
-
-
-RULES = [
-    ("missing_field", errors.SUBCODE_MISSING_FIELD, "Missing Required Parameter"),
-    ("action_source", errors.SUBCODE_INVALID_ACTION_SOURCE, "Invalid Action Source"),
-    ("too_old", 2804003, "Event Timestamp Too Old"),
-    ("future", errors.SUBCODE_INVALID_EVENT_TIME, "Event Timestamp In The Future"),
-    ("unhashed", errors.SUBCODE_UNHASHED_FIELD, "Unhashed Customer Information"),
-    ("no_customer_info", 2804050, "Insufficient Customer Information Parameters"),
-    ("too_broad", 2804050, "Insufficient Customer Information Parameters"),
-    ("app_data", errors.SUBCODE_INVALID_APP_DATA, "Invalid App Data"),
-    ("purchase", errors.SUBCODE_PURCHASE_VALUE, "Missing Value Or Currency"),
-    ("website", errors.SUBCODE_MISSING_FIELD, "Missing Required Parameter"),
-]
-
-
 @pytest.mark.parametrize(("rule", "subcode", "title"), RULES, ids=[r[0] for r in RULES])
 async def test_each_rule_answers_metas_error_and_refuses_the_whole_request(
     rule: str, subcode: int, title: str, emulator: Emulator, http: aiohttp.ClientSession
 ) -> None:
     """One bad event among good ones: HTTP 400, Meta's full error body, and no event recorded."""
-    events = sample_events(4, _now())
-    _break(events[3], rule)  # index 3 is a MobileAppInstall; 0 is a Purchase
+    events = sample_events(4, now())
+    break_rule(events[3], rule)  # index 3 is a MobileAppInstall; 0 is a Purchase
     if rule == "purchase":
-        _break(events[0], rule)
+        break_rule(events[0], rule)
     status, body, headers = await _post_json(http, _events_url(emulator), {"data": events, "access_token": TOKEN})
     assert status == 400
     error = body["error"]
@@ -209,14 +145,6 @@ async def test_each_rule_answers_metas_error_and_refuses_the_whole_request(
     assert emulator.ledger.received() == []
     assert stats["errors"] == {f"100/{subcode}": 1}
 
-
-REQUEST_ERRORS = [
-    ("no data", {"access_token": TOKEN}, "100", "The parameter data is required"),
-    ("data not a list", {"data": {"a": 1}, "access_token": TOKEN}, "100", "must be an array"),
-    ("1001 events", {"data": sample_events(1001, int(time.time())), "access_token": TOKEN}, "100", "at most 1000"),
-    ("no token", {"data": sample_events(1, int(time.time()))}, "104", "access token is required"),
-    ("test_event_code not a string", {"data": [], "access_token": TOKEN, "test_event_code": 5}, "100", "string"),
-]
 
 
 @pytest.mark.parametrize(("case", "body", "key", "fragment"), REQUEST_ERRORS, ids=[c[0] for c in REQUEST_ERRORS])
@@ -253,7 +181,7 @@ async def test_paths_graph_does_not_route(emulator: Emulator, http: aiohttp.Clie
     """A malformed version or an unknown path answers Graph's 'Unknown path components' (2500)."""
     status, body, _ = await _post_json(http, _events_url(emulator, version="26"), {"access_token": TOKEN})
     assert status == 400
-    assert body["error"]["code"] == errors.CODE_UNKNOWN_PATH
+    assert body["error"]["code"] == answers.CODE_UNKNOWN_PATH
     async with http.get(f"{emulator.url}/v26.0/{DATASET}/nothing") as r:
         assert r.status == 400
         assert (await r.json())["error"]["message"] == f"Unknown path components: /v26.0/{DATASET}/nothing"
@@ -265,7 +193,7 @@ async def test_paths_graph_does_not_route(emulator: Emulator, http: aiohttp.Clie
 async def test_token_answers(emulator_factory: EmulatorFactory, http: aiohttp.ClientSession) -> None:
     """Configured tokens: wrong dataset 100/33, unknown token 190, rotated-out token 190/463."""
     emu = await emulator_factory(tokens={DATASET: TOKEN, "999": "tok-999"})
-    events = sample_events(1, _now())
+    events = sample_events(1, now())
 
     async def key(dataset: str, token: str) -> tuple[int, str]:
         url = _events_url(emu, dataset)
@@ -304,7 +232,7 @@ async def test_bad_token_rotation_bodies_are_refused(
 
 async def test_resent_events_are_counted_as_duplicates(emulator: Emulator, http: aiohttp.ClientSession) -> None:
     """Sending the same events twice: both accepted (Meta counts them), the second time as duplicates."""
-    events = sample_events(10, _now())
+    events = sample_events(10, now())
     for _ in range(2):
         status, body, _ = await _post_json(http, _events_url(emulator), {"data": events, "access_token": TOKEN})
         assert (status, body["events_received"]) == (200, 10)
@@ -324,7 +252,7 @@ async def _set_faults(http: aiohttp.ClientSession, emu: Emulator, body: dict[str
 
 
 async def _outcome(http: aiohttp.ClientSession, emu: Emulator, timeout: float = 10.0) -> str:  # noqa: ASYNC109 - the client's timeout is what the test varies
-    body = orjson.dumps({"data": sample_events(2, _now()), "access_token": TOKEN})
+    body = orjson.dumps({"data": sample_events(2, now()), "access_token": TOKEN})
     try:
         async with http.post(_events_url(emu), data=body, headers={"Content-Type": "application/json"},
                              timeout=aiohttp.ClientTimeout(total=timeout)) as r:  # fmt: skip
@@ -406,11 +334,11 @@ async def test_token_expired_lasts_until_turned_off(emulator: Emulator, http: ai
 async def test_reject_event_ids_refuses_whole_requests(emulator: Emulator, http: aiohttp.ClientSession) -> None:
     """A request holding a rejected event id is refused as invalid; the others are accepted."""
     await _set_faults(http, emulator, {"reject_event_ids": ["bad-1"]})
-    good = sample_events(3, _now(), prefix="ok-")
-    bad = sample_events(3, _now(), prefix="bad-")
+    good = sample_events(3, now(), prefix="ok-")
+    bad = sample_events(3, now(), prefix="bad-")
     status, body, _ = await _post_json(http, _events_url(emulator), {"data": good + bad, "access_token": TOKEN})
     assert status == 400
-    assert (body["error"]["code"], body["error"]["error_subcode"]) == (100, errors.SUBCODE_REJECTED_EVENT)
+    assert (body["error"]["code"], body["error"]["error_subcode"]) == (100, answers.SUBCODE_REJECTED_EVENT)
     status, _, _ = await _post_json(http, _events_url(emulator), {"data": good, "access_token": TOKEN})
     assert status == 200
     assert {r["event_id"] for r in emulator.ledger.received()} == {"ok-0", "ok-1", "ok-2"}
@@ -450,8 +378,8 @@ async def test_faults_endpoint_round_trips_and_refuses_bad_bodies(
 
 async def test_inspection_endpoints(emulator: Emulator, http: aiohttp.ClientSession) -> None:
     """stats, received (with a dataset filter), events?limit, reset and the page tell what happened."""
-    await _post_json(http, _events_url(emulator), {"data": sample_events(3, _now(), prefix="a"), "access_token": TOKEN})
-    await _post_json(http, _events_url(emulator, "777"), {"data": sample_events(2, _now(), prefix="b"),
+    await _post_json(http, _events_url(emulator), {"data": sample_events(3, now(), prefix="a"), "access_token": TOKEN})
+    await _post_json(http, _events_url(emulator, "777"), {"data": sample_events(2, now(), prefix="b"),
                                                           "access_token": TOKEN})  # fmt: skip
     await _post_json(http, _events_url(emulator), {"access_token": TOKEN})
     stats = await _get(http, f"{emulator.url}/_emulator/stats")
@@ -482,7 +410,7 @@ async def test_inspection_endpoints(emulator: Emulator, http: aiohttp.ClientSess
 
 async def test_page_escapes_event_values(emulator: Emulator, http: aiohttp.ClientSession) -> None:
     """Values shown on the page are HTML-escaped."""
-    events = sample_events(1, _now(), prefix="<script>x</script>")
+    events = sample_events(1, now(), prefix="<script>x</script>")
     await _post_json(http, _events_url(emulator), {"data": events, "access_token": TOKEN})
     async with http.get(f"{emulator.url}/") as r:
         page = await r.text()
@@ -614,7 +542,7 @@ def test_http_benchmark_runs_against_a_child_emulator() -> None:
     """The end-to-end measurement starts the command, sends every request and reports figures."""
     from stream.benchmarks.emulator import _bodies, measure_http
 
-    bodies, _ = _bodies(4, 10, _now())
+    bodies, _ = _bodies(4, 10, now())
     figures = measure_http(bodies, 10, concurrency=2)
     assert figures["requests"] == 2
     assert figures["events"] == 20

@@ -15,8 +15,8 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from stream.localkafka import LocalKafka, free_port
-from stream.schema import load_schema
+from stream.avro.schema import load_schema
+from stream.tools.kafka import LocalKafka, free_port
 
 pytestmark = pytest.mark.kafka
 

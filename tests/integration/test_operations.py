@@ -11,7 +11,11 @@ from typing import Any
 
 import orjson
 import pytest
-from pipeline_harness import (
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream.tools.kafka import free_port
+from stream.tools.samples import generate
+from tests.support.harness import (
     APPS_A,
     APPS_B,
     Samples,
@@ -22,10 +26,6 @@ from pipeline_harness import (
     read_topic,
     wait_until,
 )
-from prometheus_client.parser import text_string_to_metric_families
-
-from stream.localkafka import free_port
-from stream.samples import generate
 
 pytestmark = pytest.mark.kafka
 

@@ -8,7 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from pipeline_harness import (
+
+from stream.avro.schema import default_schema_path
+from stream.avro.wire import WireFormat, encode
+from stream.tools.devregistry import DevRegistry
+from stream.tools.kafka import free_port
+from stream.tools.samples import generate
+from tests.support.harness import (
     APPS_A,
     APPS_B,
     Scenario,
@@ -21,12 +27,6 @@ from pipeline_harness import (
     scrape,
     wait_until,
 )
-
-from stream.devregistry import DevRegistry
-from stream.localkafka import free_port
-from stream.samples import generate
-from stream.schema import default_schema_path
-from stream.wire import WireFormat, encode
 
 pytestmark = pytest.mark.kafka
 
@@ -99,7 +99,7 @@ def test_confluent_wire_format_resolves_ids_and_dead_letters_unknown_ones(
         schema_id = registry.register(default_schema_path().read_text())
         sc = scenario_factory(partitions=2, extra=f'[decode]\nwire_format = "confluent"\n'
                                                   f'schema_registry_url = "{registry.url}"\n')
-        from stream.schema import load_schema
+        from stream.avro.schema import load_schema
 
         records = _events(30, seed=9, apps=APPS_A)
         for r in records:

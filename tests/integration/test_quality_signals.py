@@ -10,10 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from pipeline_harness import APPS_A, APPS_B, Scenario, http_get, metric, produce_records, scrape, wait_until
 
-from stream.localkafka import free_port
-from stream.samples import generate
+from stream.tools.kafka import free_port
+from stream.tools.samples import generate
+from tests.support.harness import APPS_A, APPS_B, Scenario, http_get, metric, produce_records, scrape, wait_until
 
 pytestmark = pytest.mark.kafka
 

@@ -9,11 +9,11 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import Consumer
-from pipeline_harness import APPS_A, Scenario, committed, end_offsets, expected_keys, produce_records, wait_until
 
-from stream import admin
 from stream.cli import main
-from stream.samples import generate
+from stream.tools import admin
+from stream.tools.samples import generate
+from tests.support.harness import APPS_A, Scenario, committed, end_offsets, expected_keys, produce_records, wait_until
 
 pytestmark = pytest.mark.kafka
 

@@ -10,10 +10,10 @@ import time
 from collections.abc import Callable
 
 import pytest
-from pipeline_harness import APPS_A, Scenario, http_get, produce_records, wait_until
 
-from stream.localkafka import free_port
-from stream.samples import generate
+from stream.tools.kafka import free_port
+from stream.tools.samples import generate
+from tests.support.harness import APPS_A, Scenario, http_get, produce_records, wait_until
 
 pytestmark = pytest.mark.kafka
 

@@ -50,8 +50,8 @@ def exported_metrics() -> Exported:
     `capi-stream run` does it (MetricsServer's CollectorRegistry) and collected once. Families whose
     rows are empty until events flow still name their type and label names, so the list is complete.
     """
-    from stream.metrics import MetricsServer
-    from stream.runner import Pipeline
+    from stream.pipeline.metrics import MetricsServer
+    from stream.pipeline.runner import Pipeline
 
     settings = config.load(CONFIG / "example.toml", env={})
     server = MetricsServer(Pipeline(settings), "127.0.0.1", 0)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from deploy_support import CONFIG, ROOT, exported_metrics, promql_names, run_promtool, unknown_names
 
-from stream import meta
+from stream.contract import meta
 
 DASHBOARD = CONFIG / "grafana" / "dashboards" / "capi-stream.json"
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

@@ -1,0 +1,125 @@
+"""Per-destination batches by count, bytes and age (pure).
+
+Each batch knows the items (and so the partition offsets) it covers. Event bodies are serialized once
+when they enter a batch, so the request body is a join of bytes, never a second JSON encoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+import orjson
+
+from stream.pipeline.items import Item
+
+# `{"data":[` ... `]}` around the comma-joined events
+_ENVELOPE_BYTES = 12
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Batch:
+    """Events for one destination, sent in one request."""
+
+    destination: str
+    items: list[Item]
+    nbytes: int
+    opened_at: float
+    attempts: int = 0
+    # seconds spent waiting for Meta's answers to this batch's requests so far (every attempt)
+    meta_s: float = 0.0
+
+    def body(self, access_token: str, test_event_code: str = "") -> bytes:
+        """The JSON request body: `{"data": [...], "access_token": ..., "test_event_code": ...}`."""
+        parts = [b'{"data":[', b",".join(i.body for i in self.items), b'],"access_token":', orjson.dumps(access_token)]
+        if test_event_code:
+            parts += [b',"test_event_code":', orjson.dumps(test_event_code)]
+        parts.append(b"}")
+        return b"".join(parts)
+
+    def retain(self, items: list[Item]) -> None:
+        """Keep only `items`, a subset of this batch's (the others were given up)."""
+        self.items = items
+        self.nbytes = _size(items)
+
+    def split(self) -> tuple[Batch, Batch]:
+        """Two halves, to isolate the events Meta refuses (Meta rejects a whole request for one)."""
+        mid = len(self.items) // 2
+        left, right = self.items[:mid], self.items[mid:]
+        return (
+            Batch(self.destination, left, _size(left), self.opened_at, meta_s=self.meta_s),
+            Batch(self.destination, right, _size(right), self.opened_at, meta_s=self.meta_s),
+        )
+
+
+def _size(items: Iterable[Item]) -> int:
+    return _ENVELOPE_BYTES + sum(len(i.body) + 1 for i in items)
+
+
+class Batcher:
+    """Open batches, one per destination; a batch closes when full (count or bytes) or lingered."""
+
+    def __init__(self, max_events: int, max_bytes: int, linger_s: float) -> None:
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.linger_s = linger_s
+        self._open: dict[str, Batch] = {}
+
+    def add(self, item: Item, now: float) -> list[Batch]:
+        """Put an item in its destination's open batch; return the batches that closed because full.
+
+        A batch that would pass max_bytes with this item closes first, and the item opens the next one.
+        """
+        size = len(item.body) + 1
+        closed: list[Batch] = []
+        batch = self._open.get(item.destination)
+        if batch is not None and batch.nbytes + size > self.max_bytes:
+            closed.append(self._open.pop(item.destination))
+            batch = None
+        if batch is None:
+            batch = Batch(item.destination, [], _ENVELOPE_BYTES, now)
+            self._open[item.destination] = batch
+        batch.items.append(item)
+        batch.nbytes += size
+        if len(batch.items) >= self.max_events:
+            closed.append(self._open.pop(item.destination))
+        return closed
+
+    def due(self, now: float) -> list[Batch]:
+        """Close and return the batches that have waited `linger_s` or longer."""
+        ready = [d for d, b in self._open.items() if now - b.opened_at >= self.linger_s]
+        return [self._open.pop(d) for d in ready]
+
+    def next_due(self) -> float | None:
+        """When the oldest open batch will be due, or None when nothing is open."""
+        if not self._open:
+            return None
+        return min(b.opened_at for b in self._open.values()) + self.linger_s
+
+    def flush(self) -> list[Batch]:
+        """Close and return every open batch (shutdown)."""
+        out = list(self._open.values())
+        self._open.clear()
+        return out
+
+    def remove_partitions(self, tps: set[tuple[str, int]]) -> list[Item]:
+        """Take the items of revoked partitions out of the open batches (they will not be sent)."""
+        removed: list[Item] = []
+        for dest, batch in list(self._open.items()):
+            keep = [i for i in batch.items if (i.topic, i.partition) not in tps]
+            if len(keep) != len(batch.items):
+                removed.extend(i for i in batch.items if (i.topic, i.partition) in tps)
+                if keep:
+                    self._open[dest] = Batch(dest, keep, _size(keep), batch.opened_at)
+                else:
+                    del self._open[dest]
+        return removed
+
+    def items(self) -> list[Item]:
+        """Every item waiting in an open batch."""
+        return [i for b in self._open.values() for i in b.items]
+
+    @property
+    def open_events(self) -> int:
+        """Events waiting in open batches."""
+        return sum(len(b.items) for b in self._open.values())

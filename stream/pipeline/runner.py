@@ -1,0 +1,581 @@
+"""The pipeline: wires source -> decode -> normalize -> dedupe -> batch -> send -> commit, and owns the
+clock, the tasks, the signals and the shutdown deadline.
+
+Every consumed message is finished exactly once — acknowledged by Meta, dropped (duplicate, no
+consent) or dead-lettered (acknowledged by the broker) — and only finished offsets are committed, per
+partition, up to the first unfinished one. Pure stages run inline on the event loop; I/O stays in
+source (Kafka consumer thread), sender/sink (aiohttp) and dlq (Kafka producer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import gc
+import multiprocessing
+import os
+import signal
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+from confluent_kafka import Message
+
+from stream.avro.registry import RegistryLookup
+from stream.avro.wire import WireFormat
+from stream.config import Destination, Settings
+from stream.contract.normalize import NormalizeSettings
+from stream.errors import CapiStreamError
+from stream.pipeline.batch import Batch, Batcher
+from stream.pipeline.deadletters import DeadLetter, DeadLetterWriter
+from stream.pipeline.dedupe import DedupeStore, NotPendingError, Verdict, dedupe_key
+from stream.pipeline.items import Item, TopicPartition
+from stream.pipeline.meta_client import Answer, MetaClient
+from stream.pipeline.metrics import MetricsServer
+from stream.pipeline.offsets import OffsetTracker, PartitionOffsets
+from stream.pipeline.prepare import Kind, PrepareContext, Prepared, Preparer, init_worker, prepare_in_worker
+from stream.pipeline.quality import Quality, Targets
+from stream.pipeline.sender import DestinationSender, DestinationState
+from stream.pipeline.source import KafkaSource
+from stream.pipeline.stats import Stats
+from stream.pipeline.tasks import cancel_and_wait
+
+log = structlog.get_logger("capi_stream.runner")
+
+META_REJECTED = "meta_rejected"
+# not acknowledged by Meta before event_time + 7 days - send.deadline_margin_s: Meta would refuse it
+DELIVERY_DEADLINE = "delivery_deadline"
+# resume consuming once in-flight events fall below this share of the bound
+RESUME_FRACTION = 0.5
+# how often the linger timer looks for due batches
+TICK_S = 0.02
+# Of the shutdown deadline, this much (at most a third of it) is kept for closing the consumer (its
+# revoke callback, the final commit, leaving the group) after waiting for acks and dead letters.
+CLOSE_RESERVE_S = 5.0
+# the event loop allocates an Item, a few tuples and dicts per event and almost no cycles
+GC_GEN0_THRESHOLD = 50_000
+# benchmarks read the run's figures from this file, written at shutdown
+STATS_FILE_ENV = "CAPI_STREAM_STATS_FILE"
+
+
+def _norm_settings(d: Destination) -> NormalizeSettings:
+    return NormalizeSettings(default_country=d.default_country or None, require_consent=d.require_consent,
+                             hash_external_id=d.hash_external_id)
+
+
+def quality_for(settings: Settings) -> Quality:
+    """The signal-quality counters with the config's targets, window and tracker bound."""
+    q = settings.quality
+    targets = Targets(q.identifier_share, q.revenue_value_share, q.acceptance_rate, q.user_consistency,
+                      q.latency_threshold_s)
+    return Quality(window_s=settings.dedupe.window_s, max_ids=q.consistency_max_ids, targets=targets)
+
+
+class Pipeline:
+    """One capi-stream process: consume in the group, send to Meta, commit after the acks."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        """`clock`: wall-clock seconds, for event times and Meta's windows only; `monotonic`: for timers."""
+        self.settings = settings
+        self.clock = clock
+        self.monotonic = monotonic
+        self.stats = Stats()
+        self.quality = quality_for(settings)
+        self.tracker = OffsetTracker()
+        self._assigned_gen: dict[TopicPartition, int] = {}
+        wire = WireFormat(settings.decode.wire_format)
+        self._prep_ctx = PrepareContext(
+            schema_path=settings.decode.schema_path or None, wire_format=wire.value,
+            routes={app: (d.name, _norm_settings(d)) for d in settings.destinations for app in d.app_ids},
+        )  # fmt: skip
+        self.preparer = Preparer(self._prep_ctx)
+        self._registry = RegistryLookup(settings.decode.schema_registry_url) if wire is WireFormat.CONFLUENT else None
+        # replaced, never changed in place: worker mode pickles it on the executor's thread
+        self._writer_schemas: Mapping[int, Any] = {}
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._prepared: asyncio.Queue[tuple[asyncio.Future[list[Prepared]], list[Message], int]] = asyncio.Queue(
+            maxsize=max(2, settings.pipeline.workers * 2))
+        self.dedupe = DedupeStore(window_s=settings.dedupe.window_s, max_keys=settings.dedupe.max_keys)
+        # Meta dedupes per dataset, so the dedupe key holds the destination's dataset id (two destinations
+        # that send to one dataset share its keys)
+        self._datasets = {d.name: d.dataset_id for d in settings.destinations}
+        self.batcher = Batcher(settings.batch.max_events, settings.batch.max_bytes, settings.batch.linger_ms / 1000)
+        self._waiters: dict[int, list[Item]] = defaultdict(list)
+        self.client = MetaClient(settings.send.timeout_s, pool_size=max(10, settings.send.concurrency * 4))
+        self.senders = {
+            d.name: DestinationSender(d, self.client, settings.send, self.stats, self._acked, self._rejected,
+                                      on_expired=self._expired, on_failure=self._fail, clock=clock)
+            for d in settings.destinations
+        }
+        self.dlq = DeadLetterWriter(settings.kafka.bootstrap_servers, settings.kafka.dlq_topic,
+                                    settings.kafka.producer)
+        self.source = KafkaSource(settings.kafka, settings.pipeline, self, on_error=self._fail)
+        self._inbox: asyncio.Queue[tuple[list[Message], int]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._draining = False
+        self._deadline: float | None = None  # time.monotonic() by which the drain must end
+        self._unfinished = 0  # unfinished offsets of active trackers (what the in-flight gauge shows)
+        self._letters: Counter[TopicPartition] = Counter()  # dead letters not acknowledged yet
+        self._started = False
+        self.metrics: MetricsServer | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start every component and task; refuses to run twice."""
+        if self._started:
+            raise RuntimeError("pipeline already started")
+        self._started = True
+        # Objects alive at start-up (modules, schemas, caches) never need collecting; and the pipeline
+        # allocates few cycles, so collections can be rarer than the default every 700 allocations.
+        gc.freeze()
+        gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
+        if self.settings.pipeline.workers:
+            # spawn, not fork: this process already runs librdkafka and aiohttp threads
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=self.settings.pipeline.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=init_worker, initargs=(self._prep_ctx,))
+        await self.client.start()
+        await self.dlq.start()
+        for sender in self.senders.values():
+            await sender.start()
+        self._tasks = [
+            asyncio.create_task(self._process(), name="process"),
+            asyncio.create_task(self._apply(), name="apply"),
+            asyncio.create_task(self._tick(), name="linger"),
+        ]
+        for task in self._tasks:
+            task.add_done_callback(self._task_done)
+        if self.settings.metrics.port:
+            self.metrics = MetricsServer(self, self.settings.metrics.host, self.settings.metrics.port)
+            await self.metrics.start()
+        await self.source.start()
+        log.info("pipeline_started", topics=list(self.settings.kafka.topics), group=self.settings.kafka.group_id,
+                 destinations=len(self.senders))
+
+    def request_stop(self) -> None:
+        """Ask the pipeline to drain and stop (what SIGTERM/SIGINT do)."""
+        self._stop.set()
+
+    async def run_until_stopped(self, install_signals: bool = True) -> int:
+        """Start, run until a stop is requested or a stage fails, drain, and return an exit code."""
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            self._install_signals(loop)
+        await self.start()
+        await self._stop.wait()
+        await self.drain()
+        if self._failure is not None:
+            log.error("pipeline_failed", error=type(self._failure).__name__, detail=str(self._failure)[:200])
+            return 1
+        return 0
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        def on_stop(signame: str) -> None:
+            # the stop comes first: nothing after it (a log write to a dead pipe) may keep it from happening
+            if self._stop.is_set():
+                with contextlib.suppress(Exception):
+                    log.warning("second_signal_exit_now", signal=signame)
+                os._exit(130)
+            self._stop.set()
+            with contextlib.suppress(Exception):
+                log.info("stop_requested", signal=signame)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_stop, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_tokens)
+
+    def reload_tokens(self) -> None:
+        """Re-read every destination's token now, and resume destinations halted for another cause (SIGHUP)."""
+        log.info("reload_tokens")
+        for sender in self.senders.values():
+            if not sender.reload_token():
+                sender.resume()
+
+    async def drain(self) -> None:
+        """Stop consuming, flush open batches, await acks and dead letters, commit, close; one deadline.
+
+        Acks and dead letters are awaited until the deadline less a reserve for closing the consumer,
+        whose revoke callback is bounded by the same deadline; the whole drain ends by the deadline.
+        """
+        limit = self.settings.pipeline.shutdown_deadline_s
+        end = time.monotonic() + limit
+        deadline = end - min(CLOSE_RESERVE_S, limit / 3)
+        self._deadline = deadline
+        self._draining = True
+        self.source.want_paused = True
+        for batch in self.batcher.flush():
+            self.senders[batch.destination].submit(batch)
+        flowing = [s for s in self.senders.values() if s.state is not DestinationState.HALTED]
+        waits = [asyncio.create_task(s.wait_idle()) for s in flowing]
+        if waits:
+            await asyncio.wait(waits, timeout=max(0.0, deadline - time.monotonic()))
+        for w in waits:
+            w.cancel()
+        await self.dlq.flush(max(0.0, deadline - time.monotonic()))
+        if self._unfinished > 0:
+            # what the next owner of these partitions reads again (nothing unfinished gets committed)
+            log.warning("drain_incomplete", unfinished=self._unfinished,
+                        deadline_s=self.settings.pipeline.shutdown_deadline_s,
+                        queued={n: s.queued_events + s.inflight_events for n, s in self.senders.items()
+                                if s.queued_events or s.inflight_events},
+                        dead_letters_pending=self.dlq.pending,
+                        halted=sorted(n for n, s in self.senders.items() if s.state is DestinationState.HALTED))
+        final = self.tracker.changed()
+        await self.source.stop(final, deadline=end)
+        await cancel_and_wait(self._tasks)
+        for sender in self.senders.values():
+            await sender.stop()
+        await self.dlq.stop()
+        await self.client.stop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.metrics is not None:
+            await self.metrics.stop()
+        log.info("pipeline_stopped", consumed=self.stats.consumed, acked=self.stats.events_acked,
+                 unfinished=self._unfinished, final_commit=self.source.final_commit_ok)
+        if stats_file := os.environ.get(STATS_FILE_ENV):
+            Path(stats_file).write_bytes(orjson.dumps(self.stats.summary()))  # noqa: ASYNC240 - once, at exit
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._fail(exc)
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The error of the stage that failed, if one did."""
+        return self._failure
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once a stop was asked for (a signal, request_stop or a failed stage)."""
+        return self._stop.is_set()
+
+    def _fail(self, exc: BaseException) -> None:
+        """A stage failed: stop the pipeline with a clear error (nothing unfinished gets committed)."""
+        self._stop.set()
+        if self._failure is None:
+            self._failure = exc
+            log.error("stage_failed", error=type(exc).__name__, detail=str(exc)[:200])
+
+    # -- SourceHandler ---------------------------------------------------------------------------
+    def on_messages(self, messages: list[Message], generation: int) -> None:
+        """Called on the loop by the source thread with a consumed batch."""
+        self._inbox.put_nowait((messages, generation))
+
+    async def on_assigned(self, partitions: list[TopicPartition], generation: int) -> None:
+        for topic, partition in partitions:
+            self.tracker.assign(topic, partition)
+            self._assigned_gen[(topic, partition)] = generation
+
+    async def on_revoked(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Stop dispatching the partitions, wait (bounded) for their in-flight batches, return what to store."""
+        tps = set(partitions)
+        # Forget the partitions first: from now on their messages still in the apply stage are skipped,
+        # and their events neither count as in flight nor get re-admitted. Batches in flight finish into
+        # the trackers kept here, whose commit points are what is stored.
+        parts = self._forget(partitions)
+        self._abandon(self.batcher.remove_partitions(tps))
+        for sender in self.senders.values():
+            self._abandon(sender.take_partitions(tps))
+        deadline = time.monotonic() + self.settings.pipeline.revoke_timeout_s
+        if self._deadline is not None:  # the revoke of consumer.close() in a drain: one deadline for all
+            deadline = min(deadline, self._deadline)
+        while time.monotonic() < deadline and self._revoke_holds(tps):  # noqa: ASYNC110 - state of several tasks
+            await asyncio.sleep(0.02)
+        if self._revoke_holds(tps):
+            log.warning("revoke_wait_expired", partitions=len(tps),
+                        detail="batches or dead letters still in flight; the next owner reads them again")
+        offsets = {(p.topic, p.partition): p.commit_point for p in parts if p.commit_point is not None}
+        self._drop_waiters(tps)
+        return offsets
+
+    async def on_lost(self, partitions: list[TopicPartition]) -> None:
+        """The partitions belong to someone else already: commit nothing for them, forget their work."""
+        tps = set(partitions)
+        self._forget(partitions)  # first, so that releasing their keys re-admits none of their twins
+        self._abandon(self.batcher.remove_partitions(tps))
+        for sender in self.senders.values():
+            self._abandon(sender.take_partitions(tps))
+        self._drop_waiters(tps)
+
+    def _forget(self, partitions: list[TopicPartition]) -> list[PartitionOffsets]:
+        """Drop the trackers of revoked or lost partitions (they go inactive) and their in-flight count."""
+        parts = []
+        for tp in partitions:
+            part = self.tracker.drop(*tp)
+            self._assigned_gen.pop(tp, None)
+            if part is not None:
+                self._unfinished -= part.unfinished
+                parts.append(part)
+        return parts
+
+    def _revoke_holds(self, tps: set[TopicPartition]) -> bool:
+        """True while a batch in flight or a dead letter not yet acknowledged holds one of `tps`."""
+        return any(s.inflight_holds(tps) for s in self.senders.values()) or self._dlq_holds(tps)
+
+    def _dlq_holds(self, tps: set[TopicPartition]) -> bool:
+        letters = self._letters
+        return any(letters[tp] for tp in tps if tp in letters)
+
+    # -- processing ------------------------------------------------------------------------------
+    async def _process(self) -> None:
+        """Hand each consumed batch to the preparer (inline or a worker), in consumption order."""
+        loop = asyncio.get_running_loop()
+        while True:
+            messages, generation = await self._inbox.get()
+            self.stats.consumed_first(self.clock())  # before the first batch is prepared: its CPU counts
+            if self._draining:
+                self.source.taken(len(messages))
+                continue  # not received, so never committed: the next owner reads them again
+            if self._registry is not None:
+                await self._fetch_schemas(messages)
+            values = [m.value() for m in messages]
+            now = int(self.clock())
+            future: asyncio.Future[list[Prepared]]
+            if self._pool is None:
+                future = loop.create_future()
+                future.set_result(self.preparer.prepare(values, now))
+            else:
+                future = loop.run_in_executor(self._pool, prepare_in_worker, values, now, self.worker_schemas())
+            await self._prepared.put((future, messages, generation))
+
+    async def _apply(self) -> None:
+        """Apply prepared batches in order: track offsets, dead-letter, dedupe, batch."""
+        while True:
+            future, messages, generation = await self._prepared.get()
+            try:
+                prepared = await future
+            finally:
+                self.source.taken(len(messages))
+            if self._draining:
+                continue
+            self._handle(messages, generation, prepared)
+            self._after_change()
+
+    async def _fetch_schemas(self, messages: list[Message]) -> None:
+        assert self._registry is not None
+        for schema_id in self.preparer.decoder.missing_schema_ids([m.value() or b"" for m in messages]):
+            while True:
+                try:
+                    schema = await asyncio.to_thread(self._registry.writer_schema, schema_id)
+                    break
+                except CapiStreamError as exc:
+                    if not exc.retriable:
+                        raise
+                    log.warning("schema_registry_unavailable", schema_id=schema_id, error=str(exc))
+                    await asyncio.sleep(exc.retry_after or 0.0)
+            self.add_writer_schema(schema_id, schema)
+
+    def worker_schemas(self) -> Mapping[int, Any]:
+        """The writer schemas for a worker call; never changed after it is handed out."""
+        return self._writer_schemas
+
+    def add_writer_schema(self, schema_id: int, schema: Any) -> None:
+        """Learn a writer schema: a new mapping, so one already handed to a worker stays as it was."""
+        self._writer_schemas = {**self._writer_schemas, schema_id: schema}
+        self.preparer.add_writer_schemas({schema_id: schema})
+
+    def _handle(self, messages: list[Message], generation: int, prepared: list[Prepared]) -> None:
+        now = self.clock()
+        for msg, prep in zip(messages, prepared, strict=True):
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            assert topic is not None
+            assert partition is not None
+            assert offset is not None
+            tp = (topic, partition)
+            part = self.tracker.get(topic, partition)
+            if part is None or not part.active or self._assigned_gen.get(tp, 1 << 62) > generation:
+                continue  # consumed before a revoke of this partition: the owner reads it again
+            part.received(offset)
+            self._unfinished += 1
+            self.stats.consumed += 1
+            item = Item(topic, partition, offset, msg.key(), msg.value() or b"", msg.timestamp()[1], part)
+            for dropped in prep.dropped:
+                self.stats.dropped_fields[dropped] += 1
+            if prep.kind is Kind.SEND:
+                self.quality.count(prep.destination, prep.event_name, prep.keys, prep.revenue, prep.has_value)
+                if prep.identity is not None:
+                    self.quality.identity(prep.destination, prep.event_name, prep.identity, now)
+                item.destination = prep.destination
+                item.body = prep.body
+                item.event_name = prep.event_name
+                item.event_id = prep.event_id
+                item.event_time = prep.event_time
+                self._admit(item, now)
+            elif prep.kind is Kind.NO_CONSENT:
+                self.stats.rejected[prep.reason] += 1
+                self.stats.no_consent += 1
+                self._finish(item)  # never sent, never kept
+            else:
+                if prep.decode_failed:
+                    self.stats.decode_failures += 1
+                elif prep.destination:
+                    self.stats.rejected[prep.reason] += 1
+                    self.quality.invalid(prep.destination, prep.event_name or "?")
+                self._dead_letter(item, prep.reason, prep.detail, event_name=prep.event_name, event_id=prep.event_id)
+
+    def _admit(self, item: Item, now: float) -> None:
+        """Dedupe on (dataset, event_name, event_id), then batch.
+
+        A duplicate of an event acked for the same dataset is finished; of an in-flight one, held.
+        """
+        if item.event_id:
+            key = dedupe_key(self._datasets[item.destination], item.event_name, item.event_id)
+            verdict = self.dedupe.check(key, now)
+            if verdict is Verdict.SENT:
+                self.stats.duplicates += 1
+                self.quality.duplicate(item.destination, item.event_name)
+                self._finish(item)
+                return
+            if verdict is Verdict.PENDING:
+                self._waiters[key].append(item)
+                return
+            item.dedupe_key = key
+        for batch in self.batcher.add(item, self.monotonic()):
+            self.senders[batch.destination].submit(batch)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            for batch in self.batcher.due(self.monotonic()):
+                self.senders[batch.destination].submit(batch)
+            self._after_change()
+
+    def _after_change(self) -> None:
+        """Store moved commit points and apply backpressure: on unfinished events for the whole
+        assignment, and on the offsets each partition holds for that partition alone."""
+        changed = self.tracker.changed()
+        if changed:
+            self.source.store(changed)
+        bound = self.settings.pipeline.max_in_flight_events
+        if not self.source.want_paused and self._unfinished >= bound:
+            self.source.want_paused = True
+        elif self.source.want_paused and not self._draining and self._unfinished < bound * RESUME_FRACTION:
+            self.source.want_paused = False
+        held_bound = self.settings.pipeline.max_held_per_partition
+        was = self.source.want_paused_partitions
+        held = frozenset(
+            tp for tp, part in self.tracker.items()
+            if part.in_flight >= (held_bound * RESUME_FRACTION if tp in was else held_bound)
+        )
+        if held != was:
+            self.source.want_paused_partitions = held
+
+    # -- outcomes --------------------------------------------------------------------------------
+    def _finish(self, item: Item) -> None:
+        if item.offsets.active:  # an inactive tracker's events were taken out of the count when it went
+            self._unfinished -= 1
+        item.finish()
+
+    def _acked(self, batch: Batch) -> None:
+        now = self.clock()
+        now_ms = now * 1000
+        self.stats.batches_acked += 1
+        self.stats.events_acked += len(batch.items)
+        self.stats.batch_acked(now)
+        meta_ms = batch.meta_s * 1000
+        for item in batch.items:
+            self.stats.latency(now_ms - item.append_ms, meta_ms)
+            self.quality.acknowledged(item.destination, item.event_name, now - item.append_ms / 1000)
+            self.stats.freshness.observe(now - item.event_time)
+            if item.dedupe_key is not None:
+                try:
+                    self.dedupe.confirm(item.dedupe_key, now)
+                except NotPendingError:
+                    # released meanwhile (abandoned in a revoke): Meta has it anyway; never stop the pipeline
+                    log.warning("dedupe_confirm_not_pending", destination=item.destination)
+                for twin in self._waiters.pop(item.dedupe_key, ()):
+                    self.stats.duplicates += 1
+                    self.quality.duplicate(twin.destination, twin.event_name)
+                    self._finish(twin)
+            self._finish(item)
+        self._after_change()
+
+    def _rejected(self, item: Item, answer: Answer) -> None:
+        """Meta refuses this event on its own: dead-letter it with Meta's code and subcode."""
+        self._dead_letter(item, META_REJECTED, answer.title or "refused by Meta", code=answer.code,
+                          subcode=answer.subcode, event_name=item.event_name, event_id=item.event_id)
+
+    def _expired(self, item: Item) -> None:
+        """The sender gave up on this event at its deadline: dead-letter it so its partition moves on."""
+        self._dead_letter(item, DELIVERY_DEADLINE, "not acknowledged by Meta before event_time + 7 days less "
+                          "send.deadline_margin_s", event_name=item.event_name, event_id=item.event_id)
+
+    def _dead_letter(self, item: Item, reason: str, detail: str, *, code: int | None = None,
+                     subcode: int | None = None, event_name: str = "", event_id: Any = None) -> None:
+        self.stats.dead_lettered[reason] += 1
+        letter = DeadLetter(item.topic, item.partition, item.offset, item.key, item.value, reason, detail,
+                            code, subcode, event_name if isinstance(event_name, str) else "",
+                            event_id if isinstance(event_id, str) else None)
+        log.info("dead_lettered", reason=reason, topic=item.topic, partition=item.partition, offset=item.offset,
+                 code=code, subcode=subcode)
+
+        tp = item.tp
+        self._letters[tp] += 1
+
+        def done() -> None:
+            self._letters[tp] -= 1
+            if not self._letters[tp]:
+                del self._letters[tp]
+            if item.dedupe_key is not None:
+                self._release(item.dedupe_key)
+            self._finish(item)
+            self._after_change()
+
+        self.dlq.write(letter, done)
+
+    def _release(self, key: int) -> None:
+        """A pending event will not be acked by us: forget it, and let one held twin take its place."""
+        self.dedupe.release(key)
+        twins = [t for t in self._waiters.pop(key, ()) if t.offsets.active]
+        now = self.clock()  # wall clock: the dedupe window is Meta's
+        for twin in twins:
+            self._admit(twin, now)
+
+    def _abandon(self, items: list[Item]) -> None:
+        for item in items:
+            if item.dedupe_key is not None:
+                self._release(item.dedupe_key)
+
+    def _drop_waiters(self, tps: set[TopicPartition]) -> None:
+        for key in list(self._waiters):
+            kept = [t for t in self._waiters[key] if t.tp not in tps]
+            if kept:
+                self._waiters[key] = kept
+            else:
+                del self._waiters[key]
+
+    # -- views -----------------------------------------------------------------------------------
+    @property
+    def unfinished(self) -> int:
+        """Consumed events of assigned partitions not finished yet."""
+        return self._unfinished
+
+    @property
+    def max_held_offsets(self) -> int:
+        """The most offsets one assigned partition holds until it can commit (see max_held_per_partition)."""
+        return max((part.in_flight for part in self.tracker.partitions()), default=0)
+
+    def oldest_unacked_event_time(self) -> int | None:
+        """event_time of the oldest event consumed but not yet acknowledged (Meta refuses it after 7 days)."""
+        times = [i.event_time for i in self.batcher.items() if i.event_time]
+        for sender in self.senders.values():
+            times.extend(i.event_time for i in sender.items() if i.event_time)
+        for twins in self._waiters.values():
+            times.extend(t.event_time for t in twins if t.event_time)
+        return min(times) if times else None
+
+    def destination_states(self) -> dict[str, DestinationState]:
+        """Each destination's current state, by name."""
+        return {name: s.state for name, s in self.senders.items()}

@@ -1,0 +1,96 @@
+"""Per-destination batches by count, bytes and linger."""
+
+from __future__ import annotations
+
+import orjson
+
+from stream.pipeline.batch import Batch, Batcher
+from stream.pipeline.items import Item
+from stream.pipeline.offsets import PartitionOffsets
+
+
+def _item(dest: str, n: int, size: int = 20, partition: int = 0) -> Item:
+    body = orjson.dumps({"event_name": "Purchase", "event_id": f"e{n}", "pad": "x" * size})
+    return Item("t", partition, n, None, b"v", 0, PartitionOffsets("t", partition), destination=dest, body=body)
+
+
+def test_a_batch_closes_at_max_events() -> None:
+    """The item that fills a batch closes it; the next item opens a new one."""
+    batcher = Batcher(max_events=3, max_bytes=10_000, linger_s=5)
+    assert batcher.add(_item("a", 0), 0) == []
+    assert batcher.add(_item("a", 1), 0) == []
+    closed = batcher.add(_item("a", 2), 0)
+    assert [len(b.items) for b in closed] == [3]
+    assert batcher.open_events == 0
+
+
+def test_a_batch_closes_before_passing_max_bytes() -> None:
+    """An item that would push the batch past max_bytes closes it and opens the next batch."""
+    batcher = Batcher(max_events=1000, max_bytes=200, linger_s=5)
+    batcher.add(_item("a", 0, size=60), 0)
+    closed = batcher.add(_item("a", 1, size=60), 0)
+    assert [len(b.items) for b in closed] == [1]
+    assert closed[0].nbytes <= 200
+    assert batcher.open_events == 1
+
+
+def test_destinations_batch_separately_and_linger_closes_old_batches() -> None:
+    """Each destination has its own batch; due() returns those older than linger."""
+    batcher = Batcher(max_events=10, max_bytes=10_000, linger_s=1.0)
+    batcher.add(_item("a", 0), 0.0)
+    batcher.add(_item("b", 1), 0.5)
+    assert batcher.next_due() == 1.0
+    assert [b.destination for b in batcher.due(1.0)] == ["a"]
+    assert [b.destination for b in batcher.due(1.5)] == ["b"]
+
+
+def test_body_is_the_joined_events_with_token_and_test_code() -> None:
+    """The request body parses as Meta's JSON shape with every event in order."""
+    batcher = Batcher(max_events=2, max_bytes=10_000, linger_s=5)
+    batcher.add(_item("a", 0), 0)
+    (batch,) = batcher.add(_item("a", 1), 0)
+    doc = orjson.loads(batch.body("tok", "TEST123"))
+    assert [e["event_id"] for e in doc["data"]] == ["e0", "e1"]
+    assert doc["access_token"] == "tok"  # noqa: S105 - a test value
+    assert doc["test_event_code"] == "TEST123"
+    assert "test_event_code" not in orjson.loads(batch.body("tok"))
+
+
+def test_split_halves_keep_every_item_once() -> None:
+    """split() gives two halves whose items together are the batch's, in order."""
+    batcher = Batcher(max_events=5, max_bytes=10_000, linger_s=5)
+    for n in range(4):
+        batcher.add(_item("a", n), 0)
+    (batch,) = batcher.add(_item("a", 4), 0)
+    left, right = batch.split()
+    assert [i.offset for i in left.items] + [i.offset for i in right.items] == [0, 1, 2, 3, 4]
+    assert (len(left.items), len(right.items)) == (2, 3)  # both smaller than the batch, so splitting ends
+
+
+def test_split_halves_measure_their_own_items() -> None:
+    """Each half's size is what the batcher measures for a batch of exactly its items, not the parent's."""
+    items = [_item("a", n, size=10 * (n + 1)) for n in range(5)]
+    batch = _batch_of(items)
+    left, right = batch.split()
+    assert left.nbytes == _batch_of(items[:2]).nbytes
+    assert right.nbytes == _batch_of(items[2:]).nbytes
+    assert left.nbytes < batch.nbytes
+    assert right.nbytes < batch.nbytes
+
+
+def _batch_of(items: list[Item]) -> Batch:
+    """The batch the batcher closes when exactly `items` fill it."""
+    batcher = Batcher(max_events=len(items), max_bytes=1_000_000, linger_s=5)
+    closed = [b for i in items for b in batcher.add(i, 0)]
+    assert len(closed) == 1
+    return closed[0]
+
+
+def test_remove_partitions_takes_out_only_revoked_items() -> None:
+    """Items of revoked partitions leave the open batches; the others stay."""
+    batcher = Batcher(max_events=10, max_bytes=10_000, linger_s=5)
+    batcher.add(_item("a", 0, partition=0), 0)
+    batcher.add(_item("a", 1, partition=1), 0)
+    removed = batcher.remove_partitions({("t", 1)})
+    assert [i.offset for i in removed] == [1]
+    assert [i.offset for i in batcher.items()] == [0]
