@@ -15,7 +15,7 @@ from stream.config import Destination, SendSettings, load
 from stream.contract import meta
 from stream.pipeline.batch import Batch
 from stream.pipeline.items import Item
-from stream.pipeline.meta_client import Answer, Verdict
+from stream.pipeline.meta_client import Action, Answer
 from stream.pipeline.offsets import PartitionOffsets
 from stream.pipeline.runner import Pipeline
 from stream.pipeline.sender import DestinationSender, delivery_deadline
@@ -23,7 +23,7 @@ from stream.pipeline.stats import Stats
 
 NOW = 1_800_000_000.0
 SOON_S = 3.0
-SERVER_ERROR = Answer(Verdict.RETRY, status=500, code=2, retry_class="transient")
+SERVER_ERROR = Answer(Action.RETRY, status=500, code=2, retry_class="transient")
 FAST = SendSettings(backoff_initial_s=0.001, backoff_max_s=0.002, rate_limit_rps=0, deadline_margin_s=600)
 
 
