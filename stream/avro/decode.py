@@ -2,6 +2,10 @@
 
 Writer schemas for the Confluent format are looked up by the runner (I/O, through the registry client)
 and handed in with `add_writer_schema`; decoding itself never does I/O.
+
+Values written with our reader schema (schemaless, or a registry schema equal to it) are read first by a
+reader generated from the schema (`stream.avro.generated`, about 2.5x faster than fastavro on our record); a
+value it is not sure of is read again by fastavro, whose answer is final.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from typing import Any
 
 import fastavro
 
-from stream.avro.wire import WireFormat, split_confluent
+from stream.avro.generated import Reader, compile_reader
+from stream.avro.wire import HEADER_SIZE, WireFormat, split_confluent
 from stream.errors import CapiStreamError
 
 # Dead-letter reason codes of this stage
@@ -33,15 +38,22 @@ class DecodeError(CapiStreamError):
 class Decoder:
     """Decode values written with `wire_format`, resolving writer schemas to our reader schema."""
 
-    def __init__(self, reader_schema: Any, wire_format: WireFormat) -> None:
+    def __init__(self, reader_schema: Any, wire_format: WireFormat, generated: bool = True) -> None:
         self.reader = reader_schema
         self.wire_format = wire_format
         # schema id -> parsed writer schema, or None when the registry does not know the id
         self._writers: dict[int, Any] = {}
+        # the generated reader of our schema (None: fastavro reads everything)
+        is_record = isinstance(reader_schema, dict) and reader_schema.get("type") == "record"
+        self._fast: Reader | None = compile_reader(reader_schema) if generated and is_record else None
+        # schema id -> the generated reader, for writer schemas equal to ours
+        self._fast_writers: dict[int, Reader] = {}
 
     def add_writer_schema(self, schema_id: int, schema: Any | None) -> None:
         """Cache the parsed writer schema of `schema_id` (None: the registry has no such id)."""
         self._writers[schema_id] = schema
+        if self._fast is not None and schema is not None and schema == self.reader:
+            self._fast_writers[schema_id] = self._fast
 
     def missing_schema_ids(self, values: list[bytes]) -> set[int]:
         """Schema ids among Confluent-framed `values` whose writer schema is not cached yet."""
@@ -59,6 +71,8 @@ class Decoder:
         if not value:
             raise DecodeError(BAD_AVRO, "empty message value")
         if self.wire_format is WireFormat.SCHEMALESS:
+            if self._fast is not None and (record := _fast_read(self._fast, value, 0)) is not None:
+                return record
             return _read(value, self.reader, None)
         framed = split_confluent(value)
         if framed is None:
@@ -69,7 +83,19 @@ class Decoder:
         writer = self._writers[schema_id]
         if writer is None:
             raise DecodeError(UNKNOWN_SCHEMA_ID, f"the schema registry has no schema id {schema_id}")
+        fast = self._fast_writers.get(schema_id)
+        if fast is not None and (record := _fast_read(fast, value, HEADER_SIZE)) is not None:
+            return record
         return _read(payload, writer, None if writer is self.reader else self.reader)
+
+
+def _fast_read(reader: Reader, value: bytes, start: int) -> dict[str, Any] | None:
+    """The generated reader's record, or None when it is not sure (any exception): fastavro decides."""
+    try:
+        record: dict[str, Any] = reader(value, start)
+    except Exception:  # noqa: BLE001 - Unsure, IndexError, UnicodeDecodeError, struct.error...
+        return None
+    return record
 
 
 def _read(payload: bytes | memoryview, writer: Any, reader: Any | None) -> dict[str, Any]:
