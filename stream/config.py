@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from stream.contract import meta
 from stream.errors import ConfigError
+from stream.logs import register_secret
 
 ENV_PREFIX = "CAPI_STREAM_"
 # a canary more often than once a second would be traffic of its own, not a probe
@@ -147,6 +148,7 @@ class Destination:
         if not token:
             where = f"file {self.token_file}" if self.token_file else f"environment variable {self.token_env}"
             raise ConfigError(f"destination {self.name}: no access token in {where}")
+        register_secret(token)  # every token ever read, a reloaded one too, is redacted from the logs
         return token
 
 

@@ -18,8 +18,17 @@ import orjson
 import structlog
 
 _TOKEN_PARAM = re.compile(r"(access_token[\"']?\s*[=:]\s*[\"']?)[^\"'&\s,}]+", re.IGNORECASE)
+# Raw PII a message could carry (an exception that quotes a record's value): e-mail addresses and phone
+# numbers written with their country code. Names, cities and the like cannot be told from other words;
+# log calls never pass them (counts and codes only), and these patterns are the second line of defence.
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_PHONE = re.compile(r"(?<![\w.])(?:\+|00)\d[\d ().-]{5,}\d")
+# A field cut to a length before it was logged may end inside a secret: a tail of this many characters
+# or more that starts a secret is redacted too.
+MIN_SECRET_TAIL = 4
 _SECRETS: set[str] = set()
 REDACTED = "[REDACTED]"
+PII_REDACTED = "[PII]"
 
 
 def register_secret(value: str) -> None:
@@ -29,21 +38,42 @@ def register_secret(value: str) -> None:
 
 
 def redact(text: str) -> str:
-    """`text` with access_token values and registered secrets replaced."""
+    """`text` with access_token values, registered secrets (whole, or cut off at the end), e-mail
+    addresses and international phone numbers replaced."""
     text = _TOKEN_PARAM.sub(lambda m: m.group(1) + REDACTED, text)
     for secret in _SECRETS:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    return text
+        for size in range(min(len(secret) - 1, len(text)), MIN_SECRET_TAIL - 1, -1):
+            if text.endswith(secret[:size]):
+                text = text[:-size] + REDACTED
+                break
+    text = _EMAIL.sub(PII_REDACTED, text)
+    return _PHONE.sub(PII_REDACTED, text)
+
+
+def _scrub(value: Any) -> Any:
+    """`value` with every string inside it redacted (containers walked, bytes and exceptions as text)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, bytes | bytearray):
+        return redact(bytes(value).decode("utf-8", "replace"))
+    if isinstance(value, BaseException):
+        return redact(f"{type(value).__name__}: {value}")
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub(v) for v in value]
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    return redact(str(value))  # anything else is rendered as text by the renderers anyway
 
 
 def _redact_processor(_logger: Any, _name: str, event: MutableMapping[str, Any],
                       ) -> MutableMapping[str, Any]:
     for key, value in event.items():
-        if isinstance(value, str):
-            event[key] = redact(value)
-        elif isinstance(value, BaseException):
-            event[key] = redact(f"{type(value).__name__}: {value}")
+        if key != "timestamp":
+            event[key] = _scrub(value)
     return event
 
 

@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -72,16 +72,28 @@ class DeadLetter:
         return out
 
 
+class LetterProducer(Protocol):
+    """The part of confluent_kafka's Producer the writer uses (unit tests pass a fake)."""
+
+    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None, *,
+                headers: list[tuple[str, str | bytes | None]] | None = None,
+                on_delivery: Callable[[KafkaError | None, Message], None] | None = None) -> None: ...
+
+    def poll(self, timeout: float) -> int: ...
+
+
 class DeadLetterWriter:
     """Produce dead letters; call `on_done` on the event loop once the broker acknowledged each.
 
     A failed delivery is produced again (after librdkafka's own retries gave up) so nothing is lost.
     """
 
-    def __init__(self, bootstrap: str, topic: str, config: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, bootstrap: str, topic: str, config: Mapping[str, Any] | None = None,
+                 producer_factory: Callable[[dict[str, Any]], LetterProducer] = Producer) -> None:
         self.topic = topic
         self._conf = {"bootstrap.servers": bootstrap, **_DEFAULTS, **(config or {})}
-        self._producer: Producer | None = None
+        self._producer_factory = producer_factory
+        self._producer: LetterProducer | None = None
         self._poller: asyncio.Task[None] | None = None
         self.pending = 0
         self.failures = 0
@@ -90,7 +102,7 @@ class DeadLetterWriter:
         """Create the producer and the task that serves its delivery reports; refuses to run twice."""
         if self._producer is not None:
             raise RuntimeError("DeadLetterWriter already started")
-        self._producer = Producer(self._conf)
+        self._producer = self._producer_factory(self._conf)
         self._poller = asyncio.create_task(self._poll(), name="dlq-poll")
 
     async def _poll(self) -> None:

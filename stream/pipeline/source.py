@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import orjson
 import structlog
@@ -57,6 +57,26 @@ _POLL_S = 0.025
 TP = tuple[str, int]
 
 
+class ConsumerLike(Protocol):
+    """The part of confluent_kafka's Consumer the source uses (unit tests pass a fake)."""
+
+    def subscribe(self, topics: list[str], on_assign: Any = ..., on_revoke: Any = ..., on_lost: Any = ...) -> None: ...
+
+    def consume(self, num_messages: int = ..., timeout: float = ...) -> list[Message]: ...
+
+    def assignment(self) -> list[TopicPartition]: ...
+
+    def pause(self, partitions: list[TopicPartition]) -> None: ...
+
+    def resume(self, partitions: list[TopicPartition]) -> None: ...
+
+    def store_offsets(self, *, offsets: list[TopicPartition]) -> None: ...
+
+    def commit(self, *, asynchronous: Literal[False]) -> list[TopicPartition]: ...
+
+    def close(self) -> None: ...
+
+
 class SourceHandler(Protocol):
     """What the pipeline provides to the source (called on the event loop)."""
 
@@ -86,17 +106,19 @@ class KafkaSource:
     """Consume `topics` in a group on a thread of its own, feeding `handler` on `loop`."""
 
     def __init__(self, kafka: KafkaSettings, pipeline: PipelineSettings, handler: SourceHandler,
-                 on_error: Callable[[BaseException], None] | None = None) -> None:
+                 on_error: Callable[[BaseException], None] | None = None,
+                 consumer_factory: Callable[[dict[str, Any]], ConsumerLike] = Consumer) -> None:
         self._kafka = kafka
+        self._consumer_factory = consumer_factory
         self._conf = consumer_config(kafka, pipeline)
         self._handler = handler
         self._revoke_timeout = pipeline.revoke_timeout_s
         self._on_error = on_error
-        self._commands: queue.SimpleQueue[Callable[[Consumer], None]] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[Callable[[ConsumerLike], None]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._consumer: Consumer | None = None
+        self._consumer: ConsumerLike | None = None
         self.want_paused = False  # the whole assignment (in-flight bound, draining)
         self.paused = False
         # partitions that hold their bound of offsets and wait for their commit point to move
@@ -119,7 +141,7 @@ class KafkaSource:
         if self._thread is not None:
             raise RuntimeError("KafkaSource already started")
         self._loop = asyncio.get_running_loop()
-        self._consumer = Consumer({**self._conf, "error_cb": self._error_cb, "stats_cb": self._stats_cb})
+        self._consumer = self._consumer_factory({**self._conf, "error_cb": self._error_cb, "stats_cb": self._stats_cb})
         self._consumer.subscribe(list(self._kafka.topics), on_assign=self._assign_cb,
                                  on_revoke=self._revoke_cb, on_lost=self._lost_cb)
         self._thread = threading.Thread(target=self._run, name="kafka-source", daemon=True)
@@ -188,7 +210,7 @@ class KafkaSource:
             self._serve_commands(consumer)
             self._close(consumer)
 
-    def _close(self, consumer: Consumer) -> None:
+    def _close(self, consumer: ConsumerLike) -> None:
         try:
             consumer.commit(asynchronous=False)
             self.final_commit_ok = True
@@ -201,7 +223,7 @@ class KafkaSource:
         with contextlib.suppress(KafkaException, RuntimeError):
             consumer.close()
 
-    def _serve_commands(self, consumer: Consumer) -> None:
+    def _serve_commands(self, consumer: ConsumerLike) -> None:
         while True:
             try:
                 command = self._commands.get_nowait()
@@ -209,7 +231,7 @@ class KafkaSource:
                 return
             command(consumer)
 
-    def _apply_pause(self, consumer: Consumer) -> None:
+    def _apply_pause(self, consumer: ConsumerLike) -> None:
         """Make the current assignment match `want_paused` and `want_paused_partitions`.
 
         Also after every rebalance: librdkafka keeps a partition's pause flag across losing and regaining
@@ -272,7 +294,7 @@ class KafkaSource:
         log.warning("kafka_error", error=err.name(), detail=err.str()[:200])
 
     # rebalance callbacks: they run inside consume() on the source thread
-    def _assign_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _assign_cb(self, consumer: ConsumerLike, partitions: list[TopicPartition]) -> None:
         self.generation += 1
         tps = [(p.topic, p.partition) for p in partitions]
         self.assignment.update(tps)
@@ -280,7 +302,7 @@ class KafkaSource:
         # the pause state of the new assignment is applied on the next loop turn (_apply_pause)
         log.info("partitions_assigned", partitions=len(tps), generation=self.generation)
 
-    def _revoke_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _revoke_cb(self, consumer: ConsumerLike, partitions: list[TopicPartition]) -> None:
         self.generation += 1
         tps = [(p.topic, p.partition) for p in partitions]
         timeout = self._revoke_timeout + 10
@@ -292,7 +314,7 @@ class KafkaSource:
         self.assignment.difference_update(tps)
         log.info("partitions_revoked", partitions=len(tps), stored=len(offsets))
 
-    def _lost_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _lost_cb(self, consumer: ConsumerLike, partitions: list[TopicPartition]) -> None:
         self.generation += 1
         tps = [(p.topic, p.partition) for p in partitions]
         self._call(self._handler.on_lost(tps), timeout=30)
@@ -310,7 +332,7 @@ class KafkaSource:
             return None
 
 
-def _store(consumer: Consumer, tps: list[TopicPartition]) -> None:
+def _store(consumer: ConsumerLike, tps: list[TopicPartition]) -> None:
     try:
         consumer.store_offsets(offsets=tps)
     except KafkaException as exc:

@@ -1,15 +1,186 @@
-"""structlog set-up: a dead log sink never raises into the caller."""
+"""structlog set-up: logs never show an access token or raw PII, through every renderer, whatever carries it;
+a dead log sink never raises into the caller."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import orjson
+import pytest
 import structlog
 
 from stream import logs
+from stream.config import Destination
+
+RENDERERS = ["json", "console"]
+EMAIL = "Mary.Smith+app7@Example.COM"
+PHONE = "+1 415-555-0134"
+
+
+def fresh_token() -> str:
+    """A token no earlier test registered, so each test proves its own path."""
+    return f"EAAB{uuid.uuid4().hex}{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def capture() -> Iterator[Callable[[str], tuple[structlog.typing.FilteringBoundLogger, io.StringIO]]]:
+    """configure() the process logging into a buffer with the named renderer; reset afterwards."""
+
+    def configure(fmt: str) -> tuple[structlog.typing.FilteringBoundLogger, io.StringIO]:
+        out = io.StringIO()
+        logs.configure(level="debug", fmt=fmt, stream=out)
+        return structlog.get_logger("capi_stream.test"), out
+
+    yield configure
+    structlog.reset_defaults()
+
+
+def fail(exc: Exception) -> None:
+    """Raise `exc` from a frame of its own, so the traceback has a frame to show."""
+    raise exc
+
+
+def written(out: io.StringIO) -> str:
+    text = out.getvalue()
+    assert text, "the call must have logged something"
+    return text
+
+
+@pytest.mark.parametrize("fmt", RENDERERS)
+class TestToken:
+    """The access token is replaced by [REDACTED] wherever it sits in an event."""
+
+    def test_a_registered_token_in_a_field(self, capture: Callable[..., tuple], fmt: str) -> None:
+        """A registered token inside a plain string field is redacted."""
+        token = fresh_token()
+        logs.register_secret(token)
+        log, out = capture(fmt)
+        log.warning("meta_answer", detail=f"request with {token} refused")
+        assert token not in written(out)
+        assert logs.REDACTED in written(out)
+
+    def test_a_registered_token_in_the_event_name(self, capture: Callable[..., tuple], fmt: str) -> None:
+        """Even the event name (a string a careless call could build) is redacted."""
+        token = fresh_token()
+        logs.register_secret(token)
+        log, out = capture(fmt)
+        log.info(f"sent with {token}")  # noqa: G004 - the careless call this test is about
+        assert token not in written(out)
+
+    def test_an_unregistered_token_after_access_token(self, capture: Callable[..., tuple], fmt: str) -> None:
+        """A token never registered is still redacted after `access_token=` and `"access_token":"`."""
+        first, second = fresh_token(), fresh_token()
+        log, out = capture(fmt)
+        log.info("url", url=f"https://graph.example/v26.0/1/events?access_token={first}&x=1")
+        log.info("body", body=f'{{"data":[],"access_token":"{second}"}}')
+        text = written(out)
+        assert first not in text
+        assert second not in text
+        assert text.count(logs.REDACTED) == 2
+
+    def test_a_token_in_an_exception_message_with_traceback(self, capture: Callable[..., tuple], fmt: str) -> None:
+        """log.exception renders the traceback; a request body in the exception's message is redacted."""
+        token = fresh_token()
+        logs.register_secret(token)
+        log, out = capture(fmt)
+        try:
+            fail(RuntimeError(f'POST failed: {{"data":[{{}}],"access_token":"{token}"}}'))
+        except RuntimeError:
+            log.exception("stage_failed")
+        text = written(out)
+        assert "RuntimeError" in text  # the traceback really was rendered
+        assert token not in text
+
+    def test_a_token_in_an_exception_passed_as_a_field(self, capture: Callable[..., tuple], fmt: str) -> None:
+        """An exception object as a field value is rendered as text without the token."""
+        token = fresh_token()
+        logs.register_secret(token)
+        log, out = capture(fmt)
+        log.error("send_failed", error=ValueError(f"bad token {token}"))
+        text = written(out)
+        assert "ValueError" in text
+        assert token not in text
+
+    def test_a_token_cut_off_by_truncation(self, capture: Callable[..., tuple], fmt: str) -> None:
+        """`detail=str(exc)[:200]` may end inside the token: the cut-off start of the token is redacted too."""
+        token = fresh_token()
+        logs.register_secret(token)
+        log, out = capture(fmt)
+        message = "x" * 180 + token
+        log.error("stage_failed", detail=message[:200])
+        assert token[:20] not in written(out)
+
+    def test_a_token_inside_containers_and_bytes(self, capture: Callable[..., tuple], fmt: str) -> None:
+        """Nested dicts, lists, tuples and bytes are walked; none shows the token."""
+        token = fresh_token()
+        logs.register_secret(token)
+        log, out = capture(fmt)
+        log.info("nested", extra={"answer": {"echo": token}}, items=[1, ("a", token)], body=token.encode())
+        text = written(out)
+        assert token not in text
+        assert text.count(logs.REDACTED) >= 3
+
+    def test_a_reloaded_token_is_redacted_without_registering_it(
+        self, capture: Callable[..., tuple], fmt: str, tmp_path: Path
+    ) -> None:
+        """Reading a token (at start or on a reload after rotation) is enough to keep it out of the logs."""
+        token_file = tmp_path / "token"
+        dest = Destination("shop", "111", ("a",), token_file=str(token_file))
+        for _ in range(2):  # the first token, then the rotated one
+            token = fresh_token()
+            token_file.write_text(token + "\n")
+            assert dest.read_token() == token
+            log, out = capture(fmt)
+            log.error("send_failed", detail=f"echo {token}")
+            assert token not in written(out)
+
+
+@pytest.mark.parametrize("fmt", RENDERERS)
+class TestPii:
+    """E-mail addresses and international phone numbers never reach the logs, even inside an exception."""
+
+    def test_pii_in_fields(self, capture: Callable[..., tuple], fmt: str) -> None:
+        """A field that quotes a record's e-mail or phone is redacted to [PII]."""
+        log, out = capture(fmt)
+        log.warning("decode_failed", detail=f"cannot parse {EMAIL!r} or {PHONE!r}")
+        text = written(out)
+        for needle in (EMAIL, EMAIL.lower(), PHONE, "415-555-0134"):
+            assert needle not in text
+        assert logs.PII_REDACTED in text
+
+    def test_pii_in_an_exception(self, capture: Callable[..., tuple], fmt: str) -> None:
+        """An exception whose message carries a raw e-mail and phone is rendered without them."""
+        log, out = capture(fmt)
+        try:
+            fail(ValueError(f"user_data em={EMAIL} ph=0044 20 7946 0321"))
+        except ValueError as exc:
+            log.exception("stage_failed", error=exc)
+        text = written(out)
+        assert "ValueError" in text
+        for needle in (EMAIL, "20 7946 0321"):
+            assert needle not in text
+
+    def test_operational_values_are_kept(self, capture: Callable[..., tuple], fmt: str) -> None:
+        """Dataset ids, offsets, codes, versions and IPs of brokers stay readable (they are not PII)."""
+        log, out = capture(fmt)
+        log.info("batch", dataset_id="123456789012345", halt="190/463", version="v26.0", broker="127.0.0.1:19092",
+                 offset=1234567)  # fmt: skip
+        text = written(out)
+        for needle in ("123456789012345", "190/463", "v26.0", "127.0.0.1:19092", "1234567"):
+            assert needle in text
+
+
+def test_json_is_the_default_off_a_tty(capture: Callable[..., tuple]) -> None:
+    """`auto` writes one JSON object per line when the stream is not a terminal, with event and level."""
+    log, out = capture("auto")
+    log.info("pipeline_started", destinations=2)
+    line = orjson.loads(written(out).splitlines()[0])
+    assert (line["event"], line["level"], line["destinations"]) == ("pipeline_started", "info", 2)
 
 
 def test_a_log_call_on_a_closed_pipe_does_not_raise_and_is_counted() -> None:

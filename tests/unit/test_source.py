@@ -1,0 +1,285 @@
+"""KafkaSource against a fake consumer (the `ConsumerLike` Protocol) on its real source thread: pause and
+resume, rebalances, revokes that store only what the pipeline finished, errors and the final commit."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, TopicPartition
+
+from stream.config import KafkaSettings, PipelineSettings
+from stream.source import KafkaSource, consumer_config
+
+TP = tuple[str, int]
+BOUND_S = 10.0
+T0, T1, T2 = ("events", 0), ("events", 1), ("events", 2)
+
+
+class FakeMessage:
+    """What the source reads of a consumed message."""
+
+    def __init__(self, tp: TP, offset: int, error: KafkaError | None = None) -> None:
+        self.tp, self._offset, self._error = tp, offset, error
+
+    def error(self) -> KafkaError | None:
+        return self._error
+
+    def topic(self) -> str:
+        return self.tp[0]
+
+    def partition(self) -> int:
+        return self.tp[1]
+
+    def offset(self) -> int:
+        return self._offset
+
+
+class FakeConsumer:
+    """Plays the test's script from consume() (on the source thread), calling the rebalance callbacks there
+    as librdkafka does, and records pauses, resumes, stored offsets, commits and the close."""
+
+    def __init__(self) -> None:
+        self.script: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self.assigned: set[TP] = set()
+        self.calls: list[tuple[str, list[TP]]] = []  # ("pause" | "resume", partitions)
+        self.stored: list[dict[TP, int]] = []
+        self.commits = 0
+        self.closed = False
+        self.callbacks: dict[str, Callable[..., None]] = {}
+        self.conf: dict[str, Any] = {}
+
+    def subscribe(self, topics: list[str], on_assign: Any = None, on_revoke: Any = None, on_lost: Any = None) -> None:
+        self.callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
+        try:
+            kind, arg = self.script.get(timeout=min(timeout, 0.01))
+        except queue.Empty:
+            return []
+        if kind == "messages":
+            return list(arg)
+        if kind == "raise":
+            raise arg
+        parts = [TopicPartition(t, p) for t, p in arg]
+        if kind == "assign":
+            self.assigned |= set(arg)
+        self.callbacks[kind](self, parts)
+        if kind in ("revoke", "lost"):
+            self.assigned -= set(arg)
+        return []
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p) for t, p in sorted(self.assigned)]
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.calls.append(("pause", sorted((p.topic, p.partition) for p in partitions)))
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.calls.append(("resume", sorted((p.topic, p.partition) for p in partitions)))
+
+    def store_offsets(self, *, offsets: list[TopicPartition]) -> None:
+        self.stored.append({(p.topic, p.partition): p.offset for p in offsets})
+
+    def commit(self, *, asynchronous: bool) -> list[TopicPartition]:
+        assert asynchronous is False
+        self.commits += 1
+        return []
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeHandler:
+    """The pipeline side: records what the source hands over; answers revokes with `finished`."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[list[TP], int]] = []
+        self.assigned: list[tuple[list[TP], int]] = []
+        self.revoked: list[list[TP]] = []
+        self.lost: list[list[TP]] = []
+        self.finished: dict[TP, int] = {}
+
+    def on_messages(self, messages: list[Any], generation: int) -> None:
+        self.batches.append(([(m.topic(), m.offset()) for m in messages], generation))
+
+    async def on_assigned(self, partitions: list[TP], generation: int) -> None:
+        self.assigned.append((partitions, generation))
+
+    async def on_revoked(self, partitions: list[TP]) -> dict[TP, int]:
+        self.revoked.append(partitions)
+        return {tp: o for tp, o in self.finished.items() if tp in partitions}
+
+    async def on_lost(self, partitions: list[TP]) -> None:
+        self.lost.append(partitions)
+
+
+class Rig:
+    """A started KafkaSource over a FakeConsumer and a FakeHandler."""
+
+    def __init__(self) -> None:
+        self.consumer = FakeConsumer()
+        self.handler = FakeHandler()
+        self.errors: list[BaseException] = []
+
+        def factory(conf: dict[str, Any]) -> FakeConsumer:
+            self.consumer.conf = conf
+            return self.consumer
+
+        self.source = KafkaSource(KafkaSettings(topics=("events",)), PipelineSettings(), self.handler,
+                                  on_error=self.errors.append, consumer_factory=factory)  # fmt: skip
+
+    def play(self, kind: str, arg: Any) -> None:
+        self.consumer.script.put((kind, arg))
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    rig = Rig()
+    await rig.source.start()
+    yield rig
+    await rig.source.stop()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait (bounded) for the source thread to make `condition` true."""
+    async with asyncio.timeout(BOUND_S):
+        while not condition():  # noqa: ASYNC110 - polls what the source thread records
+            await asyncio.sleep(0.005)
+
+
+def test_config_keeps_what_at_least_once_needs() -> None:
+    """The user's passthrough cannot turn on auto offset store (only finished offsets are stored)."""
+    kafka = KafkaSettings(consumer={"enable.auto.offset.store": True, "fetch.min.bytes": 7})
+    conf = consumer_config(kafka, PipelineSettings())
+    assert conf["enable.auto.offset.store"] is False
+    assert conf["fetch.min.bytes"] == 7
+
+
+async def test_the_consumer_gets_our_config(rig: Rig) -> None:
+    """The consumer is built with auto offset store off and the rebalance callbacks subscribed."""
+    assert rig.consumer.conf["enable.auto.offset.store"] is False
+    assert set(rig.consumer.callbacks) == {"assign", "revoke", "lost"}
+
+
+class TestPauseResume:
+    """Backpressure: want_paused is applied to the whole assignment on the source thread."""
+
+    async def test_pause_then_resume_the_assignment(self, rig: Rig) -> None:
+        """want_paused pauses every assigned partition; clearing it resumes them."""
+        rig.play("assign", [T0, T1])
+        await until(lambda: bool(rig.handler.assigned))
+        rig.source.want_paused = True
+        await until(lambda: rig.source.paused)
+        assert ("pause", [T0, T1]) in rig.consumer.calls
+        rig.source.want_paused = False
+        await until(lambda: not rig.source.paused)
+        assert rig.consumer.calls[-1] == ("resume", [T0, T1])
+
+    async def test_pause_is_applied_again_after_a_rebalance(self, rig: Rig) -> None:
+        """A partition assigned while paused is paused too (librdkafka would otherwise fetch it)."""
+        rig.play("assign", [T0])
+        await until(lambda: bool(rig.handler.assigned))
+        rig.source.want_paused = True
+        await until(lambda: ("pause", [T0]) in rig.consumer.calls)
+        rig.play("assign", [T1])
+        await until(lambda: ("pause", [T0, T1]) in rig.consumer.calls)
+        since = rig.consumer.calls[rig.consumer.calls.index(("pause", [T0])) :]
+        assert [kind for kind, _ in since] == ["pause", "pause"]  # never resumed while wanted paused
+
+
+class TestRebalance:
+    """Revokes store exactly what the pipeline says is finished; lost partitions store nothing."""
+
+    async def test_revoke_stores_only_finished_offsets(self, rig: Rig) -> None:
+        """Of two revoked partitions, only the one with finished work gets an offset stored, its commit point."""
+        rig.play("assign", [T0, T1, T2])
+        await until(lambda: bool(rig.handler.assigned))
+        rig.handler.finished = {T0: 7, T2: 3}  # T1: nothing finished since the last commit point
+        rig.play("revoke", [T0, T1])
+        await until(lambda: bool(rig.handler.revoked))
+        await until(lambda: rig.source.assignment == {T2})
+        assert rig.handler.revoked == [[T0, T1]]
+        assert rig.consumer.stored == [{T0: 7}]
+
+    async def test_a_revoke_with_nothing_finished_stores_nothing(self, rig: Rig) -> None:
+        """When no event of the revoked partition finished, no offset is stored for it."""
+        rig.play("assign", [T0])
+        await until(lambda: bool(rig.handler.assigned))
+        rig.play("revoke", [T0])
+        await until(lambda: rig.source.assignment == set())
+        assert rig.consumer.stored == []
+
+    async def test_lost_partitions_store_nothing(self, rig: Rig) -> None:
+        """Lost partitions already belong to another member: the pipeline is told, nothing is stored."""
+        rig.play("assign", [T0, T1])
+        await until(lambda: bool(rig.handler.assigned))
+        rig.handler.finished = {T0: 5}
+        rig.play("lost", [T0])
+        await until(lambda: bool(rig.handler.lost))
+        assert rig.handler.lost == [[T0]]
+        assert rig.consumer.stored == []
+        await until(lambda: rig.source.assignment == {T1})
+
+    async def test_each_rebalance_starts_a_new_generation(self, rig: Rig) -> None:
+        """Messages carry the generation they were consumed in, so the pipeline can drop stale ones."""
+        rig.play("assign", [T0])
+        rig.play("messages", [FakeMessage(T0, 0)])
+        rig.play("revoke", [T0])
+        rig.play("assign", [T0])
+        rig.play("messages", [FakeMessage(T0, 0)])
+        await until(lambda: len(rig.handler.batches) == 2)
+        (_, first), (_, second) = rig.handler.batches
+        assert second > first
+
+
+class TestMessages:
+    """Consumed batches reach the pipeline without error events; stored offsets reach the consumer."""
+
+    async def test_error_events_are_not_handed_over(self, rig: Rig) -> None:
+        """A partition-EOF event between two messages is dropped; the two messages arrive in order."""
+        eof = FakeMessage(T0, -1, KafkaError(KafkaError._PARTITION_EOF))
+        rig.play("messages", [FakeMessage(T0, 4), eof, FakeMessage(T0, 5)])
+        await until(lambda: bool(rig.handler.batches))
+        assert rig.handler.batches[0][0] == [("events", 4), ("events", 5)]
+        assert rig.errors == []
+
+    async def test_a_fatal_consumer_error_fails_the_pipeline(self, rig: Rig) -> None:
+        """A fatal error event is reported through on_error."""
+        fatal = FakeMessage(T0, -1, KafkaError(KafkaError._FATAL, "fenced", fatal=True))
+        rig.play("messages", [fatal])
+        await until(lambda: bool(rig.errors))
+        assert rig.handler.batches == []
+
+    async def test_store_reaches_the_consumer_on_its_thread(self, rig: Rig) -> None:
+        """store() from the loop becomes a store_offsets call with the commit points."""
+        rig.source.store({T0: 11, T1: 2})
+        await until(lambda: bool(rig.consumer.stored))
+        assert rig.consumer.stored == [{T0: 11, T1: 2}]
+
+
+async def test_a_failing_consume_is_reported_and_the_consumer_closed() -> None:
+    """An exception on the source thread reaches on_error; the consumer still commits and closes."""
+    rig = Rig()
+    await rig.source.start()
+    rig.play("raise", RuntimeError("broker gone"))
+    await until(lambda: bool(rig.errors))
+    await until(lambda: rig.consumer.closed)
+    assert [type(e) for e in rig.errors] == [RuntimeError]
+    await rig.source.stop()
+
+
+async def test_stop_stores_the_final_offsets_then_commits_and_closes() -> None:
+    """stop(final) stores the drain's commit points, commits synchronously and closes the consumer."""
+    rig = Rig()
+    await rig.source.start()
+    final: Mapping[TP, int] = {T0: 40}
+    await rig.source.stop(final)
+    assert rig.consumer.stored == [{T0: 40}]
+    assert rig.consumer.commits == 1
+    assert rig.consumer.closed
+    assert rig.source.final_commit_ok is True
+    await rig.source.stop()  # idempotent
