@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError
 
-from stream.dlq import (
+from stream.pipeline.deadletters import (
     HEADER_CODE,
     HEADER_OFFSET,
     HEADER_PARTITION,

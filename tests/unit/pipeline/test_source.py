@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import KafkaError, TopicPartition
 
 from stream.config import KafkaSettings, PipelineSettings
-from stream.source import KafkaSource, consumer_config
+from stream.pipeline.source import KafkaSource, consumer_config
 
 TP = tuple[str, int]
 BOUND_S = 10.0
