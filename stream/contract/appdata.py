@@ -2,7 +2,7 @@
 
 Meta requires `advertiser_tracking_enabled` and `extinfo` for action_source=app; extinfo is a positional
 array of 16 strings, "" for unknown, slot 0 `a2` (Android) or `i2` (iOS), slot 4 the OS version
-(meta-capi.md §4). The SDK sends booleans and nulls and ints for screen sizes; the docs say 0/1 flags and
+(contract README §4). The SDK sends booleans and nulls and ints for screen sizes; the docs say 0/1 flags and
 strings, so that is what we send.
 """
 

@@ -1,6 +1,6 @@
 """custom_data: numbers as numbers, ISO 4217 currency, contents, custom keys (pure).
 
-Meta: `value` is a number, `currency` a valid ISO 4217 code, both required for Purchase (meta-capi.md §5).
+Meta: `value` is a number, `currency` a valid ISO 4217 code, both required for Purchase (contract README §5).
 Currency leaves lowercase like the SDK and Meta's own curl sample (Meta treats it case-insensitively).
 An invalid currency rejects the event (Meta would refuse the batch); other bad keys are dropped.
 """

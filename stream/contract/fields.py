@@ -2,7 +2,7 @@
 
 Each normalizer takes the raw string an app sent and returns the normalized string Meta hashes (or sends
 raw), or None when nothing valid remains; the field is then dropped with the reason in FIELD_REASONS.
-The rules are capi-stream's policy (meta-capi.md §0): Meta's written rules, matching Meta's Python SDK
+The rules are capi-stream's policy (contract README §0): Meta's written rules, matching Meta's Python SDK
 wherever the SDK follows them (§3.3), the doc-conformant value where it does not (§3.4).
 
 Fields whose rule depends on the event (phone country code, US state names, US ZIP codes, the current

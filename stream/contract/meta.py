@@ -1,6 +1,6 @@
 """Facts of Meta's Conversions API contract that several stages share (pure constants).
 
-Source: ../shared/docs/meta-capi.md (sections in brackets). The normalizer, the sender and the
+Source: stream/contract/README.md (sections in brackets). The normalizer, the sender and the
 emulator all read these names, so a change of Meta's rules is made in one place.
 """
 

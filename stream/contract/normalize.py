@@ -5,7 +5,7 @@
       -> user_data (fields.py table, userdata.py hashing) -> customer-information rules
       -> custom_data (customdata.py) -> app_data (appdata.py) -> Meta server event
 
-Rules follow meta-capi.md §0. The current time is the `now` parameter; nothing here reads a clock or
+Rules follow contract README §0. The current time is the `now` parameter; nothing here reads a clock or
 does I/O. `app_id` and `consent` are ours and never reach Meta.
 """
 

@@ -1,4 +1,4 @@
-"""Phone numbers to E.164 digits without `+`, the form Meta hashes (meta-capi.md §0, §3.1, §3.4).
+"""Phone numbers to E.164 digits without `+`, the form Meta hashes (contract README §0, §3.1, §3.4).
 
 Meta: remove symbols, letters and leading zeros, and always include the country code. The SDK never adds
 a country code and keeps the trunk zero after one (`+44 020…`), so we use libphonenumber's metadata

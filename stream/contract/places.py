@@ -1,7 +1,7 @@
 """Country, US-state and currency look-ups built once from pycountry (pure, no hand-written ISO tables).
 
 Meta wants `country` as ISO 3166-1 alpha-2, US `st` as the 2-letter code and `currency` as ISO 4217
-(meta-capi.md §0, §3.1, §5). Apps send names, aliases and codes in any case; these tables map the
+(contract README §0, §3.1, §5). Apps send names, aliases and codes in any case; these tables map the
 letters-only, lowercased, accent-free spelling of every form pycountry knows to the code.
 """
 

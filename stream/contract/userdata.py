@@ -2,7 +2,7 @@
 
 Hashed keys leave as SHA-256 lowercase hex. The list keys Meta documents as "string or list" (em, ph,
 fn, ..., external_id) always leave as a sorted, deduplicated JSON array, even for one value, so payloads
-are stable (meta-capi.md §0). The SDK-only keys f5first, f5last, fi, dobd, dobm, doby leave as one hashed
+are stable (contract README §0). The SDK-only keys f5first, f5last, fi, dobd, dobm, doby leave as one hashed
 string: Meta's parameter pages do not list them and the SDK, their only definition, sends single strings,
 and a type Meta does not expect would get the whole batch of up to 1,000 events rejected.
 

@@ -1,6 +1,6 @@
 """Event-level rules: reject an event only where Meta would reject it (pure).
 
-Meta refuses a whole request of up to 1,000 events when one is invalid (meta-capi.md §1.3, §6.3), so an
+Meta refuses a whole request of up to 1,000 events when one is invalid (contract README §1.3, §6.3), so an
 event that would be refused is stopped here with a reason code from REJECTION_REASONS and goes to the
 dead-letter topic; the rest of its batch is safe. `no_consent` is different: such an event is dropped
 silently and kept nowhere. A bad *field* is not a rejection: it is dropped and counted (fields.py).

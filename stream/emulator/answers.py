@@ -1,6 +1,6 @@
 """Meta's error answers as values: HTTP status, Graph error body and headers (pure).
 
-Each function builds one answer Meta gives (../shared/docs/meta-capi.md §6). Keys Meta leaves out of
+Each function builds one answer Meta gives (stream/contract/README.md §6). Keys Meta leaves out of
 an error (`error_subcode`, `error_user_title`, `error_user_msg`) are left out here too, so a client
 that needs them finds out against the emulator and not in production.
 

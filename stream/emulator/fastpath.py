@@ -95,7 +95,7 @@ FastSource = Literal["app", "business_messaging", "chat", "email", "other", "pho
 
 
 class Event(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """A server event with the fields of meta-capi.md §2; user_data is `UserData`.
+    """A server event with the fields of contract README §2; user_data is `UserData`.
 
     The first seven fields are the ones `_checked` reads, in its order.
     """
@@ -124,7 +124,7 @@ _Events = Annotated[list[Event], msgspec.Meta(min_length=1, max_length=MAX_EVENT
 
 
 class Body(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """A JSON request body: `data` and the top-level parameters of meta-capi.md §1.2."""
+    """A JSON request body: `data` and the top-level parameters of contract README §1.2."""
 
     data: _Events
     access_token: Any = msgspec.UNSET

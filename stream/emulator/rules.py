@@ -3,7 +3,7 @@
 `read_events` turns the `data` parameter (a JSON array, a JSON string holding one, or a list of JSON
 strings as Meta's SDK sends it) into event dicts; `validate_events` checks each event in one pass and
 returns the first violation as Meta's error, or None. One invalid event refuses the whole request, as
-at Meta [1.3]. The checks, in order, per event (../shared/docs/meta-capi.md):
+at Meta [1.3]. The checks, in order, per event (stream/contract/README.md):
 
 | rule | answer |
 |---|---|

@@ -2,7 +2,7 @@
 
 Meta keeps the first of two events with the same (event_name, event_id) sent to one dataset only when
 they arrive within 48 hours of the first one, and promises nothing for two server events, so
-capi-stream dedupes itself (../shared/docs/meta-capi.md §0, §1.4). Meta's dedupe is per dataset, so the
+capi-stream dedupes itself (stream/contract/README.md §0, §1.4). Meta's dedupe is per dataset, so the
 key holds the destination's dataset id: two apps with overlapping order ids that send to two datasets
 are two events each. A key goes through three states:
 

@@ -5,7 +5,7 @@ and `is_transient`, never by message text (Meta localises the text):
 
 - Acked: 2xx with a JSON body whose `events_received` equals the number of events sent. Any other 2xx
   (empty, an HTML page from a proxy, 204, another count) is not an ack: RETRY with class `not_acked`
-  (the sender halts the destination after repeated ones) [meta-capi.md §6.4].
+  (the sender halts the destination after repeated ones) [contract README §6.4].
 - Retry: transient trouble (5xx, `is_transient`, codes 1/2, timeouts, resets) or throttling
   (4, 17, 32, 341, 613, 80000-80014, HTTP 429); `retry_after` carries Meta's hint when it gave one.
 - Rejected: Meta refused an event itself: code 100 with an event-validation subcode (2804xxx), not

@@ -1,4 +1,4 @@
-"""Per-field normalization as a specification: the vectors of meta-capi.md §3.3 and our own, per field."""
+"""Per-field normalization as a specification: the vectors of contract README §3.3 and our own, per field."""
 
 from __future__ import annotations
 
