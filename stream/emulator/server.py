@@ -347,7 +347,8 @@ class Emulator:
 
     async def _received(self, request: web.Request) -> web.Response:
         dataset_id = request.query.get("dataset_id")
-        return _answer(200, orjson.dumps({"received": self.ledger.received(dataset_id)}))
+        test = request.query.get("test", "") in ("1", "true")
+        return _answer(200, orjson.dumps({"received": self.ledger.received(dataset_id, test=test)}))
 
     async def _recent(self, request: web.Request) -> web.Response:
         raw = request.query.get("limit", str(_EVENTS_DEFAULT_LIMIT))
@@ -559,9 +560,9 @@ class EmulatorThread:
         """`GET /_emulator/stats` without HTTP."""
         return self.call(lambda emu: emu.ledger.stats())
 
-    def received(self, dataset_id: str | None = None) -> list[dict[str, Any]]:
-        """`GET /_emulator/received` without HTTP."""
-        return self.call(lambda emu: emu.ledger.received(dataset_id))
+    def received(self, dataset_id: str | None = None, test: bool = False) -> list[dict[str, Any]]:
+        """`GET /_emulator/received` (`?test=1` with `test`) without HTTP."""
+        return self.call(lambda emu: emu.ledger.received(dataset_id, test=test))
 
     def reset(self) -> None:
         """`POST /_emulator/reset` without HTTP."""

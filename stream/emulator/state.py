@@ -70,6 +70,11 @@ class Ledger:
         self.errors: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.events_by_dataset: Counter[str] = Counter()
+        # Events sent with a test_event_code, counted apart as Meta's Test Events tab shows them: they
+        # are never real events (no dedupe window, not in events_received or `received()`).
+        self._test_events: Counter[tuple[str, str, str | None]] = Counter()
+        self.test_events_received = 0
+        self.test_events_by_dataset: Counter[str] = Counter()
 
     def count_request(self) -> None:
         """One request arrived at the events endpoint."""
@@ -131,6 +136,8 @@ class Ledger:
     ) -> int:
         if len(names) != len(ids):
             raise ValueError("names and ids differ in length")
+        if test_event_code:
+            return self._record_test(dataset_id, names, ids, now, test_event_code, kept, is_raw)
         ids = _fresh_copies(ids)
         distinct = dict.fromkeys(names)  # in order of first appearance, as `received` lists them
         duplicates = 0
@@ -157,6 +164,29 @@ class Ledger:
                 self._recent_events -= self._recent.popleft()[4]
         return duplicates
 
+    def _record_test(
+        self,
+        dataset_id: str,
+        names: Sequence[str],
+        ids: Sequence[str | None],
+        now: float,
+        test_event_code: str,
+        kept: Any,
+        is_raw: bool,
+    ) -> int:
+        """Count a test request apart from the real events; it is kept among the recent ones, marked."""
+        count = len(names)
+        self.accepted_requests += 1
+        self.test_events_received += count
+        self.test_events_by_dataset[dataset_id] += count
+        self._test_events.update((dataset_id, name, event_id) for name, event_id in zip(names, ids, strict=True))
+        if self._keep:
+            self._recent.append((dataset_id, now, kept, is_raw, count, test_event_code))
+            self._recent_events += count
+            while self._recent_events - self._recent[0][4] >= self._keep:
+                self._recent_events -= self._recent.popleft()[4]
+        return 0
+
     def _count_each(
         self,
         starts: dict[str | None, float],
@@ -179,8 +209,14 @@ class Ledger:
                 starts[event_id] = now
         return duplicates
 
-    def received(self, dataset_id: str | None = None) -> list[dict[str, Any]]:
-        """Every accepted (dataset, event_name, event_id) with how many times it was accepted."""
+    def received(self, dataset_id: str | None = None, test: bool = False) -> list[dict[str, Any]]:
+        """Every accepted (dataset, event_name, event_id) with how many times it was accepted.
+
+        Real events only; `test=True` lists the events sent with a test_event_code instead.
+        """
+        if test:
+            return [{"dataset_id": d, "event_name": name, "event_id": event_id, "count": n}
+                    for (d, name, event_id), n in self._test_events.items() if dataset_id in (None, d)]
         out = []
         for key, starts in self._starts.items():
             if dataset_id is not None and key[0] != dataset_id:
@@ -213,6 +249,8 @@ class Ledger:
             "errors": dict(sorted(self.errors.items())),
             "faults": dict(sorted(self.faults.items())),
             "events_by_dataset": dict(sorted(self.events_by_dataset.items())),
+            "test_events_received": self.test_events_received,
+            "test_events_by_dataset": dict(sorted(self.test_events_by_dataset.items())),
         }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -23,6 +23,9 @@ from stream.pipeline.quality import MATCH_KEYS, Quality
 from stream.pipeline.sender import DestinationState
 from stream.pipeline.stats import Histogram, Stats
 from stream.pipeline.tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    from stream.pipeline.canary import Canary
 
 PREFIX = "capi_stream_"
 # the loop beats once a second; three missed beats and /healthz fails
@@ -93,6 +96,8 @@ class PipelineView(Protocol):
     def clock(self) -> float: ...
     def oldest_unacked_event_time(self) -> int | None: ...
     def destination_states(self) -> Mapping[str, DestinationState]: ...
+    @property
+    def canaries(self) -> Mapping[str, Canary]: ...
 
 
 class PipelineCollector(Collector):
@@ -162,6 +167,24 @@ class PipelineCollector(Collector):
         yield _labelled(CounterMetricFamily, "quality_duplicates", "duplicates not sent again",
                         ["destination", "event_name"], dict(q.duplicates.items()))
         yield from quality_families(q)
+        yield from canary_families(p.canaries)
+
+
+def canary_families(canaries: Mapping[str, Canary]) -> Iterator[Metric]:
+    """The outcome of each destination's canary (only destinations with canary_interval_s > 0)."""
+    states = {name: c.state for name, c in canaries.items()}
+    yield _labelled(GaugeMetricFamily, "canary_last_success_timestamp_seconds",
+                    "when the destination's canary event was last acknowledged (0: never)", ["destination"],
+                    {(n,): s.last_success_at for n, s in states.items()})
+    yield _labelled(GaugeMetricFamily, "canary_last_error_timestamp_seconds",
+                    "when the destination's canary last failed (0: never)", ["destination"],
+                    {(n,): s.last_error_at for n, s in states.items()})
+    yield _labelled(GaugeMetricFamily, "canary_last_error_code",
+                    "Meta's error code of the last failed canary (else its HTTP status; 0: no answer or none)",
+                    ["destination"], {(n,): s.last_error_code for n, s in states.items()})
+    yield _labelled(CounterMetricFamily, "canary_runs", "canary runs by outcome: ok, halt, retry, rejected, skipped",
+                    ["destination", "outcome"],
+                    {(n, outcome): v for n, s in states.items() for outcome, v in s.runs.items()})
 
 
 def quality_families(q: Quality) -> Iterator[Metric]:

@@ -32,6 +32,7 @@ from stream.config import Destination, Settings
 from stream.contract.normalize import NormalizeSettings
 from stream.errors import CapiStreamError
 from stream.pipeline.batch import Batch, Batcher
+from stream.pipeline.canary import Canary
 from stream.pipeline.deadletters import DeadLetter, DeadLetterWriter
 from stream.pipeline.dedupe import DedupeStore, NotPendingError, Verdict, dedupe_key
 from stream.pipeline.items import Item, TopicPartition
@@ -113,6 +114,8 @@ class Pipeline:
                                       on_expired=self._expired, on_failure=self._fail, clock=clock)
             for d in settings.destinations
         }
+        self.canaries = {d.name: Canary(d, self.senders[d.name], self.senders[d.name].is_halted, clock)
+                         for d in settings.destinations if d.canary_interval_s > 0}
         self.dlq = DeadLetterWriter(settings.kafka.bootstrap_servers, settings.kafka.dlq_topic,
                                     settings.kafka.producer)
         self.source = KafkaSource(settings.kafka, settings.pipeline, self, on_error=self._fail)
@@ -146,6 +149,8 @@ class Pipeline:
         await self.dlq.start()
         for sender in self.senders.values():
             await sender.start()
+        for canary in self.canaries.values():
+            await canary.start()
         self._tasks = [
             asyncio.create_task(self._process(), name="process"),
             asyncio.create_task(self._apply(), name="apply"),
@@ -211,6 +216,8 @@ class Pipeline:
         self._deadline = deadline
         self._draining = True
         self.source.want_paused = True
+        for canary in self.canaries.values():
+            await canary.stop()
         for batch in self.batcher.flush():
             self.senders[batch.destination].submit(batch)
         flowing = [s for s in self.senders.values() if s.state is not DestinationState.HALTED]

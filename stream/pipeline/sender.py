@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+import orjson
 import structlog
 
 from stream.config import Destination, SendSettings
@@ -198,6 +199,23 @@ class DestinationSender:
         """Return once nothing is queued or in flight."""
         await self._idle.wait()
 
+    async def probe(self, event: bytes, test_event_code: str) -> Answer | None:
+        """Send one canary event (canary.py) with the current token and `test_event_code`, never retried.
+
+        Same client, classification and halting rules as real traffic: a token or permission answer
+        halts the destination. Not counted as sent events. None when the destination is halted.
+        """
+        if self._halted():
+            return None
+        await self._limiter.acquire()
+        sent_with = self._token
+        body = b"".join((b'{"data":[', event, b'],"access_token":', orjson.dumps(sent_with),
+                         b',"test_event_code":', orjson.dumps(test_event_code), b"}"))
+        answer = await self._client.post(self._url, body, 1)
+        if answer.action is Action.HALT and sent_with == self._token:
+            self._halt(answer, "found by the canary")
+        return answer
+
     def reload_token(self) -> bool:
         """Re-read the token (SIGHUP or the watcher). A changed token resumes a halted destination."""
         try:
@@ -233,6 +251,10 @@ class DestinationSender:
             self._not_acked = 0
             log.warning("destination_resumed", destination=self.dest.name, why=why)
             self._wake.set()
+
+    def is_halted(self) -> bool:
+        """True while the destination is halted (it sends nothing until resumed)."""
+        return self.state is DestinationState.HALTED
 
     # -- internals -------------------------------------------------------------------------------
     def _halted(self) -> bool:

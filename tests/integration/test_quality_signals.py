@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 
 from stream.tools.kafka import free_port
@@ -107,3 +108,55 @@ def test_the_five_second_share_drops_when_meta_answers_after_six_seconds(
     assert on_time == first[1]  # every slow event was late
     assert on_time / acked < 1.0
     assert metric(scrape(port), "capi_stream_quality_latency_threshold_seconds") == 5.0
+
+
+def test_a_canary_finds_an_expired_token_before_any_real_event_and_resumes_on_a_new_one(
+    scenario_factory: Callable[..., Scenario],
+) -> None:
+    """With no real traffic, shop's canary meets an expired token: shop halts, /readyz fails; a new token
+    file resumes it; the emulator counts the canary only as test events, and real events apart."""
+    port = free_port()
+    sc = scenario_factory(partitions=1, extra=f"[metrics]\nport = {port}\n[send]\ntoken_check_interval_s = 0.5\n"
+                                              "timeout_s = 15.0\n")
+    # a code for canary requests only, so shop's real events stay real and the ledger tells them apart
+    sc.config.write_text(sc.config.read_text().replace(
+        "[destinations.shop]\n", '[destinations.shop]\ncanary_interval_s = 1.0\ncanary_test_event_code = "T18"\n'))
+    shop = sc.dests[0]
+    new_token = "tok-shop-rotated-0123456789"  # noqa: S105 - a test value
+    sc.emulator.rotate_token(shop.dataset_id, new_token)  # the token in shop's file has expired
+    proc = sc.start()
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> tuple[int, dict[str, Any]]:
+        status, body = http_get(base + "/readyz")
+        return status, (orjson.loads(body) if body else {})
+
+    assert wait_until(lambda: proc.alive() and ready()[1].get("halted") == ["shop"], 60), ready()
+    assert ready()[0] == 503
+    m = scrape(port)
+    assert metric(m, "capi_stream_canary_last_error_code", destination="shop") == 190
+    assert metric(m, "capi_stream_canary_runs_total", destination="shop", outcome="halt") == 1
+    assert metric(m, "capi_stream_destination_state", destination="shop", state="halted") == 1
+    canary_labels = {labels for name, labels in m if name.startswith("capi_stream_canary")}
+    assert not any(("destination", "fitness") in labels for labels in canary_labels)  # fitness has no canary
+    events = [line.get("event") for line in proc.log_lines()]
+    assert "canary_failed" in events
+    assert "destination_halted" in events
+    assert sc.emulator.stats()["events_received"] == 0
+
+    shop.token_file.write_text(new_token + "\n")
+    assert wait_until(lambda: ready()[0] == 200, 30), ready()
+    assert wait_until(lambda: metric(scrape(port), "capi_stream_canary_last_success_timestamp_seconds",
+                                     destination="shop") > 0, 30)
+    real = [dict(r, app_id=APPS_A[0], consent=True, event_id=f"real-{i}")
+            for i, r in enumerate(generate(5, seed=9, now=int(time.time()), app_ids=APPS_A))]
+    produce_records(sc.bootstrap, sc.topic, real)
+    assert sc.all_committed(60)
+    assert sorted(sc.counts().items()) == [((shop.dataset_id, r["event_name"], r["event_id"]), 1)
+                                           for r in sorted(real, key=lambda r: (r["event_name"], r["event_id"]))]
+    stats = sc.emulator.stats()
+    assert stats["events_received"] == len(real)
+    test_events = sc.emulator.received(test=True)
+    assert test_events
+    assert {(e["dataset_id"], e["event_name"]) for e in test_events} == {(shop.dataset_id, "CapiStreamCanary")}
+    assert stats["test_events_by_dataset"] == {shop.dataset_id: sum(e["count"] for e in test_events)}

@@ -19,6 +19,7 @@ IO_EDGES = {
     "pipeline.deadletters",  # the confluent-kafka producer
     "pipeline.meta_client",  # the aiohttp client
     "pipeline.sender",  # asyncio tasks per destination
+    "pipeline.canary",  # an asyncio task per destination sending canary events on a schedule
     "pipeline.runner",  # wires the stages: tasks, clock, signals
     "pipeline.metrics",  # the HTTP metrics server
     "pipeline.tasks",  # owning asyncio tasks

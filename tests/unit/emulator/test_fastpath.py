@@ -63,6 +63,7 @@ def _same_answers(
     assert exact.fast_requests == 0
     assert fast.ledger.stats() == exact.ledger.stats()
     assert fast.ledger.received() == exact.ledger.received()
+    assert fast.ledger.received(test=True) == exact.ledger.received(test=True)
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(10_000)  # the nesting cases keep 1,000-deep values
     try:

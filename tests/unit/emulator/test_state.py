@@ -128,9 +128,12 @@ def test_reset_forgets_everything() -> None:
     ledger.count_error("100/2804003")
     ledger.count_fault("reset")
     ledger.accept("ds", events, NOW)
+    ledger.accept("ds", events, NOW, test_event_code="TEST1")
     ledger.reset()
     assert ledger.stats() == {"requests": 0, "accepted_requests": 0, "events_received": 0, "distinct_keys": 0,
-                              "duplicates": 0, "errors": {}, "faults": {}, "events_by_dataset": {}}  # fmt: skip
+                              "duplicates": 0, "errors": {}, "faults": {}, "events_by_dataset": {},
+                              "test_events_received": 0, "test_events_by_dataset": {}}  # fmt: skip
+    assert ledger.received(test=True) == []
     assert ledger.accept("ds", events, NOW) == 0
     assert ledger.recent(10)[0].event["event_id"] == "e1"
 
@@ -167,3 +170,19 @@ def test_kept_ids_are_equal_copies(ids: list[str | None], copied: bool) -> None:
     kept = state._fresh_copies(ids)
     assert list(kept) == ids
     assert all((k is not i) == copied for k, i in zip(kept, ids, strict=True))
+
+
+def test_test_events_are_counted_apart_like_metas_test_events_tab() -> None:
+    """Events sent with a test_event_code are listed and counted as test events, never as real ones."""
+    ledger = Ledger()
+    ledger.accept("ds", sample_events(2, NOW, prefix="real"), NOW)
+    ledger.accept("ds", sample_events(3, NOW, prefix="t"), NOW, test_event_code="TEST1")
+    ledger.accept("ds", sample_events(1, NOW, prefix="t"), NOW + 1, test_event_code="TEST1")
+    stats = ledger.stats()
+    assert (stats["events_received"], stats["events_by_dataset"]) == (2, {"ds": 2})
+    assert (stats["test_events_received"], stats["test_events_by_dataset"]) == (4, {"ds": 4})
+    assert sorted(r["event_id"] for r in ledger.received()) == ["real0", "real1"]
+    test = {r["event_id"]: r["count"] for r in ledger.received("ds", test=True)}
+    assert test == {"t0": 2, "t1": 1, "t2": 1}
+    assert ledger.received("other", test=True) == []
+    assert stats["duplicates"] == 0
