@@ -386,7 +386,8 @@ async def test_inspection_endpoints(emulator: Emulator, http: aiohttp.ClientSess
     stats = await _get(http, f"{emulator.url}/_emulator/stats")
     assert stats == {"requests": 3, "accepted_requests": 2, "events_received": 5, "distinct_keys": 5,
                      "duplicates": 0, "errors": {"100": 1}, "faults": {},
-                     "events_by_dataset": {DATASET: 3, "777": 2}}  # fmt: skip
+                     "events_by_dataset": {DATASET: 3, "777": 2}, "test_events_received": 0,
+                     "test_events_by_dataset": {}}  # fmt: skip
     only = (await _get(http, f"{emulator.url}/_emulator/received?dataset_id=777"))["received"]
     assert only == [{"dataset_id": "777", "event_name": n, "event_id": i, "count": 1}
                     for n, i in (("Purchase", "b0"), ("MobileAppInstall", "b1"))]  # fmt: skip
