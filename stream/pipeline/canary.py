@@ -75,7 +75,7 @@ def error_code(answer: Answer) -> int:
 class CanaryState:
     """What the last runs said (read by the metrics)."""
 
-    runs: Counter[str] = dataclasses.field(default_factory=Counter)  # ok | halt | retry | rejected | skipped
+    runs: Counter[str] = dataclasses.field(default_factory=Counter)  # ok|halt|retry|rejected|skipped|error
     last_run_at: float = 0.0
     last_success_at: float = 0.0
     last_error_at: float = 0.0
@@ -111,7 +111,12 @@ class Canary:
 
     async def _run(self) -> None:
         while True:
-            await self.run_once()
+            try:
+                await self.run_once()
+            except Exception as exc:  # noqa: BLE001 - a canary bug must neither stop the pipeline nor go unseen
+                self.state.runs["error"] += 1
+                log.error("canary_error", destination=self.dest.name, error=type(exc).__name__,
+                          detail=str(exc)[:200])
             await asyncio.sleep(self.dest.canary_interval_s)
 
     async def run_once(self) -> str:

@@ -51,6 +51,14 @@ def fingerprint(values: object, bits: int = _VALUE_BITS) -> int:
 
     Several values give one fingerprint of the set (order does not matter). Never 0 for a value.
     """
+    if type(values) is list and len(values) == 1:
+        # the usual shape: one SHA-256 hex digest in a list; its prefix is the fingerprint
+        value = values[0]
+        if type(value) is str and len(value) == 64:
+            try:
+                return int(value[: bits // 4], 16) or 1
+            except ValueError:
+                pass
     if isinstance(values, str):
         return _one(values, bits) or 1
     if not isinstance(values, Sequence) or not values:
@@ -64,12 +72,15 @@ def fingerprint(values: object, bits: int = _VALUE_BITS) -> int:
 
 def identity(user_data: object) -> Identity | None:
     """The (external_id, em, ph) fingerprints of a normalized user_data, or None without an external_id."""
-    if not isinstance(user_data, dict):
+    if type(user_data) is not dict:
         return None
-    external = fingerprint(user_data.get("external_id"), ID_BITS)
-    if not external:
+    external = user_data.get("external_id")
+    if external is None:
         return None
-    return external, fingerprint(user_data.get("em")), fingerprint(user_data.get("ph"))
+    key = fingerprint(external, ID_BITS)
+    if not key:
+        return None
+    return key, fingerprint(user_data.get("em")), fingerprint(user_data.get("ph"))
 
 
 class Outcome(enum.IntEnum):

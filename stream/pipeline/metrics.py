@@ -182,8 +182,8 @@ def canary_families(canaries: Mapping[str, Canary]) -> Iterator[Metric]:
     yield _labelled(GaugeMetricFamily, "canary_last_error_code",
                     "Meta's error code of the last failed canary (else its HTTP status; 0: no answer or none)",
                     ["destination"], {(n,): s.last_error_code for n, s in states.items()})
-    yield _labelled(CounterMetricFamily, "canary_runs", "canary runs by outcome: ok, halt, retry, rejected, skipped",
-                    ["destination", "outcome"],
+    yield _labelled(CounterMetricFamily, "canary_runs",
+                    "canary runs by outcome: ok, halt, retry, rejected, skipped, error", ["destination", "outcome"],
                     {(n, outcome): v for n, s in states.items() for outcome, v in s.runs.items()})
 
 

@@ -128,3 +128,28 @@ async def test_a_failed_run_reports_metas_code_else_the_http_status(tmp_path: Pa
         await sender.stop()
     assert canary.state.last_error_code == code
     assert canary.state.last_success_at == 0.0
+
+
+async def test_a_failing_run_is_logged_and_counted_and_the_schedule_goes_on(tmp_path: Path) -> None:
+    """An exception inside a run never ends the canary silently: it is counted as an error and it runs again."""
+
+    class Broken:
+        calls = 0
+
+        async def probe(self, event: bytes, test_event_code: str) -> Answer | None:
+            Broken.calls += 1
+            raise RuntimeError("boom")
+
+    dest = Destination("shop", "111", ("com.example.shop",), token_env="T", test_event_code="T1",  # noqa: S106
+                       canary_interval_s=0.01)
+    canary = Canary(dest, Broken(), lambda: False, clock=lambda: float(NOW))
+    await canary.start()
+    try:
+        for _ in range(200):
+            if Broken.calls >= 2:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await canary.stop()
+    assert Broken.calls >= 2
+    assert canary.state.runs["error"] >= 2
