@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_support import CONFIG, exported_metrics, promql_names, run_promtool, unknown_names
+
+from tests.support.deploy import CONFIG, exported_metrics, promql_names, run_promtool, unknown_names
 
 RULES = CONFIG / "prometheus" / "alerts.yml"
 RULE_TESTS = CONFIG / "prometheus" / "alerts.test.yml"
@@ -133,7 +134,7 @@ def test_the_name_check_rejects_what_the_code_does_not_export() -> None:
 
 
 def test_a_missing_promtool_fails_in_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import deploy_support
+    from tests.support import deploy as deploy_support
 
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("CI", "true")

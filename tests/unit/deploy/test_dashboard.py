@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_support import CONFIG, ROOT, exported_metrics, promql_names, run_promtool, unknown_names
 
 from stream.contract import meta
+from tests.support.deploy import CONFIG, ROOT, exported_metrics, promql_names, run_promtool, unknown_names
 
 DASHBOARD = CONFIG / "grafana" / "dashboards" / "capi-stream.json"
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

@@ -14,7 +14,7 @@ import pytest
 
 from stream import config
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"
 
 # Labels Prometheus adds to every scraped series (static configs, Kubernetes service discovery, the
