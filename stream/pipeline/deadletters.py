@@ -89,10 +89,10 @@ class DeadLetterWriter:
     """
 
     def __init__(self, bootstrap: str, topic: str, config: Mapping[str, Any] | None = None,
-                 producer_factory: Callable[[dict[str, Any]], LetterProducer] = Producer) -> None:
+                 producer_factory: Callable[[dict[str, Any]], LetterProducer] | None = None) -> None:
         self.topic = topic
         self._conf = {"bootstrap.servers": bootstrap, **_DEFAULTS, **(config or {})}
-        self._producer_factory = producer_factory
+        self._producer_factory = producer_factory or Producer  # unit tests pass a fake's factory
         self._producer: LetterProducer | None = None
         self._poller: asyncio.Task[None] | None = None
         self.pending = 0

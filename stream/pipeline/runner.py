@@ -20,7 +20,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
@@ -33,7 +33,7 @@ from stream.contract.normalize import NormalizeSettings
 from stream.errors import CapiStreamError
 from stream.pipeline.batch import Batch, Batcher
 from stream.pipeline.canary import Canary
-from stream.pipeline.deadletters import DeadLetter, DeadLetterWriter
+from stream.pipeline.deadletters import DeadLetter, DeadLetterWriter, LetterProducer
 from stream.pipeline.dedupe import DedupeStore, NotPendingError, Verdict, dedupe_key
 from stream.pipeline.items import Item, TopicPartition
 from stream.pipeline.meta_client import Answer, MetaClient
@@ -41,8 +41,8 @@ from stream.pipeline.metrics import MetricsServer
 from stream.pipeline.offsets import OffsetTracker, PartitionOffsets
 from stream.pipeline.prepare import Kind, PrepareContext, Prepared, Preparer, init_worker, prepare_in_worker
 from stream.pipeline.quality import Quality, Targets
-from stream.pipeline.sender import DestinationSender, DestinationState
-from stream.pipeline.source import KafkaSource
+from stream.pipeline.sender import DestinationSender, DestinationState, Poster
+from stream.pipeline.source import ConsumerLike, KafkaSource
 from stream.pipeline.stats import Stats
 from stream.pipeline.tasks import cancel_and_wait
 
@@ -64,6 +64,14 @@ GC_GEN0_THRESHOLD = 50_000
 STATS_FILE_ENV = "CAPI_STREAM_STATS_FILE"
 
 
+class MetaSession(Poster, Protocol):
+    """The Meta client as the pipeline holds it (`MetaClient`): a Poster with a lifecycle."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 def _norm_settings(d: Destination) -> NormalizeSettings:
     return NormalizeSettings(default_country=d.default_country or None, require_consent=d.require_consent,
                              hash_external_id=d.hash_external_id)
@@ -81,8 +89,14 @@ class Pipeline:
     """One capi-stream process: consume in the group, send to Meta, commit after the acks."""
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        """`clock`: wall-clock seconds, for event times and Meta's windows only; `monotonic`: for timers."""
+                 monotonic: Callable[[], float] = time.monotonic, *, client: MetaSession | None = None,
+                 consumer_factory: Callable[[dict[str, Any]], ConsumerLike] | None = None,
+                 producer_factory: Callable[[dict[str, Any]], LetterProducer] | None = None) -> None:
+        """`clock`: wall-clock seconds, for event times and Meta's windows only; `monotonic`: for timers.
+
+        `client`, `consumer_factory` and `producer_factory` replace the I/O edges (the aiohttp session,
+        confluent_kafka's consumer and producer) in unit tests; by default the real ones are used.
+        """
         self.settings = settings
         self.clock = clock
         self.monotonic = monotonic
@@ -108,7 +122,8 @@ class Pipeline:
         self._datasets = {d.name: d.dataset_id for d in settings.destinations}
         self.batcher = Batcher(settings.batch.max_events, settings.batch.max_bytes, settings.batch.linger_ms / 1000)
         self._waiters: dict[int, list[Item]] = defaultdict(list)
-        self.client = MetaClient(settings.send.timeout_s, pool_size=max(10, settings.send.concurrency * 4))
+        self.client: MetaSession = client or MetaClient(settings.send.timeout_s,
+                                                        pool_size=max(10, settings.send.concurrency * 4))
         self.senders = {
             d.name: DestinationSender(d, self.client, settings.send, self.stats, self._acked, self._rejected,
                                       on_expired=self._expired, on_failure=self._fail, clock=clock)
@@ -117,8 +132,9 @@ class Pipeline:
         self.canaries = {d.name: Canary(d, self.senders[d.name], self.senders[d.name].is_halted, clock)
                          for d in settings.destinations if d.canary_interval_s > 0}
         self.dlq = DeadLetterWriter(settings.kafka.bootstrap_servers, settings.kafka.dlq_topic,
-                                    settings.kafka.producer)
-        self.source = KafkaSource(settings.kafka, settings.pipeline, self, on_error=self._fail)
+                                    settings.kafka.producer, producer_factory=producer_factory)
+        self.source = KafkaSource(settings.kafka, settings.pipeline, self, on_error=self._fail,
+                                  consumer_factory=consumer_factory)
         self._inbox: asyncio.Queue[tuple[list[Message], int]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()

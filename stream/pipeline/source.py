@@ -107,9 +107,9 @@ class KafkaSource:
 
     def __init__(self, kafka: KafkaSettings, pipeline: PipelineSettings, handler: SourceHandler,
                  on_error: Callable[[BaseException], None] | None = None,
-                 consumer_factory: Callable[[dict[str, Any]], ConsumerLike] = Consumer) -> None:
+                 consumer_factory: Callable[[dict[str, Any]], ConsumerLike] | None = None) -> None:
         self._kafka = kafka
-        self._consumer_factory = consumer_factory
+        self._consumer_factory = consumer_factory or Consumer  # unit tests pass a fake's factory
         self._conf = consumer_config(kafka, pipeline)
         self._handler = handler
         self._revoke_timeout = pipeline.revoke_timeout_s

@@ -19,43 +19,11 @@ from stream.pipeline.deadletters import (
     DeadLetter,
     DeadLetterWriter,
 )
+from tests.support.fakes import FakeProducer
 
 BOUND_S = 10.0
 LETTER = DeadLetter("events", 3, 41, b"order-1", b"\x00avro", "meta_rejected", "Invalid parameter", 100, 2804019,
                     "Purchase", "order-1")  # fmt: skip
-
-
-class FakeProducer:
-    """Records each produce; each poll delivers the waiting messages with the next scripted outcome.
-
-    `outcomes` holds None (delivered) or a KafkaError per delivery, in order; after it runs out every
-    delivery succeeds. `full` makes that many produce() calls raise BufferError first (queue full).
-    """
-
-    def __init__(self, outcomes: list[KafkaError | None] | None = None, full: int = 0) -> None:
-        self.outcomes = list(outcomes or [])
-        self.full = full
-        self.produced: list[dict[str, Any]] = []
-        self.waiting: list[Callable[[KafkaError | None, Any], None]] = []
-        self.polls = 0
-        self.conf: dict[str, Any] = {}
-
-    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None, *,
-                headers: list[tuple[str, str | bytes | None]] | None = None,
-                on_delivery: Callable[[KafkaError | None, Any], None] | None = None) -> None:  # fmt: skip
-        if self.full:
-            self.full -= 1
-            raise BufferError("Local: Queue full")
-        self.produced.append({"topic": topic, "value": value, "key": key, "headers": dict(headers or [])})
-        assert on_delivery is not None
-        self.waiting.append(on_delivery)
-
-    def poll(self, timeout: float) -> int:
-        self.polls += 1
-        served, self.waiting = self.waiting, []
-        for callback in served:
-            callback(self.outcomes.pop(0) if self.outcomes else None, None)
-        return len(served)
 
 
 @pytest.fixture

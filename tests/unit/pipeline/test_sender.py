@@ -15,7 +15,7 @@ import pytest
 from stream.config import Destination, SendSettings
 from stream.pipeline.batch import Batch
 from stream.pipeline.items import Item
-from stream.pipeline.meta_client import Action, Answer
+from stream.pipeline.meta_client import Action, Answer, classify
 from stream.pipeline.offsets import PartitionOffsets
 from stream.pipeline.sender import DestinationSender, DestinationState, backoff_delay
 from stream.pipeline.stats import Stats
@@ -221,6 +221,24 @@ class TestRetry:
         assert (outcomes.acked, outcomes.rejected) == ([], [])
         assert sender.inflight_events == 2
         await sender.stop()
+
+
+class TestNotAnAck:
+    """A 2xx is an ack only when Meta says it received every event of the request."""
+
+    async def test_a_short_events_received_is_retried_not_acked(self, sender_factory: SenderFactory) -> None:
+        """200 {"events_received": 2} for 3 events, then a full count: one ack, after a retry."""
+        bodies = iter([b'{"events_received": 2}', b'{"events_received": 3}'])
+        meta = FakeMeta(lambda ids, _token: classify(200, next(bodies), {}, len(ids)))
+        sender, outcomes, sleeps, _stats = sender_factory(meta)
+        await sender.start()
+        sender.submit(make_batch(3))
+        await idle(sender)
+        await sender.stop()
+        assert len(meta.requests) == 2
+        assert len(sleeps.delays) == 1
+        assert outcomes.acked_ids() == Counter({"e0": 1, "e1": 1, "e2": 1})
+        assert outcomes.rejected == []
 
 
 class TestThrottle:

@@ -4,15 +4,15 @@ resume, rebalances, revokes that store only what the pipeline finished, errors a
 from __future__ import annotations
 
 import asyncio
-import queue
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError
 
 from stream.config import KafkaSettings, PipelineSettings
 from stream.pipeline.source import KafkaSource, consumer_config
+from tests.support.fakes import FakeConsumer
 
 TP = tuple[str, int]
 BOUND_S = 10.0
@@ -36,61 +36,6 @@ class FakeMessage:
 
     def offset(self) -> int:
         return self._offset
-
-
-class FakeConsumer:
-    """Plays the test's script from consume() (on the source thread), calling the rebalance callbacks there
-    as librdkafka does, and records pauses, resumes, stored offsets, commits and the close."""
-
-    def __init__(self) -> None:
-        self.script: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self.assigned: set[TP] = set()
-        self.calls: list[tuple[str, list[TP]]] = []  # ("pause" | "resume", partitions)
-        self.stored: list[dict[TP, int]] = []
-        self.commits = 0
-        self.closed = False
-        self.callbacks: dict[str, Callable[..., None]] = {}
-        self.conf: dict[str, Any] = {}
-
-    def subscribe(self, topics: list[str], on_assign: Any = None, on_revoke: Any = None, on_lost: Any = None) -> None:
-        self.callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
-
-    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
-        try:
-            kind, arg = self.script.get(timeout=min(timeout, 0.01))
-        except queue.Empty:
-            return []
-        if kind == "messages":
-            return list(arg)
-        if kind == "raise":
-            raise arg
-        parts = [TopicPartition(t, p) for t, p in arg]
-        if kind == "assign":
-            self.assigned |= set(arg)
-        self.callbacks[kind](self, parts)
-        if kind in ("revoke", "lost"):
-            self.assigned -= set(arg)
-        return []
-
-    def assignment(self) -> list[TopicPartition]:
-        return [TopicPartition(t, p) for t, p in sorted(self.assigned)]
-
-    def pause(self, partitions: list[TopicPartition]) -> None:
-        self.calls.append(("pause", sorted((p.topic, p.partition) for p in partitions)))
-
-    def resume(self, partitions: list[TopicPartition]) -> None:
-        self.calls.append(("resume", sorted((p.topic, p.partition) for p in partitions)))
-
-    def store_offsets(self, *, offsets: list[TopicPartition]) -> None:
-        self.stored.append({(p.topic, p.partition): p.offset for p in offsets})
-
-    def commit(self, *, asynchronous: bool) -> list[TopicPartition]:
-        assert asynchronous is False
-        self.commits += 1
-        return []
-
-    def close(self) -> None:
-        self.closed = True
 
 
 class FakeHandler:
