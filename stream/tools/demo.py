@@ -28,7 +28,7 @@ from stream.tools.kafka import LocalKafka, default_data_dir, free_port
 from stream.tools.produce import ensure_topic, produce_lines
 from stream.tools.samples import generate
 
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "demo.toml"
 TOKEN_ENV = "CAPI_STREAM_DEMO_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 DEMO_TOKEN = "demo-token-" + "x" * 16
 PARTITIONS = 4
