@@ -53,7 +53,9 @@ def _varint(v: bytes, p: int) -> tuple[int, int]:
 
 
 def _count(v: bytes, p: int) -> tuple[int, int]:
-    """A length or block count (>= 0) of 2 to 9 bytes at v[p]."""
+    """A length or block count (>= 0) of 2 to 9 bytes at v[p]; a one-byte one here is negative."""
+    if v[p] < 0x80:
+        raise Unsure
     n, p = _varint(v, p)
     if n < 0:
         raise Unsure
@@ -64,6 +66,8 @@ _HELPERS: dict[str, Any] = {
     "Unsure": Unsure, "_varint": _varint, "_count": _count, "_BOOL": (False, True),
     "_D": struct.Struct("<d").unpack_from, "_F": struct.Struct("<f").unpack_from,
     "INT_MIN": INT_MIN, "INT_MAX": INT_MAX,
+    # a one-byte length or count (even byte < 128) -> its value; -1: read it as a varint (longer or negative)
+    "_LEN": tuple(b >> 1 if b < 128 and not b & 1 else -1 for b in range(256)),
 }  # fmt: skip
 
 
@@ -140,14 +144,11 @@ class _Gen:
 
     def length(self, target: str, ind: int) -> None:
         """A non-negative length or count into `target`."""
-        self.out(ind, f"{target} = v[p]")
-        self.out(ind, f"if {target} < 128:")
-        self.out(ind + 1, f"if {target} & 1:")
-        self.out(ind + 2, "raise Unsure")
-        self.out(ind + 1, f"{target} >>= 1")
-        self.out(ind + 1, "p += 1")
-        self.out(ind, "else:")
+        self.out(ind, f"{target} = _LEN[v[p]]")
+        self.out(ind, f"if {target} < 0:")
         self.out(ind + 1, f"{target}, p = _count(v, p)")
+        self.out(ind, "else:")
+        self.out(ind + 1, "p += 1")
 
     def primitive(self, t: str, target: str, ind: int) -> None:
         if t == "null":
@@ -169,11 +170,11 @@ class _Gen:
             self.out(ind, f"{target} = {'_D' if t == 'double' else '_F'}(v, p)[0]")
             self.out(ind, f"p += {8 if t == 'double' else 4}")
         elif t in ("string", "bytes"):
+            # A length past the end is not checked here: p then passes L for good, and the next read
+            # (IndexError) or the final `p != L` hands the value to fastavro.
             n = self.var("n")
             self.length(n, ind)
             self.out(ind, f"{n} += p")
-            self.out(ind, f"if {n} > L:")
-            self.out(ind + 1, "raise Unsure")
             self.out(ind, f"{target} = v[p:{n}]{'.decode()' if t == 'string' else ''}")
             self.out(ind, f"p = {n}")
         else:

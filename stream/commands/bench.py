@@ -13,6 +13,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "e2e": ("stream.benchmarks.e2e", "the pipeline end to end against the local broker and emulator (+ SDK baseline)"),
     "normalize": ("stream.benchmarks.normalize", "events/s of the normalize stage and of Meta's SDK, same events"),
     "emulator": ("stream.benchmarks.emulator", "events/s the Meta emulator validates (server core and end to end)"),
+    "stages": ("stream.benchmarks.stages", "CPU µs per event of each preparation stage, A/B in one process"),
     "dedupe": ("stream.benchmarks.dedupe", "bytes per key and ops/s of the dedupe store (1M, 10M keys)"),
     "consistency": ("stream.benchmarks.consistency", "bytes per external_id and ops/s of the user-consistency tracker"),
 }
