@@ -118,3 +118,20 @@ def test_quality_targets_and_a_canary_with_a_test_code_load(tmp_path: Path) -> N
     assert (s.quality.user_consistency, s.quality.latency_threshold_s, s.quality.identifier_share) == (0.9, 2.5, 0.95)
     assert s.destinations[0].canary_interval_s == 30.0
     assert _load(tmp_path, DEST).destinations[0].canary_interval_s == 0.0  # off by default
+
+
+def test_default_send_settings_cover_one_process_at_metas_latency() -> None:
+    """Requests in flight x 1,000 / latency: at Meta's typical 0.6 s the defaults carry more than one
+    process prepares (12,000 events per CPU second, the #15 target), and the rate limit does not cap
+    that; the in-flight bound holds a full window of requests twice over."""
+    send, pipeline = config.SendSettings(), config.PipelineSettings()
+    assert send.capacity(0.6) >= 12_000
+    assert send.rate_limit_rps * 1_000 >= send.concurrency * 1_000 / 0.6
+    assert pipeline.max_in_flight_events >= 2 * send.concurrency * 1_000
+
+
+def test_send_capacity_is_the_smaller_of_in_flight_and_rate_limit() -> None:
+    assert config.SendSettings(concurrency=4, rate_limit_rps=0).capacity(0.5) == 8_000
+    assert config.SendSettings(concurrency=4, rate_limit_rps=2).capacity(0.5) == 2_000
+    assert config.SendSettings(concurrency=4, rate_limit_rps=50).capacity(0.5, events_per_request=100) == 800
+    assert config.SendSettings(concurrency=4, rate_limit_rps=0).capacity(0.0) == float("inf")
