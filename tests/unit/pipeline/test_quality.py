@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 from stream.commands.quality import parse
+from stream.pipeline.consistency import identity
 from stream.pipeline.quality import Quality, Targets, destination_rows, rows, table, worst
 
 
@@ -157,3 +159,22 @@ def test_the_targets_default_to_the_config_defaults() -> None:
                                 s.latency_threshold_s)
     assert (s.identifier_share, s.revenue_value_share, s.acceptance_rate, s.latency_threshold_s) == (
         0.95, 0.90, 0.99, 5.0)
+
+
+def test_the_runner_builds_the_counters_from_the_quality_table(tmp_path: Path) -> None:
+    """[quality] targets, the tracker bound and the dedupe window reach the counters the pipeline keeps."""
+    from stream import config
+    from stream.pipeline.runner import quality_for
+
+    path = tmp_path / "c.toml"
+    path.write_text("[quality]\nidentifier_share = 0.9\nrevenue_value_share = 0.8\nacceptance_rate = 0.97\n"
+                    "user_consistency = 0.85\nlatency_threshold_s = 2.0\nconsistency_max_ids = 3\n"
+                    "[dedupe]\nwindow_s = 600\n")
+    q = quality_for(config.load(path, env={}))
+    assert q.targets == Targets(0.9, 0.8, 0.97, 0.85, 2.0)
+    assert (q.max_ids, q.window_s) == (3, 600.0)
+    for uid in ("a", "b", "c", "d"):
+        ident = identity({"external_id": [uid], "em": [_h(uid)]})
+        assert ident is not None
+        q.identity("shop", "Purchase", ident, 1.0)
+    assert (len(q.trackers["shop"]), q.tracker_evictions("shop")) == (3, 1)
