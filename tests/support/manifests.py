@@ -17,6 +17,7 @@ import yaml
 
 from stream import config
 from stream.cli import build_parser
+from stream.tools.kafka import free_port
 from tests.support.deploy import CONFIG
 
 K8S = CONFIG / "kubernetes"
@@ -177,6 +178,9 @@ def check_config(m: Manifests, tmp: Path) -> list[str]:
     path.write_text(text)
     raw = tomllib.loads(text)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAPI_STREAM_")}
+    # Whether the pod's port is free is the pod's business, not this machine's (where another process may
+    # hold 9464): check-config sees a free port here, and check_ports holds the real one to the manifests.
+    env["CAPI_STREAM_METRICS__PORT"] = str(free_port())
     problems = []
     c = container(m)
     mounts = {v["name"]: v for v in c["volumeMounts"]}
