@@ -32,6 +32,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stream.commands.dlq",
 )
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("json", "console", "auto")
+
 EXIT_OK = 0
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
@@ -45,16 +48,32 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         description="Kafka -> Meta Conversions API stream processor (at least once, commit after ack).",
     )
     parser.add_argument("--version", action="version", version=f"capi-stream {__version__}")
+    _log_options(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub, words)
+    for command in sub.choices.values():
+        # accepted after the command name too; SUPPRESS keeps a value given before it
+        _log_options(command, argparse.SUPPRESS)
     return parser
+
+
+def _log_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default=default,
+                        help="log level (default info; `run` reads [logging] from its config)")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default=default,
+                        help="structlog output on stderr: json, console, or auto (console on a TTY; default)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code; errors become one line on stderr."""
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    from stream.logs import configure
+
+    # every command logs through structlog on stderr, librdkafka's lines included; commands with a
+    # config of their own (run) configure again from it unless these flags were given
+    configure(args.log_level or "info", args.log_format or "auto")
     try:
         code: int = args.handler(args)
     except UsageError as exc:  # bad usage or bad config: the person can fix the command line or the file

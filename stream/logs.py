@@ -7,10 +7,12 @@ tokens registered with `register_secret`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
 import threading
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -164,3 +166,127 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
         logger_factory=lambda *_args: logger,
         cache_logger_on_first_use=False,
     )
+    threading.excepthook = _thread_failed
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if not isinstance(h, _StdlibToStructlog)]
+    root.addHandler(_StdlibToStructlog())
+    root.setLevel(logging.getLevelNamesMapping()[level.upper()])
+
+
+# librdkafka repeats a failing connection's error at every reconnect (every second or so per broker);
+# one line per facility and interval, with the count of the repeats it stands for, is enough to act on.
+REPEAT_INTERVAL_S = 30.0
+
+
+def _level_name(level: int) -> str:
+    if level >= logging.ERROR:
+        return "error"
+    if level >= logging.WARNING:
+        return "warning"
+    if level >= logging.INFO:
+        return "info"
+    return "debug"
+
+
+class RepeatLimiter:
+    """Lets the first of a kind of line through, then one per `interval_s` with how many it stood for.
+
+    `admit(key)` returns None to suppress, else the number of suppressed repeats since the last line
+    passed (0 for a first one). Thread-safe: librdkafka's lines arrive on whichever thread polls.
+    """
+
+    def __init__(self, interval_s: float = REPEAT_INTERVAL_S, clock: Any = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last: dict[tuple[str, ...], float] = {}
+        self._suppressed: dict[tuple[str, ...], int] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, key: tuple[str, ...]) -> int | None:
+        """None: a repeat inside the interval (counted); else the repeats it now reports."""
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.interval_s:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return None
+            self._last[key] = now
+            return self._suppressed.pop(key, 0)
+
+    def pending(self) -> dict[tuple[str, ...], int]:
+        """Suppressed repeats not yet reported, and forget them (for a final line at close)."""
+        with self._lock:
+            out, self._suppressed = self._suppressed, {}
+            return out
+
+
+class KafkaLogger:
+    """confluent-kafka's `logger`: librdkafka's own lines (`%3|...|FAIL|...`) as structlog events.
+
+    confluent-kafka calls `log(level, "%s [%s] %s", facility, client, message)` from the thread that
+    polls the client. Each line becomes a `librdkafka` event at its level with the facility, client and
+    message as fields; repeats of one (level, facility, client) are rate-limited (RepeatLimiter).
+    """
+
+    def __init__(self, limiter: RepeatLimiter | None = None) -> None:
+        self.limiter = limiter or RepeatLimiter()
+        self._log = structlog.get_logger("capi_stream.librdkafka")
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        """One librdkafka line (logging.Logger.log's signature)."""
+        try:
+            facility, client, message = (str(a) for a in args) if len(args) == 3 else ("", "", fmt % args)
+        except (TypeError, ValueError):
+            facility, client, message = "", "", str(fmt)
+        name = _level_name(level)
+        repeats = self.limiter.admit(("librdkafka", name, facility, client))
+        if repeats is None:
+            return
+        fields: dict[str, Any] = {"facility": facility, "client": client, "message": message[:500]}
+        if repeats:
+            fields["repeated"] = repeats
+            fields["interval_s"] = self.limiter.interval_s
+        with contextlib.suppress(Exception):  # logging never raises into librdkafka's callback
+            getattr(self._log, name)("librdkafka", **fields)
+
+    def flush(self) -> None:
+        """Report repeats suppressed since their last line (at a client's close)."""
+        for key, count in self.limiter.pending().items():
+            if len(key) == 4 and key[0] == "librdkafka":
+                _, name, facility, client = key
+                fields = {"facility": facility, "client": client}
+            else:  # another kind of line that shares the limiter (the consumer's error_cb)
+                name, fields = "warning", {"kind": ":".join(key)}
+            with contextlib.suppress(Exception):
+                getattr(self._log, name)("librdkafka_repeats", repeated=count, **fields)
+
+
+KAFKA_LOGGER = KafkaLogger()
+
+
+def kafka_config(conf: dict[str, Any]) -> dict[str, Any]:
+    """`conf` with librdkafka's lines routed through structlog (every client capi-stream creates)."""
+    return {**conf, "logger": KAFKA_LOGGER}
+
+
+def _thread_failed(args: threading.ExceptHookArgs) -> None:
+    """A thread died of an exception: one structlog error event with the traceback, not raw text."""
+    if args.exc_type is SystemExit:
+        return
+    with contextlib.suppress(Exception):
+        structlog.get_logger("capi_stream").error(
+            "thread_failed", thread=args.thread.name if args.thread else "?",
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+
+class _StdlibToStructlog(logging.Handler):
+    """Lines of the standard `logging` module (asyncio, aiohttp) as structlog events, never raw text."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {"logger": record.name}
+            if record.exc_info and record.exc_info[1] is not None:
+                fields["error"] = record.exc_info[1]
+            getattr(structlog.get_logger(record.name), _level_name(record.levelno))(record.getMessage(), **fields)
+        except Exception:  # noqa: BLE001 - a log line must never raise into the caller
+            self.handleError(record)

@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, TopicPartition
 from stream.avro.schema import load_schema
 from stream.benchmarks.sdk_baseline import sdk_event
 from stream.contract.meta import MAX_EVENTS_PER_REQUEST
+from stream.logs import kafka_config
 
 
 def run(bootstrap: str, topic: str, group: str, url: str, token: str, total: int,
@@ -31,8 +32,8 @@ def run(bootstrap: str, topic: str, group: str, url: str, token: str, total: int
     the last commit, measured as the pipeline measures its own.
     """
     schema = load_schema()
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-                         "enable.auto.commit": False})
+    consumer = Consumer(kafka_config({"bootstrap.servers": bootstrap, "group.id": group,
+                                      "auto.offset.reset": "earliest", "enable.auto.commit": False}))
     consumer.subscribe([topic])
     session = requests.Session()
     batch: list[dict[str, object]] = []

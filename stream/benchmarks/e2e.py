@@ -33,6 +33,7 @@ from stream.avro.schema import load_schema
 from stream.avro.wire import encode
 from stream.emulator.flags import latency_range, probability
 from stream.errors import UsageError
+from stream.logs import kafka_config
 from stream.tools.admin import committed_offsets, end_offsets
 from stream.tools.kafka import LocalKafka, default_data_dir, free_port, port_in_use
 from stream.tools.produce import ensure_topic
@@ -113,8 +114,8 @@ def _values(n: int, seed: int) -> list[tuple[bytes, bytes]]:
 
 
 def _produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]], rate: float = 0.0) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5 if rate else 50, "acks": "all",
-                         "compression.type": "lz4", "queue.buffering.max.messages": 500_000})
+    producer = Producer(kafka_config({"bootstrap.servers": bootstrap, "linger.ms": 5 if rate else 50, "acks": "all",
+                         "compression.type": "lz4", "queue.buffering.max.messages": 500_000}))
     start = time.monotonic()
     for i, (key, value) in enumerate(values):
         while True:

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from stream import logs
     from stream.emulator import FaultSpec
 
-    logs.configure()
+    logs.configure(getattr(args, "log_level", None) or "info", getattr(args, "log_format", None) or "auto")
     tokens = parse_tokens(args.token)
     for token in (tokens or {}).values():
         logs.register_secret(token)

@@ -28,6 +28,8 @@ def register(sub: Subparsers, argv: Sequence[str]) -> None:
     parser.add_argument("--wire-format", choices=["schemaless", "confluent"], default="schemaless")
     parser.add_argument("--schema-id", type=int, default=None, help="schema id for --wire-format confluent")
     parser.add_argument("--schema", type=Path, default=None, help="Avro schema file (default: the bundled one)")
+    parser.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds to wait for the broker to acknowledge every record (default 30)")
     parser.set_defaults(handler=run)
 
 
@@ -40,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     wire_format = WireFormat(args.wire_format)
     if wire_format is WireFormat.CONFLUENT and args.schema_id is None:
         raise UsageError("--wire-format confluent needs --schema-id N")
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be > 0")
     if args.partitions is not None and args.partitions < 1:
         raise UsageError("--partitions must be at least 1")
     bootstrap = args.bootstrap or os.environ.get("CAPI_STREAM_BOOTSTRAP") or DEFAULT_BOOTSTRAP
@@ -55,12 +59,16 @@ def run(args: argparse.Namespace) -> int:
         report = produce_lines(
             stream, topic=args.topic, bootstrap=bootstrap, schema=schema,
             key_field=args.key_field or None, wire_format=wire_format,
-            schema_id=args.schema_id, partitions=args.partitions,
+            schema_id=args.schema_id, partitions=args.partitions, timeout_s=args.timeout,
         )  # fmt: skip
+    import structlog
+
+    log = structlog.get_logger("capi_stream.produce")
     for lineno, reason in report.skipped:
-        print(f"line {lineno}: skipped: {reason}", file=sys.stderr)
+        log.warning("line_skipped", line=lineno, reason=reason)
     for err in report.delivery_errors[:5]:
-        print(f"delivery failed: {err}", file=sys.stderr)
+        log.error("delivery_failed", error=err)
+    # the command's result on stdout; stderr carries only log events
     print(f"produced {report.produced} records to {args.topic}"
-          f" ({len(report.skipped)} skipped, {len(report.delivery_errors)} failed)", file=sys.stderr)
+          f" ({len(report.skipped)} skipped, {len(report.delivery_errors)} failed)")
     return 1 if report.skipped or report.delivery_errors else 0

@@ -24,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
     from stream.pipeline.runner import Pipeline
 
     settings = config.load(args.config)
-    configure(settings.logging.level, settings.logging.format)
+    configure(getattr(args, "log_level", None) or settings.logging.level,
+              getattr(args, "log_format", None) or settings.logging.format)
     for dest in settings.destinations:
         from stream.logs import register_secret
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from confluent_kafka import KafkaError, Message, Producer
 
 from stream.errors import CapiStreamError
+from stream.logs import kafka_config
 from stream.pipeline.tasks import cancel_and_wait
 
 HEADER_REASON = "capi.reason"
@@ -102,7 +103,7 @@ class DeadLetterWriter:
         """Create the producer and the task that serves its delivery reports; refuses to run twice."""
         if self._producer is not None:
             raise RuntimeError("DeadLetterWriter already started")
-        self._producer = self._producer_factory(self._conf)
+        self._producer = self._producer_factory(kafka_config(self._conf))
         self._poller = asyncio.create_task(self._poll(), name="dlq-poll")
 
     async def _poll(self) -> None:

@@ -25,6 +25,7 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from stream.config import KafkaSettings, PipelineSettings
+from stream.logs import KAFKA_LOGGER, kafka_config
 
 log = structlog.get_logger("capi_stream.source")
 
@@ -141,7 +142,8 @@ class KafkaSource:
         if self._thread is not None:
             raise RuntimeError("KafkaSource already started")
         self._loop = asyncio.get_running_loop()
-        self._consumer = self._consumer_factory({**self._conf, "error_cb": self._error_cb, "stats_cb": self._stats_cb})
+        self._consumer = self._consumer_factory(
+            kafka_config({**self._conf, "error_cb": self._error_cb, "stats_cb": self._stats_cb}))
         self._consumer.subscribe(list(self._kafka.topics), on_assign=self._assign_cb,
                                  on_revoke=self._revoke_cb, on_lost=self._lost_cb)
         self._thread = threading.Thread(target=self._run, name="kafka-source", daemon=True)
@@ -222,6 +224,7 @@ class KafkaSource:
                 log.warning("final_commit_failed", error=str(err))
         with contextlib.suppress(KafkaException, RuntimeError):
             consumer.close()
+        KAFKA_LOGGER.flush()
 
     def _serve_commands(self, consumer: ConsumerLike) -> None:
         while True:
@@ -270,7 +273,10 @@ class KafkaSource:
             return False
         if err.code() != KafkaError._PARTITION_EOF:
             self.last_error = err.name()
-            log.warning("consume_error", error=err.name(), fatal=err.fatal())
+            repeats = KAFKA_LOGGER.limiter.admit(("consume_error", err.name()))
+            if repeats is not None or err.fatal():
+                log.warning("consume_error", error=err.name(), fatal=err.fatal(),
+                            **({"repeated": repeats} if repeats else {}))
             if err.fatal() and self._on_error is not None and self._loop is not None:
                 self._loop.call_soon_threadsafe(self._on_error, KafkaException(err))
         return True
@@ -291,7 +297,11 @@ class KafkaSource:
     def _error_cb(self, err: KafkaError) -> None:
         self.last_error_at = time.time()
         self.last_error = err.name()
-        log.warning("kafka_error", error=err.name(), detail=err.str()[:200])
+        # librdkafka reports a down broker at every reconnect: one line per interval, with the count
+        repeats = KAFKA_LOGGER.limiter.admit(("kafka_error", err.name()))
+        if repeats is not None:
+            log.warning("kafka_error", error=err.name(), detail=err.str()[:200],
+                        **({"repeated": repeats} if repeats else {}))
 
     # rebalance callbacks: they run inside consume() on the source thread
     def _assign_cb(self, consumer: ConsumerLike, partitions: list[TopicPartition]) -> None:

@@ -31,6 +31,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # OffsetSpec 
 
 from stream.avro.decode import DecodeError, Decoder
 from stream.errors import CapiStreamError, UsageError
+from stream.logs import kafka_config
 from stream.tools.dlq import RawMessage
 from stream.tools.replay import LogBounds, Sample, SampleSet
 
@@ -83,7 +84,7 @@ class Admin:
 
     def __init__(self, conf: Mapping[str, Any]) -> None:
         self._conf = dict(conf)
-        self._client = AdminClient(self._conf)
+        self._client = AdminClient(kafka_config(self._conf))
 
     @property
     def conf(self) -> dict[str, Any]:
@@ -170,12 +171,12 @@ class Admin:
 
 def _reader(conf: Mapping[str, Any]) -> Any:
     # a throwaway group that never commits: reading must not touch any real group's offsets
-    return Consumer({
+    return Consumer(kafka_config({
         **conf, "group.id": f"capi-stream-tool-{uuid.uuid4().hex[:12]}", "enable.auto.commit": False,
         "enable.auto.offset.store": False, "enable.partition.eof": True, "auto.offset.reset": "earliest",
         # short fetch waits: a tool reads bounded ranges and should not idle at their ends
         "fetch.wait.max.ms": 50,
-    })
+    }))
 
 
 def _timestamp(message: Any) -> int | None:
@@ -287,7 +288,7 @@ class Copier:
     def __init__(self, conf: Mapping[str, Any], topic: str) -> None:
         self.topic = topic
         # acks=all and idempotence: a redriven letter must land once and must not be lost
-        self._producer = Producer({**conf, "acks": "all", "enable.idempotence": True, "linger.ms": 20})
+        self._producer = Producer(kafka_config({**conf, "acks": "all", "enable.idempotence": True, "linger.ms": 20}))
         self.failures: list[str] = []
         self.sent = 0
 

@@ -21,7 +21,7 @@ from confluent_kafka import Producer
 from stream import config as config_mod
 from stream.avro.schema import load_schema
 from stream.emulator import EmulatorThread
-from stream.logs import configure
+from stream.logs import configure, kafka_config
 from stream.pipeline.runner import Pipeline
 from stream.tools.admin import committed_offsets, end_offsets
 from stream.tools.kafka import LocalKafka, default_data_dir, free_port
@@ -101,9 +101,11 @@ async def _run_pipeline(settings: config_mod.Settings, end: dict[tuple[str, int]
     return pipeline
 
 
-def run_demo(events: int, out: TextIO = sys.stdout, data_dir: Path | None = None) -> DemoResult:
+def run_demo(events: int, out: TextIO = sys.stdout, data_dir: Path | None = None,
+             log_level: str | None = None, log_format: str | None = None) -> DemoResult:
     """Run the demo end to end and return what happened (raises CapiStreamError on trouble)."""
-    configure(level="warning", fmt="console" if out.isatty() else "json", stream=sys.stderr)
+    configure(level=log_level or "warning", fmt=log_format or ("console" if out.isatty() else "json"),
+              stream=sys.stderr)
     broker = LocalKafka(data_dir=data_dir or default_data_dir().parent / "demo-kafka")
     status = broker.status()
     started_broker = not status.running
@@ -122,7 +124,7 @@ def run_demo(events: int, out: TextIO = sys.stdout, data_dir: Path | None = None
             lines = _records(events, int(time.time()), app_ids)
             report = produce_lines((line.decode() for line in lines), topic=topic, bootstrap=bootstrap,
                                    schema=load_schema())
-            producer = Producer({"bootstrap.servers": bootstrap})
+            producer = Producer(kafka_config({"bootstrap.servers": bootstrap}))
             producer.produce(topic, value=b"\x00\xffnot avro at all", key=b"malformed-1")
             producer.flush(10)
             del producer  # close it now: it must not outlive the broker it talks to

@@ -350,12 +350,15 @@ def probe(bootstrap: str, timeout: float = 2.0) -> tuple[bool, str]:
     """Ask the broker for metadata and for a group coordinator. Returns (ready, reason if not)."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+    from stream.logs import KAFKA_LOGGER
+
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": "capi-stream-readiness-probe",
         "enable.auto.commit": False,
         "log_level": 0,
         "socket.timeout.ms": int(timeout * 1000),
+        "logger": KAFKA_LOGGER,
     })  # fmt: skip
     try:
         md = consumer.list_topics(timeout=timeout)

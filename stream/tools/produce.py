@@ -16,6 +16,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from stream.avro.wire import WireFormat, encode
 from stream.errors import BrokerError, EncodeError
+from stream.logs import kafka_config
 
 # Producer settings for a tool that must not lose a line: wait for the leader and retry idempotently.
 _PRODUCER_DEFAULTS: dict[str, Any] = {
@@ -52,7 +53,7 @@ def parse_line(line: str, schema: Any, key_field: str | None, wire_format: WireF
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
     """Create `topic` with `partitions` partitions unless it exists. Raises BrokerError on failure."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(kafka_config({"bootstrap.servers": bootstrap}))
     futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)],
                                   operation_timeout=TOPIC_TIMEOUT_S, request_timeout=TOPIC_TIMEOUT_S)
     try:
@@ -75,6 +76,7 @@ def produce_lines(
     schema_id: int | None = None,
     partitions: int | None = None,
     producer_config: Mapping[str, Any] | None = None,
+    timeout_s: float = TOPIC_TIMEOUT_S,
 ) -> ProduceReport:
     """Encode every JSON line and publish it; skip (and report) the lines that do not fit the schema.
 
@@ -91,7 +93,7 @@ def produce_lines(
         else:
             report.produced += 1
 
-    producer = Producer({"bootstrap.servers": bootstrap, **_PRODUCER_DEFAULTS, **(producer_config or {})})
+    producer = Producer(kafka_config({"bootstrap.servers": bootstrap, **_PRODUCER_DEFAULTS, **(producer_config or {})}))
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -107,7 +109,8 @@ def produce_lines(
             except BufferError:
                 producer.poll(0.1)  # local queue full: serve delivery reports, then try again
         producer.poll(0)
-    remaining = producer.flush(TOPIC_TIMEOUT_S)
+    remaining = producer.flush(timeout_s)
     if remaining:
-        raise BrokerError(f"{remaining} records not delivered to {topic} at {bootstrap} within {TOPIC_TIMEOUT_S:.0f}s")
+        raise BrokerError(f"{remaining} records not delivered to {topic} at {bootstrap} within {timeout_s:g} s "
+                          "(is the broker up? see the librdkafka log lines above)")
     return report

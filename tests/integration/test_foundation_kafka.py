@@ -58,7 +58,7 @@ def test_produce_consume_commit_and_resume(
     proc = subprocess.run([*CLI, "produce", "--topic", topic, "--bootstrap", kafka_bootstrap, str(lines)],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert "produced 30 records" in proc.stderr
+    assert "produced 30 records" in proc.stdout
 
     schema = load_schema()
     consumer, first = _consume(kafka_bootstrap, group, topic, want=30)
@@ -102,9 +102,13 @@ def test_produce_reports_malformed_lines_with_their_number(
     proc = subprocess.run([*CLI, "produce", "--topic", topic, "--bootstrap", kafka_bootstrap, str(lines)],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 1
-    assert "line 2: skipped: not JSON" in proc.stderr
-    assert "line 3: skipped: event_time" in proc.stderr
-    assert "produced 2 records" in proc.stderr
+    events = [orjson.loads(line) for line in proc.stderr.splitlines()]
+    skipped = {e["line"]: e["reason"] for e in events if e["event"] == "line_skipped"}
+    assert sorted(skipped) == [2, 3]
+    assert skipped[2].startswith("not JSON")
+    assert skipped[3].startswith("event_time")
+    assert all(e["level"] == "warning" for e in events if e["event"] == "line_skipped")
+    assert "produced 2 records" in proc.stdout
     consumer, got = _consume(kafka_bootstrap, "g-malformed-" + topic, topic, want=2, timeout=15)
     consumer.close()
     assert sorted(m.offset() for m in got) == [0, 1]

@@ -213,3 +213,122 @@ def test_lines_still_reach_a_healthy_stream_as_json() -> None:
     structlog.get_logger("test").info("hello", n=1)
     line = orjson.loads(stream.getvalue().splitlines()[0])
     assert (line["event"], line["level"], line["n"]) == ("hello", "info", 1)
+
+
+class FakeClock:
+    """A settable monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_librdkafka_lines_become_structlog_events_with_a_level() -> None:
+    """confluent-kafka's logger call turns into one JSON `librdkafka` event with level, facility and client."""
+    stream = io.StringIO()
+    logs.configure("debug", "json", stream)
+    kafka = logs.KafkaLogger(logs.RepeatLimiter(30.0, FakeClock()))
+    kafka.log(40, "%s [%s] %s", "FAIL", "rdkafka#consumer-1", "[thrd:x]: Connect to ipv4#127.0.0.1:1 failed")
+    kafka.log(30, "%s [%s] %s", "GETPID", "rdkafka#consumer-1", "Failed to get PID")
+    kafka.log(20, "%s [%s] %s", "CONFWARN", "rdkafka#producer-2", "Configuration property x is ignored")
+    got = [(x["event"], x["level"], x["facility"], x["client"]) for x in _lines(stream)]
+    assert got == [("librdkafka", "error", "FAIL", "rdkafka#consumer-1"),
+                   ("librdkafka", "warning", "GETPID", "rdkafka#consumer-1"),
+                   ("librdkafka", "info", "CONFWARN", "rdkafka#producer-2")]
+
+
+def test_repeated_connection_errors_are_one_line_per_interval_with_a_count() -> None:
+    """Ten FAIL lines within the interval log once; the next after the interval reports the nine repeats."""
+    stream = io.StringIO()
+    logs.configure("info", "json", stream)
+    clock = FakeClock()
+    kafka = logs.KafkaLogger(logs.RepeatLimiter(30.0, clock))
+    for _ in range(10):
+        kafka.log(40, "%s [%s] %s", "FAIL", "rdkafka#consumer-1", "Connect failed: Connection refused")
+        clock.now += 1.0
+    assert len(_lines(stream)) == 1
+    clock.now += 25.0
+    kafka.log(40, "%s [%s] %s", "FAIL", "rdkafka#consumer-1", "Connect failed: Connection refused")
+    lines = _lines(stream)
+    assert len(lines) == 2
+    assert lines[1]["repeated"] == 9
+    assert "repeated" not in lines[0]
+
+
+def test_repeats_not_yet_reported_are_flushed_with_their_count() -> None:
+    """At a client's close, repeats swallowed since the last line are reported in one line."""
+    stream = io.StringIO()
+    logs.configure("info", "json", stream)
+    kafka = logs.KafkaLogger(logs.RepeatLimiter(30.0, FakeClock()))
+    for _ in range(4):
+        kafka.log(30, "%s [%s] %s", "REQTMOUT", "rdkafka#producer-1", "Timed out 1 in-flight request")
+    kafka.flush()
+    lines = _lines(stream)
+    assert [(x["event"], x.get("repeated")) for x in lines] == [("librdkafka", None), ("librdkafka_repeats", 3)]
+
+
+def test_a_different_facility_is_not_suppressed_by_another_s_repeats() -> None:
+    """Rate limiting is per (level, facility, client): a new kind of line always gets through."""
+    stream = io.StringIO()
+    logs.configure("info", "json", stream)
+    kafka = logs.KafkaLogger(logs.RepeatLimiter(30.0, FakeClock()))
+    kafka.log(40, "%s [%s] %s", "FAIL", "c1", "a")
+    kafka.log(40, "%s [%s] %s", "FAIL", "c1", "a")
+    kafka.log(40, "%s [%s] %s", "FAIL", "c2", "a")
+    kafka.log(30, "%s [%s] %s", "REQTMOUT", "c1", "b")
+    got = [(x["facility"], x["client"]) for x in _lines(stream)]
+    assert got == [("FAIL", "c1"), ("FAIL", "c2"), ("REQTMOUT", "c1")]
+
+
+def test_standard_logging_lines_go_through_structlog() -> None:
+    """A line of the stdlib `logging` module (asyncio, aiohttp) comes out as a JSON structlog event."""
+    import logging
+
+    stream = io.StringIO()
+    logs.configure("info", "json", stream)
+    logging.getLogger("asyncio").error("Task exception was never retrieved")
+    line = _lines(stream)[-1]
+    assert (line["event"], line["level"], line["logger"]) == ("Task exception was never retrieved", "error", "asyncio")
+
+
+def test_every_kafka_client_config_gets_the_structlog_logger() -> None:
+    """kafka_config adds the shared librdkafka logger and keeps the caller's settings."""
+    conf = logs.kafka_config({"bootstrap.servers": "x:1"})
+    assert conf == {"bootstrap.servers": "x:1", "logger": logs.KAFKA_LOGGER}
+
+
+def test_flush_reports_repeats_of_other_kinds_sharing_the_limiter() -> None:
+    """Repeats counted for the consumer's error callback (a two-part key) are flushed, not crashed on."""
+    stream = io.StringIO()
+    logs.configure("info", "json", stream)
+    limiter = logs.RepeatLimiter(30.0, FakeClock())
+    kafka = logs.KafkaLogger(limiter)
+    for _ in range(3):
+        limiter.admit(("kafka_error", "_TRANSPORT"))
+    kafka.flush()
+    line = _lines(stream)[-1]
+    assert (line["event"], line["repeated"], line["kind"]) == ("librdkafka_repeats", 2, "kafka_error:_TRANSPORT")
+
+
+def test_an_exception_that_kills_a_thread_is_a_structlog_event() -> None:
+    """A thread dying of an exception logs `thread_failed` as JSON instead of a raw traceback on stderr."""
+    import threading
+
+    stream = io.StringIO()
+    logs.configure("info", "json", stream)
+
+    def boom() -> None:
+        raise RuntimeError("broken")
+
+    thread = threading.Thread(target=boom, name="worker-x")
+    thread.start()
+    thread.join()
+    line = _lines(stream)[-1]
+    assert (line["event"], line["level"], line["thread"]) == ("thread_failed", "error", "worker-x")
+    assert "RuntimeError: broken" in line["exception"]
