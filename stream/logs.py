@@ -167,6 +167,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
         cache_logger_on_first_use=False,
     )
     threading.excepthook = _thread_failed
+    logging.captureWarnings(True)  # Python's warnings (a coroutine never awaited) as events too
     root = logging.getLogger()
     root.handlers = [h for h in root.handlers if not isinstance(h, _StdlibToStructlog)]
     root.addHandler(_StdlibToStructlog())

@@ -38,6 +38,10 @@ from stream.tools.replay import LogBounds, Sample, SampleSet
 # A local or same-region broker answers admin requests in milliseconds; 15 s covers a slow controller
 # without leaving an operator staring at a hung command.
 TIMEOUT_S: Final = 15.0
+# A coordinator that is loading its groups (after a restart) answers again within a second or two
+COORDINATOR_RETRY_S: Final = 0.5
+_COORDINATOR_BUSY = frozenset({KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                               KafkaError.NOT_COORDINATOR})
 # A whole read (one sample run, or one topic for `dlq show`) gives up after this long without progress.
 IDLE_READ_S: Final = 10.0
 # Messages per consume() call: amortises the call, bounded memory.
@@ -127,10 +131,28 @@ class Admin:
         return self._list_offsets(topic, {p: OffsetSpec.for_timestamp(timestamp_ms) for p in partitions})
 
     def committed(self, group: str, topic: str, partitions: Sequence[int]) -> dict[int, int | None]:
-        """The group's committed offsets (the next to read); None where it has none."""
+        """The group's committed offsets (the next to read); None where it has none.
+
+        A coordinator still loading its groups (just after a broker restart) is asked again until
+        TIMEOUT_S has passed, then AdminError.
+        """
         request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])
-        futures = self._client.list_consumer_group_offsets([request], request_timeout=TIMEOUT_S)
-        answer = _wait(futures[group], f"committed offsets of group {group}")
+        deadline = time.monotonic() + TIMEOUT_S
+        while True:
+            futures = self._client.list_consumer_group_offsets([request], request_timeout=TIMEOUT_S)
+            try:
+                answer = futures[group].result(timeout=max(0.1, deadline - time.monotonic()))
+                break
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if time.monotonic() < deadline and isinstance(err, KafkaError) and (
+                        err.retriable() or err.code() in _COORDINATOR_BUSY):
+                    time.sleep(COORDINATOR_RETRY_S)
+                    continue
+                raise AdminError(f"committed offsets of group {group}: {err.str() if err else exc}") from exc
+            except TimeoutError as exc:
+                raise AdminError(f"committed offsets of group {group}: no answer from the broker within "
+                                 f"{TIMEOUT_S:g} s") from exc
         return {tp.partition: (tp.offset if tp.offset >= _NO_OFFSET else None) for tp in answer.topic_partitions}
 
     def group_state(self, group: str) -> tuple[str, int]:
