@@ -36,6 +36,7 @@ def parse(text: str) -> Any:
         "capi_stream_quality_identity_checked": q.identity_checked,
         "capi_stream_quality_identity_inconsistent": q.identity_inconsistent,
         "capi_stream_quality_acked": q.acked, "capi_stream_quality_acked_on_time": q.acked_on_time,
+        "capi_stream_quality_meta_rejected": q.meta_rejected,
     }  # fmt: skip
     per_destination = {
         "capi_stream_quality_identity_ids": q.ids, "capi_stream_quality_identity_inconsistent_ids": q.ids_inconsistent,

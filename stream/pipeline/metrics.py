@@ -189,6 +189,8 @@ def canary_families(canaries: Mapping[str, Canary]) -> Iterator[Metric]:
 
 def quality_families(q: Quality) -> Iterator[Metric]:
     """User consistency, latency against the threshold, and the targets (counts only, never a value)."""
+    yield _labelled(CounterMetricFamily, "quality_meta_rejected", "valid events Meta refused on their own",
+                    ["destination", "event_name"], dict(q.meta_rejected.items()))
     yield _labelled(CounterMetricFamily, "quality_identity_checked",
                     "valid events whose external_id was already seen with an em or ph",
                     ["destination", "event_name"], dict(q.identity_checked.items()))

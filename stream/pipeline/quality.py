@@ -48,6 +48,8 @@ class Quality:
     revenue_with_value: Counter[Key] = dataclasses.field(default_factory=Counter)
     rejected: Counter[Key] = dataclasses.field(default_factory=Counter)
     duplicates: Counter[Key] = dataclasses.field(default_factory=Counter)
+    # valid events Meta refused on their own (dead-lettered as meta_rejected)
+    meta_rejected: Counter[Key] = dataclasses.field(default_factory=Counter)
     # user consistency: events whose external_id was already remembered, and those with another em/ph
     identity_checked: Counter[Key] = dataclasses.field(default_factory=Counter)
     identity_inconsistent: Counter[Key] = dataclasses.field(default_factory=Counter)
@@ -92,6 +94,10 @@ class Quality:
     def duplicate(self, destination: str, event_name: str) -> None:
         """Count a duplicate that was not sent again."""
         self.duplicates[(destination, event_name)] += 1
+
+    def refused_by_meta(self, destination: str, event_name: str) -> None:
+        """Count a valid event that Meta refused on its own (it lowers the acceptance rate)."""
+        self.meta_rejected[(destination, event_name)] += 1
 
     def identity(self, destination: str, event_name: str, ident: Identity, now: float) -> Outcome:
         """Check a valid event's external_id against the em and ph remembered for it; count the outcome."""
@@ -159,7 +165,7 @@ def _share(part: int, whole: int) -> float | None:
 
 def rows(q: Quality) -> list[Row]:
     """The report's rows, sorted by destination and event name."""
-    keys = sorted(set(q.events) | set(q.rejected) | set(q.duplicates) | set(q.acked))
+    keys = sorted(set(q.events) | set(q.rejected) | set(q.duplicates) | set(q.acked) | set(q.meta_rejected))
     out = []
     for dest, name in keys:
         n = q.events[(dest, name)]  # valid events, duplicates included
@@ -170,7 +176,7 @@ def rows(q: Quality) -> list[Row]:
             key_share={k: (q.with_key[(dest, name, k)] / n if n else 0.0) for k in MATCH_KEYS},
             identifier_share=q.with_identifier[(dest, name)] / n if n else 0.0,
             revenue_share=(q.revenue_with_value[(dest, name)] / revenue) if revenue else None,
-            validation_rate=n / seen if seen else 0.0,
+            validation_rate=(n - q.meta_rejected[(dest, name)]) / seen if seen else 0.0,
             dedupe_rate=q.duplicates[(dest, name)] / n if n else 0.0,
             consistency=_share(q.identity_checked[(dest, name)] - q.identity_inconsistent[(dest, name)],
                                q.identity_checked[(dest, name)]),

@@ -527,6 +527,7 @@ class Pipeline:
 
     def _rejected(self, item: Item, answer: Answer) -> None:
         """Meta refuses this event on its own: dead-letter it with Meta's code and subcode."""
+        self.quality.refused_by_meta(item.destination, item.event_name)
         self._dead_letter(item, META_REJECTED, answer.title or "refused by Meta", code=answer.code,
                           subcode=answer.subcode, event_name=item.event_name, event_id=item.event_id)
 

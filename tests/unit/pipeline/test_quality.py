@@ -178,3 +178,24 @@ def test_the_runner_builds_the_counters_from_the_quality_table(tmp_path: Path) -
         assert ident is not None
         q.identity("shop", "Purchase", ident, 1.0)
     assert (len(q.trackers["shop"]), q.tracker_evictions("shop")) == (3, 1)
+
+
+def test_events_meta_refuses_lower_the_acceptance_rate() -> None:
+    """Ten valid events, one refused by our validation and one by Meta, give 9 accepted of 11 seen."""
+    q = Quality()
+    for _ in range(10):
+        q.valid("shop", _event("Purchase", {"em": ["h"]}, {"value": 1.0, "currency": "usd"}))
+    q.invalid("shop", "Purchase")
+    q.refused_by_meta("shop", "Purchase")
+    (row,) = rows(q)
+    assert row.validation_rate == 9 / 11
+    text = "\n".join([
+        "# TYPE capi_stream_quality_events counter",
+        'capi_stream_quality_events_total{destination="shop",event_name="Purchase"} 10.0',
+        "# TYPE capi_stream_quality_rejected counter",
+        'capi_stream_quality_rejected_total{destination="shop",event_name="Purchase"} 1.0',
+        "# TYPE capi_stream_quality_meta_rejected counter",
+        'capi_stream_quality_meta_rejected_total{destination="shop",event_name="Purchase"} 1.0',
+        "",
+    ])  # fmt: skip
+    assert rows(parse(text))[0].validation_rate == 9 / 11
