@@ -88,8 +88,11 @@ def test_the_five_second_share_drops_when_meta_answers_after_six_seconds(
     # the clock runs from the Kafka append: produce only once the member consumes
     assert wait_until(lambda: proc.alive() and http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, 60)
     fast = [dict(r, app_id=APPS_A[0], consent=True) for r in generate(20, seed=5, now=now, app_ids=APPS_A)]
+    sc.emulator.set_faults({"reject_event_ids": [fast[0]["event_id"]]})  # Meta refuses one event on its own
     produce_records(sc.bootstrap, sc.topic, fast)
     assert sc.all_committed()
+    refused = [v for (n, _), v in scrape(port).items() if n == "capi_stream_quality_meta_rejected_total"]
+    assert refused == [1.0]
 
     def shares() -> tuple[float, float]:
         m = scrape(port)
