@@ -10,6 +10,7 @@ value it is not sure of is read again by fastavro, whose answer is final.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from typing import Any
 
@@ -24,6 +25,14 @@ BAD_AVRO = "bad_avro"
 NOT_CONFLUENT_FRAMED = "not_confluent_framed"
 UNKNOWN_SCHEMA_ID = "unknown_schema_id"
 INCOMPATIBLE_SCHEMA = "incompatible_schema"
+UNUSABLE_SCHEMA = "unusable_schema"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UnusableSchema:
+    """A registry's schema for an id that fastavro cannot read records with; `detail` says why."""
+
+    detail: str
 
 
 class DecodeError(CapiStreamError):
@@ -50,7 +59,7 @@ class Decoder:
         self._fast_writers: dict[int, Reader] = {}
 
     def add_writer_schema(self, schema_id: int, schema: Any | None) -> None:
-        """Cache the parsed writer schema of `schema_id` (None: the registry has no such id)."""
+        """Cache the parsed writer schema of `schema_id` (None: the registry has no such id; or UnusableSchema)."""
         self._writers[schema_id] = schema
         if self._fast is not None and schema is not None and schema == self.reader:
             self._fast_writers[schema_id] = self._fast
@@ -83,6 +92,8 @@ class Decoder:
         writer = self._writers[schema_id]
         if writer is None:
             raise DecodeError(UNKNOWN_SCHEMA_ID, f"the schema registry has no schema id {schema_id}")
+        if isinstance(writer, UnusableSchema):
+            raise DecodeError(UNUSABLE_SCHEMA, f"schema id {schema_id}: {writer.detail}")
         fast = self._fast_writers.get(schema_id)
         if fast is not None and (record := _fast_read(fast, value, HEADER_SIZE)) is not None:
             return record

@@ -1,4 +1,9 @@
-"""Writer schemas by id from a Confluent-compatible schema registry (I/O, blocking: run it in a thread)."""
+"""Writer schemas by id from a Confluent-compatible schema registry (I/O, blocking: run it in a thread).
+
+Two different failures: the registry cannot answer (RegistryUnavailable: an outage, worth retrying; the
+records wait), or it answers with a schema fastavro cannot use (UnusableSchema: references, an unknown
+named type, not Avro; a fact about those records, which are dead-lettered as `unusable_schema`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import orjson
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
+from stream.avro.decode import UnusableSchema
 from stream.errors import CapiStreamError
 
 HTTP_NOT_FOUND = 404
@@ -31,7 +37,7 @@ class RegistryLookup:
         self._client = SchemaRegistryClient({"url": url})
 
     def writer_schema(self, schema_id: int) -> Any | None:
-        """The parsed writer schema, or None when the registry does not know `schema_id`.
+        """The parsed writer schema, None when the registry does not know `schema_id`, or UnusableSchema.
 
         Raises RegistryUnavailable when the registry cannot answer.
         """
@@ -44,8 +50,11 @@ class RegistryLookup:
         except Exception as exc:
             raise RegistryUnavailable(f"schema registry unreachable: {type(exc).__name__}") from exc
         if schema.schema_type not in (None, "AVRO"):
-            return None
+            return UnusableSchema(f"a {schema.schema_type} schema, not Avro")
+        if getattr(schema, "references", None):
+            return UnusableSchema("it has schema references, which capi-stream cannot resolve")
         try:
             return fastavro.parse_schema(orjson.loads(schema.schema_str or ""))
-        except (orjson.JSONDecodeError, fastavro.schema.SchemaParseException, ValueError, KeyError) as exc:
-            raise RegistryUnavailable(f"schema id {schema_id} is not a valid Avro schema") from exc
+        # fastavro raises several kinds of errors for schemas it cannot read (unknown type, no name, ...)
+        except Exception as exc:  # noqa: BLE001 - every parse failure is a fact about this schema
+            return UnusableSchema(f"fastavro cannot parse it: {type(exc).__name__}: {str(exc)[:120]}")

@@ -21,7 +21,7 @@ class Item:
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None for a tombstone (a null value)
     append_ms: int
     offsets: PartitionOffsets
     destination: str = ""

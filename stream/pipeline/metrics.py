@@ -3,15 +3,16 @@
 Nothing on the hot path touches prometheus-client: the pipeline keeps plain counters (stats.py,
 quality.py) and a collector turns them into metric families when Prometheus scrapes `/metrics`.
 `/healthz`: the process and its event loop are alive. `/readyz`: partitions assigned, the broker
-reachable, no destination halted. Labels hold names, codes and reasons only: never a value or a token.
+reachable, no destination halted, no dead letter failing. Labels hold names, codes and reasons only:
+never a value or a token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Iterator, Mapping, Set
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -78,6 +79,19 @@ class DedupeView(Protocol):
     def evictions(self) -> int: ...
 
 
+class DeadLettersView(Protocol):
+    """What the metrics read of the dead-letter writer."""
+
+    @property
+    def pending(self) -> int: ...
+    @property
+    def omitted(self) -> int: ...
+    @property
+    def failures(self) -> Mapping[str, int]: ...
+    @property
+    def retrying(self) -> Set[Any]: ...
+
+
 class PipelineView(Protocol):
     """What the metrics server reads of the running pipeline (the runner's `Pipeline` is one)."""
 
@@ -89,6 +103,8 @@ class PipelineView(Protocol):
     def source(self) -> SourceView: ...
     @property
     def dedupe(self) -> DedupeView: ...
+    @property
+    def dlq(self) -> DeadLettersView: ...
     @property
     def unfinished(self) -> int: ...
     @property
@@ -124,6 +140,12 @@ class PipelineCollector(Collector):
                         {(k,): v for k, v in s.retries.items()})
         yield _labelled(CounterMetricFamily, "dead_lettered", "events written to the dead-letter topic",
                         ["reason"], {(k,): v for k, v in s.dead_lettered.items()})
+        yield _labelled(CounterMetricFamily, "dead_letter_failures", "dead-letter writes the broker did not take",
+                        ["error"], {(k,): v for k, v in p.dlq.failures.items()})
+        yield _counter("dead_letters_value_omitted", "dead letters too large to write whole, written without value",
+                       p.dlq.omitted)
+        yield GaugeMetricFamily(PREFIX + "dead_letters_pending", "dead letters not yet acknowledged by the broker",
+                                value=p.dlq.pending)
         yield GaugeMetricFamily(PREFIX + "in_flight_events", "consumed events not finished yet", value=p.unfinished)
         yield _histogram("send_latency_seconds", "time of one request to Meta", s.send_latency)
         yield _histogram("event_freshness_at_ack_seconds", "ack time minus event_time", s.freshness)
@@ -280,9 +302,11 @@ class MetricsServer:
         broker_error = (p.source.last_error in BROKER_DOWN_ERRORS
                         and time.time() - p.source.last_error_at < BROKER_ERROR_WINDOW_S)
         halted = sorted(n for n, st in p.destination_states().items() if st == DestinationState.HALTED)
-        return {"assigned": bool(p.source.assignment), "broker_reachable": not broker_error, "halted": halted}
+        return {"assigned": bool(p.source.assignment), "broker_reachable": not broker_error, "halted": halted,
+                "dead_letters_failing": len(p.dlq.retrying)}
 
     async def _readyz(self, _request: web.Request) -> web.Response:
         why = self.readiness()
-        ok = bool(why["assigned"]) and bool(why["broker_reachable"]) and not why["halted"]
+        ok = (bool(why["assigned"]) and bool(why["broker_reachable"]) and not why["halted"]
+              and not why["dead_letters_failing"])
         return web.json_response({"ok": ok, **why}, status=200 if ok else 503)

@@ -423,7 +423,7 @@ class Pipeline:
             part.received(offset)
             self._unfinished += 1
             self.stats.consumed += 1
-            item = Item(topic, partition, offset, msg.key(), msg.value() or b"", msg.timestamp()[1], part)
+            item = Item(topic, partition, offset, msg.key(), msg.value(), msg.timestamp()[1], part)
             for dropped in prep.dropped:
                 self.stats.dropped_fields[dropped] += 1
             if prep.kind is Kind.SEND:

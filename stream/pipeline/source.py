@@ -51,6 +51,13 @@ _DEFAULTS: dict[str, Any] = {
 HANDOFF_BATCHES = 4
 # how long the source waits between looks while the loop catches up; short, so rebalances are served
 HANDOFF_WAIT_S = 0.002
+# A loop that takes nothing for longer than this (a schema registry outage, a stage waiting on
+# something) would keep consume() uncalled past max.poll.interval.ms, and librdkafka would leave the
+# group: a rebalance, and the churn again at every rejoin. So then the source pauses the assignment and
+# keeps calling consume(), which fetches nothing new but keeps the member alive; it resumes when the loop
+# catches up. A quarter of max.poll.interval.ms, at most STALL_MAX_S.
+STALL_MAX_S = 10.0
+_MAX_POLL_DEFAULT_MS = 300_000
 # consume() waits until it has a full batch or this long: short, so a trickle is not held back (it was a
 # third of the latency at 1,000 events/s with 0.1 s) and commands, pause and stop are served promptly
 _POLL_S = 0.025
@@ -129,6 +136,10 @@ class KafkaSource:
         self._handed = 0  # messages handed to the loop (source thread)
         self._taken = 0  # messages the pipeline took up (event loop)
         self._handoff_limit = HANDOFF_BATCHES * kafka.consume_batch_size
+        max_poll_s = int(self._conf.get("max.poll.interval.ms", _MAX_POLL_DEFAULT_MS)) / 1000
+        self._stall_s = min(STALL_MAX_S, max_poll_s / 4)
+        self._behind_since: float | None = None
+        self.stalled = False  # paused because the loop takes nothing (see STALL_MAX_S)
         self.generation = 0
         self._pause_generation = 0
         self.assignment: set[TP] = set()
@@ -195,8 +206,17 @@ class KafkaSource:
                 self._serve_commands(consumer)
                 self._apply_pause(consumer)
                 if self._handed - self._taken >= self._handoff_limit:
-                    time.sleep(HANDOFF_WAIT_S)  # the loop is behind: let it catch up first
-                    continue
+                    if not self._stalled_now(consumer):
+                        time.sleep(HANDOFF_WAIT_S)  # the loop is behind: let it catch up first
+                        continue
+                    # stalled: partitions paused; consume() only keeps the member in the group (and
+                    # serves rebalances); a partition assigned meanwhile may still hand a few messages
+                elif self._behind_since is not None:
+                    self._behind_since = None
+                    if self.stalled:
+                        self.stalled = False
+                        log.info("pipeline_caught_up")
+                        self._apply_pause(consumer)
                 messages = consumer.consume(self._kafka.consume_batch_size, timeout=_POLL_S)
                 if not messages:
                     continue
@@ -234,14 +254,28 @@ class KafkaSource:
                 return
             command(consumer)
 
+    def _stalled_now(self, consumer: ConsumerLike) -> bool:
+        """True once the loop has been behind for longer than the stall time; pauses the assignment then."""
+        now = time.monotonic()
+        if self._behind_since is None:
+            self._behind_since = now
+        if now - self._behind_since < self._stall_s:
+            return False
+        if not self.stalled:
+            self.stalled = True
+            log.warning("pipeline_stalled", seconds=round(now - self._behind_since, 1),
+                        action="partitions paused; the consumer keeps polling so the member stays in the group")
+            self._apply_pause(consumer)
+        return True
+
     def _apply_pause(self, consumer: ConsumerLike) -> None:
-        """Make the current assignment match `want_paused` and `want_paused_partitions`.
+        """Make the current assignment match `want_paused` (or a stall) and `want_paused_partitions`.
 
         Also after every rebalance: librdkafka keeps a partition's pause flag across losing and regaining
         it, so a partition revoked while paused and assigned back after a resume would stay paused
         forever if only state changes were applied.
         """
-        desired = self.want_paused
+        desired = self.want_paused or self.stalled
         held = self.want_paused_partitions
         if desired == self.paused and held == self.paused_partitions and self._pause_generation == self.generation:
             return

@@ -34,6 +34,8 @@ class DevRegistry:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self.url = ""
+        # an outage on demand: every request answers 503 while True
+        self.unavailable = False
 
     def register(self, schema: str | dict[str, Any], subject: str = "conversions-value") -> int:
         """Register a schema directly (no HTTP); return its id."""
@@ -55,6 +57,8 @@ class DevRegistry:
         return web.json_response({"id": self.register(text, request.match_info["subject"])})
 
     async def _get_by_id(self, request: web.Request) -> web.Response:
+        if self.unavailable:
+            return web.json_response({"error_code": 50301, "message": "unavailable"}, status=503)
         try:
             schema_id = int(request.match_info["id"])
         except ValueError:
