@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import orjson
 
-from stream.contract.meta import (
+from stream.emulator.facts import (
     CODE_INVALID_PARAMETER,
     CODE_TOKEN_INVALID,
     MAX_EVENTS_PER_REQUEST,

@@ -40,7 +40,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec.structs import astuple
 
-from stream.contract.meta import (
+from stream.emulator.facts import (
     CUSTOMER_INFORMATION_FIELDS,
     HASH_RECOMMENDED_FIELDS,
     MAX_EVENT_AGE_S,

@@ -32,7 +32,9 @@ from typing import Any, Final
 import orjson
 import pycountry
 
-from stream.contract.meta import (
+from stream.emulator import answers
+from stream.emulator.answers import ErrorAnswer
+from stream.emulator.facts import (
     ACTION_SOURCES,
     EXTINFO_LENGTH,
     EXTINFO_OS_VERSION_SLOT,
@@ -47,8 +49,6 @@ from stream.contract.meta import (
     TOO_BROAD_KEY_SETS,
     is_too_broad,
 )
-from stream.emulator import answers
-from stream.emulator.answers import ErrorAnswer
 
 Event = dict[str, Any]
 

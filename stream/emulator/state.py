@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from itertools import compress
 from typing import Any, Final
 
-from stream.contract.meta import DEDUPE_WINDOW_S
+from stream.emulator.facts import DEDUPE_WINDOW_S
 
 # How many accepted event bodies `GET /_emulator/events` can show; enough for a page and a test.
 DEFAULT_KEEP_EVENTS: Final = 1000

@@ -19,7 +19,6 @@ import aiohttp
 import orjson
 import pytest
 
-from stream.contract.meta import GRAPH_API_VERSION
 from stream.emulator import Emulator, EmulatorError, EmulatorThread, answers
 from stream.emulator.samples import sample_events
 from tests.support.emulator_requests import (
@@ -34,6 +33,7 @@ from tests.support.emulator_requests import (
     invalid_batch,
     now,
 )
+from tests.support.meta_facts import GRAPH_API_VERSION
 
 if TYPE_CHECKING:
     from tests.support.emulator import EmulatorFactory

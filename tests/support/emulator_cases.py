@@ -12,14 +12,14 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from stream.contract.meta import (
+from stream.emulator import answers
+from stream.emulator.samples import sample_events, sha256
+from tests.support.meta_facts import (
     MAX_EVENT_AGE_S,
     MAX_FUTURE_SKEW_S,
     SUBCODE_EVENT_TOO_OLD,
     SUBCODE_INSUFFICIENT_CUSTOMER_INFO,
 )
-from stream.emulator import answers
-from stream.emulator.samples import sample_events, sha256
 
 NOW = 1_790_000_000
 

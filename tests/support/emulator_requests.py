@@ -9,9 +9,9 @@ from urllib.parse import urlencode
 
 import orjson
 
-from stream.contract.meta import MAX_EVENT_AGE_S
 from stream.emulator import answers
 from stream.emulator.samples import sample_events, sha256
+from tests.support.meta_facts import MAX_EVENT_AGE_S
 
 DATASET = "1234567890"
 TOKEN = "tok-1"  # noqa: S105 - a fake token for the local emulator
