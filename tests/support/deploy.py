@@ -4,6 +4,7 @@ exports, a small PromQL reader that finds the metric and label names a query use
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import shutil
@@ -43,6 +44,7 @@ def _sample_names(name: str, kind: str) -> list[str]:
     return [name]
 
 
+@functools.cache
 def exported_metrics() -> Exported:
     """Every metric capi-stream's /metrics serves, read from the code's own registry.
 
