@@ -198,6 +198,8 @@ class LoggingSettings:
 
     level: str = "info"
     format: str = "auto"  # json | console | auto (console on a TTY)
+    # one `progress` line (consumed, acked, in flight, lag, destination states) this often; 0: none
+    progress_interval_s: float = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -404,6 +406,7 @@ def _check(s: Settings) -> None:
     need(s.logging.level in ("debug", "info", "warning", "error"), "logging.level",
          "must be debug, info, warning or error")
     need(s.logging.format in ("json", "console", "auto"), "logging.format", "must be json, console or auto")
+    need(s.logging.progress_interval_s >= 0, "logging.progress_interval_s", "must be >= 0 (0: no progress lines)")
     for target in ("identifier_share", "revenue_value_share", "acceptance_rate", "user_consistency"):
         need(0.0 <= getattr(s.quality, target) <= 1.0, f"quality.{target}", "must be a share between 0 and 1")
     need(s.quality.latency_threshold_s > 0, "quality.latency_threshold_s", "must be > 0")

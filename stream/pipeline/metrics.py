@@ -3,8 +3,8 @@
 Nothing on the hot path touches prometheus-client: the pipeline keeps plain counters (stats.py,
 quality.py) and a collector turns them into metric families when Prometheus scrapes `/metrics`.
 `/healthz`: the process and its event loop are alive. `/readyz`: partitions assigned, the broker
-reachable, no destination halted, no dead letter failing. Labels hold names, codes and reasons only:
-never a value or a token.
+reachable, no destination halted or failing, no dead letter failing (the body names them and every
+destination's state). Labels hold names, codes and reasons only: never a value or a token.
 """
 
 from __future__ import annotations
@@ -302,11 +302,13 @@ class MetricsServer:
         broker_error = (p.source.last_error in BROKER_DOWN_ERRORS
                         and time.time() - p.source.last_error_at < BROKER_ERROR_WINDOW_S)
         halted = sorted(n for n, st in p.destination_states().items() if st == DestinationState.HALTED)
+        failing = sorted(n for n, st in p.destination_states().items() if st == DestinationState.FAILING)
         return {"assigned": bool(p.source.assignment), "broker_reachable": not broker_error, "halted": halted,
-                "dead_letters_failing": len(p.dlq.retrying)}
+                "failing": failing, "dead_letters_failing": len(p.dlq.retrying),
+                "destinations": {n: str(st) for n, st in p.destination_states().items()}}
 
     async def _readyz(self, _request: web.Request) -> web.Response:
         why = self.readiness()
         ok = (bool(why["assigned"]) and bool(why["broker_reachable"]) and not why["halted"]
-              and not why["dead_letters_failing"])
+              and not why["failing"] and not why["dead_letters_failing"])
         return web.json_response({"ok": ok, **why}, status=200 if ok else 503)

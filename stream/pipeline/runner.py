@@ -40,6 +40,7 @@ from stream.pipeline.meta_client import Answer, MetaClient
 from stream.pipeline.metrics import MetricsServer
 from stream.pipeline.offsets import OffsetTracker, PartitionOffsets
 from stream.pipeline.prepare import Kind, PrepareContext, Prepared, Preparer, init_worker, prepare_in_worker
+from stream.pipeline.progress import Progress, Snapshot
 from stream.pipeline.quality import Quality, Targets
 from stream.pipeline.sender import DestinationSender, DestinationState, Poster
 from stream.pipeline.source import ConsumerLike, KafkaSource
@@ -60,6 +61,8 @@ TICK_S = 0.02
 CLOSE_RESERVE_S = 5.0
 # the event loop allocates an Item, a few tuples and dicts per event and almost no cycles
 GC_GEN0_THRESHOLD = 50_000
+# how often the heartbeat looks at lag and in-flight counts (librdkafka reports lag every 5 s)
+PROGRESS_TICK_S = 1.0
 # benchmarks read the run's figures from this file, written at shutdown
 STATS_FILE_ENV = "CAPI_STREAM_STATS_FILE"
 
@@ -171,6 +174,7 @@ class Pipeline:
             asyncio.create_task(self._process(), name="process"),
             asyncio.create_task(self._apply(), name="apply"),
             asyncio.create_task(self._tick(), name="linger"),
+            asyncio.create_task(self._heartbeat(), name="progress"),
         ]
         for task in self._tasks:
             task.add_done_callback(self._task_done)
@@ -180,6 +184,21 @@ class Pipeline:
         await self.source.start()
         log.info("pipeline_started", topics=list(self.settings.kafka.topics), group=self.settings.kafka.group_id,
                  destinations=len(self.senders))
+
+    def progress_snapshot(self) -> Snapshot:
+        """Counts and states for the heartbeat line."""
+        return Snapshot(consumed=self.stats.consumed, acked=self.stats.events_acked,
+                        dead_lettered=sum(self.stats.dead_lettered.values()), in_flight=self._unfinished,
+                        lag=dict(self.source.lag), assigned=len(self.source.assignment),
+                        destinations={n: str(st) for n, st in self.destination_states().items()})
+
+    async def _heartbeat(self) -> None:
+        """Log `progress` every logging.progress_interval_s and `caught_up` when the lag reaches 0."""
+        progress = Progress(self.settings.logging.progress_interval_s, time.monotonic())
+        while True:
+            await asyncio.sleep(PROGRESS_TICK_S)
+            for line in progress.tick(self.progress_snapshot(), time.monotonic()):
+                getattr(log, line.level)(line.event, **line.fields)
 
     def request_stop(self) -> None:
         """Ask the pipeline to drain and stop (what SIGTERM/SIGINT do)."""

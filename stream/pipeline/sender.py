@@ -40,11 +40,17 @@ TOKEN_HALT_CODES = meta.TOKEN_ERROR_CODES
 NOT_ACKED_HALT_AFTER = 5
 
 
+# consecutive failed requests with no ack between them after which a destination is `failing`
+FAILING_AFTER = 5
+
+
 class DestinationState(enum.StrEnum):
     """What an SRE sees for a destination."""
 
     FLOWING = "flowing"
     THROTTLED = "throttled"
+    # every recent request failed (5xx, timeouts, resets): retried without end, nothing gets through
+    FAILING = "failing"
     HALTED = "halted"
 
 
@@ -133,6 +139,7 @@ class DestinationSender:
         self.halt_reason = ""
         self._halted_on_token = False
         self._not_acked = 0  # consecutive 2xx answers that acknowledged nothing
+        self._failures = 0  # consecutive failed requests (not throttling) since the last ack
         self._runner: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
 
@@ -348,7 +355,10 @@ class DestinationSender:
             self._stats.send_latency.observe(ms / 1000)
             if answer.action is Action.ACKED:
                 self._not_acked = 0
-                if self.state is DestinationState.THROTTLED:
+                self._failures = 0
+                if self.state is DestinationState.FAILING:
+                    log.warning("destination_recovered", destination=self.dest.name)
+                if self.state in (DestinationState.THROTTLED, DestinationState.FAILING):
                     self.state = DestinationState.FLOWING
                 log.debug("batch_acked", destination=self.dest.name, events=len(batch.items), ms=round(ms, 1))
                 self._on_acked(batch)
@@ -363,6 +373,13 @@ class DestinationSender:
                 self._stats.retries[answer.retry_class] += 1
                 if answer.retry_class == "throttle":
                     self.state = DestinationState.THROTTLED
+                else:
+                    self._failures += 1
+                    if self._failures >= FAILING_AFTER and self.state is DestinationState.FLOWING:
+                        self.state = DestinationState.FAILING
+                        log.error("destination_failing", destination=self.dest.name, failures=self._failures,
+                                  last=answer.retry_class, action="every request fails; events wait (offsets "
+                                  "held) and are retried until Meta answers again")
                 delay = backoff_delay(batch.attempts, self._settings.backoff_initial_s,
                                       self._settings.backoff_max_s, answer.retry_after, self._rng)
                 batch.attempts += 1

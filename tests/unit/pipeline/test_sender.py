@@ -17,7 +17,7 @@ from stream.pipeline.batch import Batch
 from stream.pipeline.items import Item
 from stream.pipeline.meta_client import Action, Answer, classify
 from stream.pipeline.offsets import PartitionOffsets
-from stream.pipeline.sender import DestinationSender, DestinationState, backoff_delay
+from stream.pipeline.sender import FAILING_AFTER, DestinationSender, DestinationState, backoff_delay
 from stream.pipeline.stats import Stats
 
 TOKEN = "tok-first-0123456789"  # noqa: S105 - a test value
@@ -397,3 +397,62 @@ class TestRevoke:
         assert sorted(i.event_id or "" for i in sender.items()) == ["p0-0", "p0-1"]
         assert not sender.inflight_holds({("t", 1)})
         await sender.stop()
+
+
+class TestFailing:
+    """A destination whose every request fails shows `failing`, not `flowing`, until an ack gets through."""
+
+    async def test_persistent_5xx_makes_the_destination_failing(self, sender_factory: SenderFactory) -> None:
+        """After FAILING_AFTER failed requests in a row the state is FAILING; nothing is dropped meanwhile."""
+        meta = FakeMeta(lambda _ids, _token: transient())
+        seen: list[DestinationState] = []
+
+        async def watching_sleep(_delay: float) -> None:
+            seen.append(sender.state)  # the state right after each failed request
+            await asyncio.sleep(0)
+
+        sender, outcomes, _sleeps, _stats = sender_factory(meta, sleep=watching_sleep)
+        await sender.start()
+        sender.submit(make_batch(2))
+        await until(lambda: len(seen) >= FAILING_AFTER + 3)
+        assert sender.inflight_events == 2
+        await sender.stop()
+        assert seen[:FAILING_AFTER - 1] == [DestinationState.FLOWING] * (FAILING_AFTER - 1)
+        assert set(seen[FAILING_AFTER - 1:]) == {DestinationState.FAILING}
+        assert (outcomes.acked, outcomes.rejected) == ([], [])
+
+    async def test_an_ack_after_failures_makes_it_flowing_again(self, sender_factory: SenderFactory) -> None:
+        """FAILING_AFTER + 2 failures, then an ack: the state returns to FLOWING and the batch is acked once."""
+        meta = FakeMeta(Scripted(*(transient() for _ in range(FAILING_AFTER + 2))))
+        seen: list[DestinationState] = []
+
+        async def watching_sleep(_delay: float) -> None:
+            seen.append(sender.state)
+            await asyncio.sleep(0)
+
+        sender, outcomes, _sleeps, _stats = sender_factory(meta, sleep=watching_sleep)
+        await sender.start()
+        sender.submit(make_batch(1))
+        await idle(sender)
+        await sender.stop()
+        assert DestinationState.FAILING in seen
+        assert sender.state is DestinationState.FLOWING
+        assert len(outcomes.acked) == 1
+
+
+    async def test_throttling_is_not_failing(self, sender_factory: SenderFactory) -> None:
+        """Throttle answers, however many, show THROTTLED: Meta is answering, just asking us to slow down."""
+        meta = FakeMeta(Scripted(*(throttled(0.01) for _ in range(FAILING_AFTER * 2))))
+        seen: list[DestinationState] = []
+
+        async def watching_sleep(_delay: float) -> None:
+            seen.append(sender.state)
+            await asyncio.sleep(0)
+
+        sender, outcomes, _sleeps, _stats = sender_factory(meta, sleep=watching_sleep)
+        await sender.start()
+        sender.submit(make_batch(1))
+        await idle(sender)
+        await sender.stop()
+        assert set(seen) == {DestinationState.THROTTLED}
+        assert len(outcomes.acked) == 1
