@@ -37,7 +37,7 @@ def test_a_destination_answering_only_503_is_failing_then_flows_and_the_pipeline
 
     def failing() -> bool:
         status, body = _readyz(port)
-        return status == 503 and bool(body.get("failing"))
+        return status == 503 and body.get("failing") == ["fitness", "shop"]
 
     assert wait_until(failing, 90), f"never failing: {_readyz(port)}"
     _status, body = _readyz(port)
