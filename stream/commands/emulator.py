@@ -20,6 +20,11 @@ _FAULT_FLAGS = (
     ("throttle", "answer Meta's rate limits 4, 17, 613, 80004 in turn, with usage headers"),
     ("timeout", "hold the request past the client's timeout, then drop it"),
     ("reset", "reset the TCP connection"),
+    ("ok_empty", "answer HTTP 200 with an empty body (acknowledges nothing)"),
+    ("ok_html", "answer HTTP 200 with an HTML page, as a captive portal or proxy does"),
+    ("no_content", "answer HTTP 204"),
+    ("bad_version", "answer HTTP 400, code 2500 (unknown path: a retired or wrong API version)"),
+    ("waf_403", "answer HTTP 403 with a web application firewall's HTML page"),
 )
 
 

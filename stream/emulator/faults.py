@@ -29,6 +29,13 @@ class FaultKind(StrEnum):
     THROTTLE = "throttle"
     TIMEOUT = "timeout"
     RESET = "reset"
+    # Answers that are not Meta's: what a proxy, a captive portal, a WAF or a wrong version gives.
+    # (Appended after the first five, so existing seeds draw the same faults as before.)
+    OK_EMPTY = "ok_empty"  # HTTP 200 with an empty body
+    OK_HTML = "ok_html"  # HTTP 200 with an HTML page (a captive portal or a proxy's page)
+    NO_CONTENT = "no_content"  # HTTP 204
+    BAD_VERSION = "bad_version"  # HTTP 400, code 2500 (unknown path: a retired or wrong API version)
+    WAF_403 = "waf_403"  # HTTP 403 with a web application firewall's HTML page
 
 
 # Order of the cumulative draw: one uniform number picks at most one fault.
@@ -72,6 +79,11 @@ class FaultSpec:
     throttle: float = 0.0
     timeout: float = 0.0
     reset: float = 0.0
+    ok_empty: float = 0.0
+    ok_html: float = 0.0
+    no_content: float = 0.0
+    bad_version: float = 0.0
+    waf_403: float = 0.0
     latency_ms: tuple[float, float] | None = None
     token_expired: bool = False
     seed: int | None = None

@@ -81,6 +81,30 @@ def _answer(status: int, body: bytes, headers: Mapping[str, str] | None = None) 
     return web.Response(status=status, body=body, content_type=_JSON, headers=headers)
 
 
+# Answers from something in front of Meta, or to a request Meta does not route; none records an event.
+_NOT_META: Final = frozenset({FaultKind.OK_EMPTY, FaultKind.OK_HTML, FaultKind.NO_CONTENT, FaultKind.BAD_VERSION,
+                              FaultKind.WAF_403})
+_PORTAL_PAGE: Final = (b"<!DOCTYPE html><html><head><title>Sign in to the network</title></head>"
+                       b"<body><h1>Welcome</h1><p>Accept the terms to continue.</p></body></html>")
+_WAF_PAGE: Final = (b"<!DOCTYPE html><html><head><title>403 Forbidden</title></head><body><h1>Request blocked"
+                    b"</h1><p>The web application firewall refused this request.</p></body></html>")
+
+
+def _not_meta(fault: FaultKind, path: str) -> web.Response:
+    """A 200 that acknowledges nothing, a 204, Graph's unknown-path error, or a WAF's 403 page."""
+    if fault is FaultKind.OK_EMPTY:
+        return web.Response(status=200, body=b"", content_type=_JSON)
+    if fault is FaultKind.OK_HTML:
+        return web.Response(status=200, body=_PORTAL_PAGE, content_type="text/html")
+    if fault is FaultKind.NO_CONTENT:
+        return web.Response(status=204)
+    if fault is FaultKind.BAD_VERSION:
+        problem = answers.unknown_path(path)
+        trace = _trace_id()
+        return _answer(problem.status, problem.encode(trace), {**problem.headers, "x-fb-trace-id": trace})
+    return web.Response(status=403, body=_WAF_PAGE, content_type="text/html")
+
+
 def _own_error(status: int, message: str) -> web.Response:
     """An error of the `/_emulator` endpoints themselves (not a Meta answer)."""
     return _answer(status, orjson.dumps({"error": message}))
@@ -334,6 +358,8 @@ class Emulator:
             return self._meta_error(
                 answers.throttled(throttle_code, dataset_id, self._plan.spec.throttle_regain_minutes)
             )
+        if fault in _NOT_META:
+            return _not_meta(fault, request.path)
         if fault is FaultKind.TIMEOUT:
             await self._hold(self._plan.spec.timeout_hold_s)
         _drop_connection(request)

@@ -6,6 +6,7 @@ with a loud signal while the cause lasts, and never a crash loop, a stall or a l
 
 from __future__ import annotations
 
+import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -194,3 +195,57 @@ def test_a_registry_outage_longer_than_max_poll_interval_gives_no_rebalance_and_
     [letter] = read_topic(sc.bootstrap, sc.dlq_topic, 1)
     assert letter.key() == b"broken-schema-1"
     assert headers_of(letter)["capi.reason"] == "unusable_schema"
+
+
+NOT_META_ANSWERS = ["ok_empty", "ok_html", "no_content", "bad_version", "waf_403"]
+
+
+def test_answers_that_are_not_an_ack_or_are_about_the_request_commit_nothing_and_dead_letter_nothing(
+    scenario_factory: Callable[..., Scenario],
+) -> None:
+    """The emulator answers 200 empty, 200 HTML, 204, 400/2500 and a 403 HTML page, one kind at a time.
+
+    Each: the destination halts (after repeated non-acks, or at once for a request-level error), nothing
+    is committed past an event Meta did not acknowledge, nothing is dead-lettered; a SIGHUP after the
+    cause is gone resumes it and every event then lands exactly once.
+    """
+    port = free_port()
+    extra = (f"[metrics]\nport = {port}\n[send]\ntimeout_s = 15.0\nbackoff_initial_s = 0.02\nbackoff_max_s = 0.1\n"
+             "rate_limit_rps = 0\ntoken_check_interval_s = 3600\n")
+    sc = scenario_factory(partitions=1, extra=extra)
+    now = int(time.time())
+    first = _good(10, seed=70)
+    _publish(sc.bootstrap, sc.topic, _avro(first))
+    proc = sc.start()
+    assert sc.all_committed(timeout=60)
+    delivered = expected_keys(first, now, sc.routes)
+    assert set(sc.counts()) == delivered
+    for phase, fault in enumerate(NOT_META_ANSWERS, start=1):
+        records = _good(10, seed=70 + phase)
+        halts_before = sum(e.get("event") == "destination_halted" for e in proc.log_lines())
+        held = sc.committed()[0]
+        sc.emulator.set_faults({fault: 1.0})
+        _publish(sc.bootstrap, sc.topic, _avro(records))
+        assert wait_until(lambda: sum(e.get("event") == "destination_halted" for e in proc.log_lines())
+                          > halts_before, 60), fault  # noqa: B023 - read in this iteration only
+        time.sleep(1.0)  # let a wrong commit or a wrong dead letter happen before looking
+        assert sc.committed()[0] == held, f"{fault}: committed past events Meta did not acknowledge"
+        assert set(sc.counts()) == delivered, fault  # the emulator recorded nothing
+        assert read_topic(sc.bootstrap, sc.dlq_topic, 0, timeout=1) == [], f"{fault}: dead-lettered"
+        status, body = http_get(f"http://127.0.0.1:{port}/readyz")
+        assert status == 503, fault
+        assert orjson.loads(body)["halted"], fault
+        halt = [e for e in proc.log_lines() if e.get("event") == "destination_halted"][-1]
+        assert halt.get("status") or halt.get("code"), halt  # the answer is in the log
+        sc.emulator.set_faults({})
+        proc.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+        assert sc.all_committed(timeout=60), f"{fault}: not resumed"
+        delivered |= expected_keys(records, now, sc.routes)
+        assert set(sc.counts()) == delivered, fault
+    _no_restart(proc)
+    assert proc.stop() == 0
+    counts = sc.counts()
+    assert [k for k, c in counts.items() if c != 1] == []
+    assert read_topic(sc.bootstrap, sc.dlq_topic, 0, timeout=2) == []
+    not_acked = [e for e in proc.log_lines() if e.get("event") == "batch_retry" and e.get("retry_class") == "not_acked"]
+    assert not_acked, "the 2xx answers without an ack were retried first"

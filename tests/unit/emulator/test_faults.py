@@ -38,6 +38,7 @@ def test_bad_fault_bodies_name_the_key(body: dict[str, Any], fragment: str) -> N
 def test_full_body_round_trips() -> None:
     """Every option parses and `to_dict` gives the same body back."""
     body = {"http_500": 0.1, "http_503": 0.1, "throttle": 0.2, "timeout": 0.05, "reset": 0.05,
+            "ok_empty": 0.05, "ok_html": 0.05, "no_content": 0.05, "bad_version": 0.05, "waf_403": 0.05,
             "latency_ms": [5.0, 10.0], "token_expired": True, "seed": 42, "reject_event_ids": ["a", "b"],
             "timeout_hold_s": 0.5, "throttle_regain_minutes": 3}  # fmt: skip
     assert FaultSpec.from_mapping(body).to_dict() == body
@@ -99,3 +100,4 @@ def test_injection_rate_follows_the_probability() -> None:
     plan = FaultPlan(FaultSpec(http_503=0.3, seed=1))
     hits = sum(plan.draw().fault is FaultKind.HTTP_503 for _ in range(2000))
     assert 500 < hits < 700
+
