@@ -167,3 +167,13 @@ def test_compose_prometheus_loads_the_alert_rules() -> None:
 @pytest.mark.parametrize("bad", ["rate(capi_stream_consumed[5m])", 'capi_stream_destination_state{state="stuck"}'])
 def test_a_dashboard_query_the_code_does_not_export_is_caught(bad: str) -> None:
     assert unknown_names(bad, exported_metrics())
+
+
+def test_the_state_table_colours_every_state_the_code_exports() -> None:
+    """A state added to the code gets a colour here too (else it shows uncoloured, easy to miss)."""
+    table = next(p for p in _panels() if p["type"] == "table"
+                 and "capi_stream_destination_state" in p["targets"][0]["expr"])
+    (override,) = [o for o in table["fieldConfig"]["overrides"] if o["matcher"]["options"] == "state"]
+    (mappings,) = [p["value"] for p in override["properties"] if p["id"] == "mappings"]
+    coloured = {state for m in mappings for state in m["options"]}
+    assert exported_metrics().values[("capi_stream_destination_state", "state")] <= coloured
