@@ -24,6 +24,8 @@ Headers = Sequence[tuple[str, bytes | None]]
 # The detail column is cut here so a table row stays on one screen line; --format json has it whole.
 TABLE_DETAIL_WIDTH: Final = 60
 MISSING: Final = "-"
+# how redrive counts a letter written without its value (too large): it cannot be sent back
+NOT_COPIED: Final = "(value omitted: not copied)"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -185,12 +187,17 @@ def redrive(messages: Iterable[RawMessage], reasons: Collection[str],
     """Hand every letter whose reason passes the filter to `send` (None: dry run, only count).
 
     Returns how many letters were selected, by reason. Letters go on unchanged: same key, value and
-    headers, so a letter that fails again is dead-lettered with its history intact.
+    headers, so a letter that fails again is dead-lettered with its history intact. A letter written
+    without its value (too large for the dead-letter topic, header capi.omitted) is never sent: it is
+    counted as "REASON (value omitted: not copied)"; its source position says where the original is.
     """
     counts: Counter[str] = Counter()
     for message in messages:
         reason = reason_of(message)
         if not selected(reason, reasons):
+            continue
+        if header_map(message.headers).get(dlq.HEADER_OMITTED):
+            counts[f"{reason} {NOT_COPIED}"] += 1
             continue
         counts[reason] += 1
         if send is not None:

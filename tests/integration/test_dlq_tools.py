@@ -134,6 +134,17 @@ def test_redrive_counts_and_sends_selected_letters_unchanged() -> None:
     assert dlqtools.redrive(raws, frozenset(), None) == {"event_too_old": 3, "meta_rejected": 2, "bad_avro": 1}
 
 
+def test_redrive_never_copies_a_letter_written_without_its_value() -> None:
+    """A letter too large to keep its value cannot be sent back (it would be a tombstone): counted apart."""
+    whole = _raw(DeadLetter("events", 0, 7, b"k1", b"v", "meta_rejected"), 0)
+    cut = DeadLetter("events", 0, 8, b"k2", b"x" * 10, "meta_rejected")
+    omitted = RawMessage(0, 1, cut.key, None, cut.headers(NOW, omitted="value"))
+    sent: list[RawMessage] = []
+    counts = dlqtools.redrive([whole, omitted], frozenset(), sent.append)
+    assert sent == [whole]
+    assert counts == {"meta_rejected": 1, f"meta_rejected {dlqtools.NOT_COPIED}": 1}
+
+
 # ---- against the broker ----------------------------------------------------------------------------------
 
 
