@@ -10,6 +10,7 @@ acknowledged within the latency threshold (5 s) of their Kafka append time. Only
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -122,6 +123,13 @@ class Quality:
         self.acked[key] += 1
         if seconds_since_append <= self.targets.latency_threshold_s:
             self.acked_on_time[key] += 1
+
+    def acknowledged_batch(self, destination: str, event_names: list[str], seconds_since_append: list[float]) -> None:
+        """`acknowledged` for every event of one acknowledged batch (one destination), counted in C."""
+        self.acked.update(zip(itertools.repeat(destination), event_names))
+        threshold = self.targets.latency_threshold_s
+        self.acked_on_time.update((destination, name) for name, seconds in zip(event_names, seconds_since_append,
+                                                                              strict=True) if seconds <= threshold)
 
     def tracker_evictions(self, destination: str) -> int:
         """external_ids the destination's tracker forgot because it was full."""

@@ -34,6 +34,13 @@ class Histogram:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.total += value
 
+    def observe_many(self, values: list[float]) -> None:
+        """Count several observations (an acknowledged batch) in one call."""
+        counts, bounds, where = self.counts, self.bounds, bisect.bisect_left
+        for value in values:
+            counts[where(bounds, value)] += 1
+        self.total += sum(values)
+
     def cumulative(self) -> list[tuple[str, int]]:
         """(le, count) pairs including +Inf, as Prometheus wants them."""
         out, running = [], 0
@@ -61,6 +68,15 @@ class Reservoir:
         slot = self._rng.randrange(self.seen)
         if slot < self.size:
             self.values[slot] = value
+
+    def add_many(self, values: list[float]) -> None:
+        """Keep each of `values` as `add` would (one list extend while there is room)."""
+        if len(self.values) + len(values) <= self.size:
+            self.values.extend(values)
+            self.seen += len(values)
+            return
+        for value in values:
+            self.add(value)
 
     def percentile(self, q: float) -> float | None:
         """The q-th percentile (0..100) of the kept values, or None when there are none."""
@@ -115,6 +131,11 @@ class Stats:
         """Record one append -> ack latency, of which `meta_ms` was spent in Meta's requests."""
         self._latencies.add(ms)
         self._added.add(ms - meta_ms)
+
+    def latencies(self, ms: list[float], meta_ms: float) -> None:
+        """Record the append -> ack latencies of one acknowledged batch, which waited `meta_ms` for Meta."""
+        self._latencies.add_many(ms)
+        self._added.add_many([m - meta_ms for m in ms])
 
     def percentile(self, q: float) -> float | None:
         """The q-th percentile (0..100) of recorded append -> ack latencies in ms, or None."""

@@ -199,3 +199,16 @@ def test_events_meta_refuses_lower_the_acceptance_rate() -> None:
         "",
     ])  # fmt: skip
     assert rows(parse(text))[0].validation_rate == 9 / 11
+
+
+def test_an_acknowledged_batch_counts_as_its_events_one_by_one() -> None:
+    names = ["Purchase", "AppInstall", "Purchase", "Subscribe", "Purchase"]
+    seconds = [0.5, 4.99, 5.0, 5.01, 60.0]
+    one, many = Quality(), Quality()
+    for name, s in zip(names, seconds, strict=True):
+        one.acknowledged("main", name, s)
+    many.acknowledged_batch("main", names, seconds)
+    assert many.acked == one.acked
+    assert many.acked_on_time == one.acked_on_time
+    assert many.acked[("main", "Purchase")] == 3
+    assert many.acked_on_time[("main", "Purchase")] == 2  # within the default 5 s threshold

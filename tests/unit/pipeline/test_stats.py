@@ -46,3 +46,32 @@ def test_reservoir_keeps_a_bounded_uniform_sample() -> None:
     assert len(set(sample.values)) == 100
     assert max(sample.values) > 5_000  # late values get their chance, not only the first 100
     assert Reservoir().percentile(50) is None
+
+
+def test_a_batch_of_latencies_is_kept_as_one_by_one() -> None:
+    """The per-batch calls the runner makes on an ack give the figures the per-event ones give."""
+    rng = __import__("random").Random(3)
+    batches = [[rng.uniform(0, 5_000) for _ in range(rng.randrange(1, 900))] for _ in range(400)]
+    one, many = Stats(), Stats()
+    one._latencies.size = many._latencies.size = one._added.size = many._added.size = 50_000
+    for batch in batches:
+        meta_ms = rng.uniform(0, 700)
+        for ms in batch:
+            one.latency(ms, meta_ms)
+        many.latencies(batch, meta_ms)
+    assert one._latencies.values == many._latencies.values  # same seeded reservoir, past its size too
+    assert one._added.values == many._added.values
+    assert many._latencies.seen == sum(map(len, batches)) > 50_000
+    for q in (50, 99, 100):
+        assert one.percentile(q) == many.percentile(q)
+        assert one.added_percentile(q) == many.added_percentile(q)
+
+
+def test_histogram_observe_many_counts_as_observe() -> None:
+    values = [0.0, 0.01, 0.011, 0.3, 2.5, 9.9, 10.0, 11.0, 1e9]
+    one, many = Stats().send_latency, Stats().send_latency
+    for value in values:
+        one.observe(value)
+    many.observe_many(values)
+    assert one.counts == many.counts
+    assert one.total == many.total
