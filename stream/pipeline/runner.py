@@ -430,6 +430,7 @@ class Pipeline:
 
     def _handle(self, messages: list[Message], generation: int, prepared: list[Prepared]) -> None:
         now = self.clock()
+        sent: list[Prepared] = []  # valid events, counted for signal quality once per batch
         for msg, prep in zip(messages, prepared, strict=True):
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             assert topic is not None
@@ -446,7 +447,7 @@ class Pipeline:
             for dropped in prep.dropped:
                 self.stats.dropped_fields[dropped] += 1
             if prep.kind is Kind.SEND:
-                self.quality.count(prep.destination, prep.event_name, prep.keys, prep.revenue, prep.has_value)
+                sent.append(prep)
                 if prep.identity is not None:
                     self.quality.identity(prep.destination, prep.event_name, prep.identity, now)
                 item.destination = prep.destination
@@ -466,6 +467,7 @@ class Pipeline:
                     self.stats.rejected[prep.reason] += 1
                     self.quality.invalid(prep.destination, prep.event_name or "?")
                 self._dead_letter(item, prep.reason, prep.detail, event_name=prep.event_name, event_id=prep.event_id)
+        self.quality.count_many(sent)
 
     def _admit(self, item: Item, now: float) -> None:
         """Dedupe on (dataset, event_name, event_id), then batch.

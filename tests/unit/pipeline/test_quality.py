@@ -212,3 +212,24 @@ def test_an_acknowledged_batch_counts_as_its_events_one_by_one() -> None:
     assert many.acked_on_time == one.acked_on_time
     assert many.acked[("main", "Purchase")] == 3
     assert many.acked_on_time[("main", "Purchase")] == 2  # within the default 5 s threshold
+
+
+def test_a_batch_of_valid_events_counts_as_one_by_one() -> None:
+    from stream.pipeline.prepare import Kind, Prepared
+
+    sent = [
+        Prepared(Kind.SEND, "main", event_name="Purchase", keys=("em", "ph"), revenue=True, has_value=True),
+        Prepared(Kind.SEND, "main", event_name="Purchase", keys=(), revenue=True, has_value=False),
+        Prepared(Kind.SEND, "other", event_name="AppInstall", keys=("madid",)),
+        Prepared(Kind.SEND, "main", event_name="Subscribe", keys=("em",), revenue=True, has_value=True),
+    ]
+    one, many = Quality(), Quality()
+    for p in sent:
+        one.count(p.destination, p.event_name, p.keys, p.revenue, p.has_value)
+    many.count_many(sent)
+    for counter in ("events", "with_key", "with_identifier", "revenue", "revenue_with_value"):
+        assert getattr(many, counter) == getattr(one, counter), counter
+    assert many.with_key[("main", "Purchase", "ph")] == 1
+    assert many.revenue_with_value[("main", "Purchase")] == 1
+    many.count_many([])
+    assert many.events == one.events
