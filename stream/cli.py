@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stream.commands.kafka",
     "stream.commands.demo",
     "stream.commands.run",
+    "stream.commands.status",
     "stream.commands.check_config",
     "stream.commands.quality",
     "stream.commands.produce",

@@ -116,6 +116,12 @@ class PipelineView(Protocol):
     def canaries(self) -> Mapping[str, Canary]: ...
 
 
+def metrics_client_id(port: int) -> str:
+    """The consumer client id of a member serving /metrics on `port`: `capi-stream status` reads it from
+    the group's description to find the member's metrics (tools.status.metrics_url)."""
+    return f"capi-stream-metrics-{port}"
+
+
 class PipelineCollector(Collector):
     """Turns the pipeline's counters into Prometheus metric families on each scrape."""
 

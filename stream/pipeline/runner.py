@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import gc
 import multiprocessing
 import os
@@ -37,7 +38,7 @@ from stream.pipeline.deadletters import DeadLetter, DeadLetterWriter, LetterProd
 from stream.pipeline.dedupe import DedupeStore, NotPendingError, Verdict, dedupe_key
 from stream.pipeline.items import Item, TopicPartition
 from stream.pipeline.meta_client import Answer, MetaClient
-from stream.pipeline.metrics import MetricsServer
+from stream.pipeline.metrics import MetricsServer, metrics_client_id
 from stream.pipeline.offsets import OffsetTracker, PartitionOffsets
 from stream.pipeline.prepare import Kind, PrepareContext, Prepared, Preparer, init_worker, prepare_in_worker
 from stream.pipeline.progress import Progress, Snapshot
@@ -136,7 +137,12 @@ class Pipeline:
                          for d in settings.destinations if d.canary_interval_s > 0}
         self.dlq = DeadLetterWriter(settings.kafka.bootstrap_servers, settings.kafka.dlq_topic,
                                     settings.kafka.producer, producer_factory=producer_factory)
-        self.source = KafkaSource(settings.kafka, settings.pipeline, self, on_error=self._fail,
+        kafka = settings.kafka
+        if settings.metrics.port and "client.id" not in kafka.consumer:
+            # `capi-stream status` finds this member's /metrics from the client id the group shows
+            kafka = dataclasses.replace(kafka, consumer={"client.id": metrics_client_id(settings.metrics.port),
+                                                         **kafka.consumer})
+        self.source = KafkaSource(kafka, settings.pipeline, self, on_error=self._fail,
                                   consumer_factory=consumer_factory)
         self._inbox: asyncio.Queue[tuple[list[Message], int]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []

@@ -10,6 +10,7 @@ returns UNKNOWN_MEMBER_ID on each partition, so both are checked.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -81,6 +82,25 @@ def _wait(future: Any, what: str) -> Any:
         raise AdminError(f"{what}: {exc.args[0].str() if exc.args else exc}") from exc
     except TimeoutError as exc:
         raise AdminError(f"{what}: no answer from the broker within {TIMEOUT_S:g} s") from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberView:
+    """One member of a consumer group, as the coordinator describes it."""
+
+    member_id: str
+    client_id: str
+    host: str
+    partitions: tuple[tuple[str, int], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupView:
+    """A consumer group's state and members."""
+
+    group: str
+    state: str
+    members: tuple[MemberView, ...]
 
 
 class Admin:
@@ -160,6 +180,17 @@ class Admin:
         futures = self._client.describe_consumer_groups([group], request_timeout=TIMEOUT_S)
         desc = _wait(futures[group], f"describe group {group}")
         return desc.state.name, len(desc.members)
+
+    def describe_group(self, group: str) -> GroupView:
+        """The group's state and its members with their assigned partitions."""
+        futures = self._client.describe_consumer_groups([group], request_timeout=TIMEOUT_S)
+        desc = _wait(futures[group], f"describe group {group}")
+        members = []
+        for m in desc.members:
+            parts = m.assignment.topic_partitions if m.assignment is not None else []
+            members.append(MemberView(m.member_id, m.client_id, str(m.host).lstrip("/"),
+                                      tuple(sorted((tp.topic, tp.partition) for tp in parts))))
+        return GroupView(group, desc.state.name, tuple(members))
 
     def ensure_inactive(self, group: str) -> None:
         """GroupActiveError when the group has members or is rebalancing."""
