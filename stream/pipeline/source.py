@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, overload
 
 import orjson
 import structlog
@@ -80,7 +80,11 @@ class ConsumerLike(Protocol):
 
     def store_offsets(self, *, offsets: list[TopicPartition]) -> None: ...
 
+    @overload
     def commit(self, *, asynchronous: Literal[False]) -> list[TopicPartition]: ...
+
+    @overload
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: Literal[False]) -> list[TopicPartition]: ...
 
     def close(self) -> None: ...
 
@@ -353,10 +357,20 @@ class KafkaSource:
         if self._close_deadline is not None:  # consumer.close() runs this: the shutdown deadline bounds it
             timeout = min(timeout, max(0.0, self._close_deadline - time.monotonic()))
         offsets = self._call(self._handler.on_revoked(tps), timeout=timeout) or {}
+        committed = False
         if offsets:
-            _store(consumer, [TopicPartition(t, p, o) for (t, p), o in offsets.items()])
+            points = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+            _store(consumer, points)
+            # Commit now, while this member still owns them: a stored offset waits for the next auto-commit,
+            # which never comes for a partition that moved on, and its new owner would read (and send)
+            # everything since the last commit again.
+            try:
+                consumer.commit(offsets=points, asynchronous=False)
+                committed = True
+            except KafkaException as exc:
+                log.warning("revoke_commit_failed", error=str(exc.args[0]) if exc.args else "")
         self.assignment.difference_update(tps)
-        log.info("partitions_revoked", partitions=len(tps), stored=len(offsets))
+        log.info("partitions_revoked", partitions=len(tps), stored=len(offsets), committed=committed)
 
     def _lost_cb(self, consumer: ConsumerLike, partitions: list[TopicPartition]) -> None:
         self.generation += 1

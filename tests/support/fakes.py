@@ -27,6 +27,7 @@ class FakeConsumer:
         self.calls: list[tuple[str, list[TP]]] = []  # ("pause" | "resume", partitions)
         self.stored: list[dict[TP, int]] = []
         self.commits = 0
+        self.committed: list[dict[TP, int]] = []  # explicit offsets passed to commit()
         self.closed = False
         self.callbacks: dict[str, Callable[..., None]] = {}
         self.conf: dict[str, Any] = {}
@@ -63,9 +64,11 @@ class FakeConsumer:
     def store_offsets(self, *, offsets: list[TopicPartition]) -> None:
         self.stored.append({(p.topic, p.partition): p.offset for p in offsets})
 
-    def commit(self, *, asynchronous: bool) -> list[TopicPartition]:
+    def commit(self, *, offsets: list[TopicPartition] | None = None, asynchronous: bool) -> list[TopicPartition]:
         assert asynchronous is False
         self.commits += 1
+        if offsets is not None:
+            self.committed.append({(p.topic, p.partition): p.offset for p in offsets})
         return []
 
     def close(self) -> None:

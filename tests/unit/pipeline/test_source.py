@@ -150,6 +150,15 @@ class TestRebalance:
         assert rig.handler.revoked == [[T0, T1]]
         assert rig.consumer.stored == [{T0: 7}]
 
+    async def test_revoke_commits_the_finished_offsets_while_it_still_owns_them(self, rig: Rig) -> None:
+        """The revoke commits its commit points at once: no later auto-commit covers a partition gone elsewhere."""
+        rig.play("assign", [T0, T1])
+        await until(lambda: bool(rig.handler.assigned))
+        rig.handler.finished = {T0: 7}
+        rig.play("revoke", [T0])
+        await until(lambda: rig.source.assignment == {T1})
+        assert rig.consumer.committed == [{T0: 7}]
+
     async def test_a_revoke_with_nothing_finished_stores_nothing(self, rig: Rig) -> None:
         """When no event of the revoked partition finished, no offset is stored for it."""
         rig.play("assign", [T0])
