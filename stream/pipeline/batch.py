@@ -102,6 +102,12 @@ class Batcher:
         self._open.clear()
         return out
 
+    def close_holding(self, tps: set[tuple[str, int]], destinations: set[str]) -> list[Batch]:
+        """Close and return the open batches of `destinations` that hold an item of one of `tps`."""
+        ready = [d for d, b in self._open.items()
+                 if d in destinations and any((i.topic, i.partition) in tps for i in b.items)]
+        return [self._open.pop(d) for d in ready]
+
     def remove_partitions(self, tps: set[tuple[str, int]]) -> list[Item]:
         """Take the items of revoked partitions out of the open batches (they will not be sent)."""
         removed: list[Item] = []

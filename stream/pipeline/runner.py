@@ -327,20 +327,35 @@ class Pipeline:
             self._assigned_gen[(topic, partition)] = generation
 
     async def on_revoked(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """Stop dispatching the partitions, wait (bounded) for their in-flight batches, return what to store."""
+        """Stop taking the partitions' messages, send (bounded) what is batched or queued for them, and
+        return the commit points to store.
+
+        What is already batched is sent rather than given up: an event given up leaves a hole below the
+        events of its partition acked after it (by another destination, or in a later batch), and the
+        next owner would send all of those again. Halted destinations cannot send: their share is given
+        up at once. At `revoke_timeout_s` (or the shutdown deadline) whatever is still queued is given up.
+        """
         tps = set(partitions)
         # Forget the partitions first: from now on their messages still in the apply stage are skipped,
-        # and their events neither count as in flight nor get re-admitted. Batches in flight finish into
-        # the trackers kept here, whose commit points are what is stored.
+        # and their events neither count as in flight nor get re-admitted. Batches sent meanwhile finish
+        # into the trackers kept here, whose commit points are what is stored.
         parts = self._forget(partitions)
+        sending = {n for n, s in self.senders.items() if s.state is not DestinationState.HALTED}
+        for batch in self.batcher.close_holding(tps, sending):
+            self.senders[batch.destination].submit(batch)
         self._abandon(self.batcher.remove_partitions(tps))
-        for sender in self.senders.values():
-            self._abandon(sender.take_partitions(tps))
         deadline = time.monotonic() + self.settings.pipeline.revoke_timeout_s
         if self._deadline is not None:  # the revoke of consumer.close() in a drain: one deadline for all
             deadline = min(deadline, self._deadline)
-        while time.monotonic() < deadline and self._revoke_holds(tps):  # noqa: ASYNC110 - state of several tasks
+        while True:
+            for sender in self.senders.values():
+                if sender.state is DestinationState.HALTED:
+                    self._abandon(sender.take_partitions(tps))
+            if not self._revoke_holds(tps) or time.monotonic() >= deadline:
+                break
             await asyncio.sleep(0.02)
+        for sender in self.senders.values():
+            self._abandon(sender.take_partitions(tps))
         if self._revoke_holds(tps):
             log.warning("revoke_wait_expired", partitions=len(tps),
                         detail="batches or dead letters still in flight; the next owner reads them again")
@@ -369,8 +384,8 @@ class Pipeline:
         return parts
 
     def _revoke_holds(self, tps: set[TopicPartition]) -> bool:
-        """True while a batch in flight or a dead letter not yet acknowledged holds one of `tps`."""
-        return any(s.inflight_holds(tps) for s in self.senders.values()) or self._dlq_holds(tps)
+        """True while a queued or in-flight batch or an unacknowledged dead letter holds one of `tps`."""
+        return any(s.holds(tps) for s in self.senders.values()) or self._dlq_holds(tps)
 
     def _dlq_holds(self, tps: set[TopicPartition]) -> bool:
         letters = self._letters

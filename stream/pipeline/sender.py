@@ -186,6 +186,10 @@ class DestinationSender:
         self._check_idle()
         return removed
 
+    def holds(self, tps: set[tuple[str, int]]) -> bool:
+        """True while a queued or in-flight batch holds an item of one of `tps`."""
+        return any(i.tp in tps for b in (*self._queue, *self._inflight) for i in b.items)
+
     def inflight_holds(self, tps: set[tuple[str, int]]) -> bool:
         """True while a batch being sent holds an item of one of `tps`."""
         return any(i.tp in tps for b in self._inflight for i in b.items)

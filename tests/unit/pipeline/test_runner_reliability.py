@@ -95,6 +95,9 @@ class FakeSender:
     def inflight_holds(self, tps: set[TP]) -> bool:
         return any(i.tp in tps for b in self.inflight for i in b.items)
 
+    def holds(self, tps: set[TP]) -> bool:
+        return any(i.tp in tps for b in (*self.queue, *self.inflight) for i in b.items)
+
     def items(self) -> list[Item]:
         return [i for b in (*self.queue, *self.inflight) for i in b.items]
 
@@ -261,6 +264,36 @@ async def test_in_flight_count_stays_true_through_repeated_revokes_under_load(tm
         offset += 6
     assert rig.p.unfinished == 0
     assert not rig.source.want_paused
+
+
+async def test_a_revoke_sends_what_is_batched_for_the_partition_instead_of_giving_it_up(tmp_path: Path) -> None:
+    """Events batched or queued for a revoked partition are sent and committed, not re-read and resent."""
+    rig = Rig(settings(tmp_path))
+    await rig.assign(P0, P1)
+    rig.consume(P0, range(3), destination="a")
+    rig.flush()  # queued in a's sender, not in flight yet
+    rig.consume(P0, range(3, 5), destination="b")  # still in b's open batch
+    rig.consume(P1, range(2), destination="b")
+    revoke = asyncio.create_task(rig.p.on_revoked([P0]))
+    await until(lambda: bool(rig.senders["b"].queue), "b's open batch being closed and sent")
+    assert not revoke.done()
+    for sender in rig.senders.values():
+        for batch in sender.send_all():
+            rig.ack(batch)
+    assert await asyncio.wait_for(revoke, SOON_S) == {P0: 5}
+    assert rig.p.unfinished == 0 == rig.true_unfinished()
+
+
+async def test_a_revoke_gives_up_what_a_halted_destination_holds(tmp_path: Path) -> None:
+    """A halted destination cannot send: its share of the revoked partition is given up at once."""
+    rig = Rig(settings(tmp_path, pipeline="revoke_timeout_s = 30.0"))
+    await rig.assign(P0)
+    rig.consume(P0, range(2), destination="a")
+    rig.flush()
+    rig.senders["a"].state = DestinationState.HALTED
+    assert await asyncio.wait_for(rig.p.on_revoked([P0]), SOON_S) == {}
+    assert rig.senders["a"].queue == []
+    assert rig.p.dedupe.pending == 0
 
 
 # -- defect 3: a lost partition's held twins --------------------------------------------------------
