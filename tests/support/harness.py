@@ -44,6 +44,7 @@ class Dest:
     app_ids: list[str]
     token_file: Path
     default_country: str = "US"
+    base_url: str = ""  # empty: the scenario's emulator
 
 
 def write_config(path: Path, *, bootstrap: str, topic: str, group: str, dlq_topic: str, emulator_url: str,
@@ -68,7 +69,7 @@ def write_config(path: Path, *, bootstrap: str, topic: str, group: str, dlq_topi
             f"app_ids = {orjson.dumps(d.app_ids).decode()}",
             f'token_file = "{d.token_file}"',
             f'default_country = "{d.default_country}"',
-            f'base_url = "{emulator_url}"',
+            f'base_url = "{d.base_url or emulator_url}"',
             "",
         ]
     if "[send]" not in extra:
@@ -111,6 +112,22 @@ class PipelineProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def peak_rss_mb(self) -> float:
+        """The process's peak resident memory so far (VmHWM), in MB; 0 once it has exited."""
+        assert self.proc is not None
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return 0.0
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def logged(self, event: str) -> bool:
+        """True once the process wrote a log line with this event name."""
+        return any(e.get("event") == event for e in self.log_lines())
 
     def log_lines(self) -> list[dict[str, Any]]:
         """The structured log lines written so far."""
@@ -257,6 +274,19 @@ class Scenario:
         self.processes.append(proc)
         return proc
 
+    def start_member(self, metrics_port: int) -> PipelineProcess:
+        """Another process of the group with its own /metrics port (members of one group need one each)."""
+        config = self.tmp / f"member-{len(self.processes)}.toml"
+        config.write_text(self.config.read_text() + f"\n[metrics]\nport = {metrics_port}\n")
+        proc = PipelineProcess(config, self.tmp / f"run-{len(self.processes)}.log").start()
+        self.processes.append(proc)
+        return proc
+
+    def rewrite_config(self, extra: str) -> None:
+        """Write the config again from the scenario's destinations (after changing one) and `extra`."""
+        write_config(self.config, bootstrap=self.bootstrap, topic=self.topic, group=self.group,
+                     dlq_topic=self.dlq_topic, emulator_url=self.emulator.url, dests=self.dests, extra=extra)
+
     def end(self) -> dict[int, int]:
         return end_offsets(self.bootstrap, self.topic, self.partitions)
 
@@ -272,13 +302,14 @@ class Scenario:
 
 
 def http_get(url: str) -> tuple[int, bytes]:
-    """(status, body) of a GET; (0, b"") when nothing listens yet."""
+    """(status, body) of a GET; (0, b"") when nothing listens yet or no answer came within 5 s (a busy
+    2-core machine can starve a process that long; callers poll again)."""
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - our own loopback endpoint
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
-    except urllib.error.URLError:
+    except (urllib.error.URLError, TimeoutError, ConnectionError):
         return 0, b""
 
 
