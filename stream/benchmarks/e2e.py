@@ -55,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", default=None, help="use this broker (default: start a local one)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=0, help="pipeline.workers of each pipeline process")
+    parser.add_argument("--linger-ms", type=int, default=None, help="batch.linger_ms (default: the config default)")
+    parser.add_argument("--concurrency", type=int, default=None, help="send.concurrency (default: the config default)")
     parser.add_argument("--latency-ms", type=latency_range, default=None, metavar="LO,HI",
                         help="the emulator holds each request LO..HI ms, like Meta (e.g. 300,700)")
     parser.add_argument("--http-500", type=probability, default=0.0, metavar="P",
@@ -165,7 +167,8 @@ def per_cpu_second(events: int, cpu_s: float) -> float:
     return events / cpu_s if cpu_s > 0 else 0.0
 
 
-def _config(tmp: Path, bootstrap: str, topic: str, group: str, url: str, workers: int) -> Path:
+def _config(tmp: Path, bootstrap: str, topic: str, group: str, url: str, workers: int,
+            linger_ms: int | None = None, concurrency: int | None = None) -> Path:
     path = tmp / f"{group}.toml"
     path.write_text(f"""
 [kafka]
@@ -177,7 +180,9 @@ dlq_topic = "{topic}.dlq"
 "fetch.min.bytes" = 65536
 "fetch.wait.max.ms" = 50
 [batch]
-linger_ms = 50
+{"" if linger_ms is None else f"linger_ms = {linger_ms}"}
+[send]
+{"" if concurrency is None else f"concurrency = {concurrency}"}
 [pipeline]
 workers = {workers}
 [logging]
@@ -249,6 +254,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print a table and a JSON line."""
     if args.events < 1 or args.partitions < 1 or args.instances < 1:
         raise UsageError("--events, --partitions and --instances must be at least 1")
+    if (args.linger_ms is not None and args.linger_ms < 0) or (args.concurrency is not None and args.concurrency < 1):
+        raise UsageError("--linger-ms must be >= 0 and --concurrency at least 1")
     faults = emulator_args(args.latency_ms, args.http_500, args.seed)
     with tempfile.TemporaryDirectory(prefix="capi-bench-") as tmpdir, _broker(args.bootstrap) as bootstrap, \
             _emulator(faults) as url:
@@ -257,9 +264,10 @@ def run(args: argparse.Namespace) -> int:
         ensure_topic(bootstrap, topic, args.partitions)
         result: dict[str, Any] = {"events": args.events, "partitions": args.partitions,
                                   "instances": args.instances, "workers": args.workers, "cores": os.cpu_count(),
-                                  "latency_ms": args.latency_ms, "http_500": args.http_500}
+                                  "latency_ms": args.latency_ms, "http_500": args.http_500,
+                                  "linger_ms": args.linger_ms, "concurrency": args.concurrency}
         group = f"bench-{uuid.uuid4().hex[:8]}"
-        config = _config(tmp, bootstrap, topic, group, url, args.workers)
+        config = _config(tmp, bootstrap, topic, group, url, args.workers, args.linger_ms, args.concurrency)
         if args.rate:
             n = int(args.rate * args.duration)
             values = _values(n, args.seed)

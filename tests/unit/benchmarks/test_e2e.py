@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
 from stream.benchmarks import e2e
+from stream.config import BatchSettings, SendSettings
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -69,3 +71,15 @@ def test_table_with_workers_gives_the_one_process_ceiling() -> None:
 def test_per_cpu_second() -> None:
     assert e2e.per_cpu_second(1_000, 0.5) == 2_000.0
     assert e2e.per_cpu_second(1_000, 0.0) == 0.0
+
+
+def test_the_pipeline_config_keeps_the_defaults_unless_told(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream.config import load
+
+    monkeypatch.setenv("CAPI_STREAM_BENCH_TOKEN", "bench-token-0123456789")
+    plain = load(str(e2e._config(tmp_path, "b:1", "t", "g1", "http://127.0.0.1:1", 0)))
+    assert plain.batch.linger_ms == BatchSettings().linger_ms
+    assert plain.send.concurrency == SendSettings().concurrency
+    tuned = load(str(e2e._config(tmp_path, "b:1", "t", "g2", "http://127.0.0.1:1", 1, linger_ms=100, concurrency=16)))
+    assert (tuned.batch.linger_ms, tuned.send.concurrency, tuned.pipeline.workers) == (100, 16, 1)
