@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -80,6 +81,12 @@ class DedupeSettings:
 
     window_s: float = float(meta.DEDUPE_WINDOW_S)  # Meta's own horizon is 48 h
     max_keys: int = 5_000_000  # about 80 bytes a key (bench dedupe): 0.4 GB at most
+    # Back the window with a compacted changelog topic, so it survives restarts and rebalances; false
+    # keeps it in memory only: every restart and every moved partition re-sends what it had not committed
+    changelog: bool = True
+    # The changelog topic of each source topic; {group} and {topic} are replaced (illegal characters of
+    # the group become "_")
+    changelog_topic: str = "{group}.{topic}.dedupe-changelog"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,6 +228,34 @@ class Settings:
     def route(self) -> dict[str, Destination]:
         """app_id -> destination."""
         return {app_id: dest for dest in self.destinations for app_id in dest.app_ids}
+
+
+def changelog_topic(settings: Settings, topic: str) -> str:
+    """The dedupe changelog topic of source `topic`; ValueError when it is no legal topic name."""
+    return changelog_topic_name(settings.dedupe.changelog_topic, settings.kafka.group_id, topic)
+
+
+# Kafka topic names: at most 249 characters of [a-zA-Z0-9._-] (and not "." or "..").
+MAX_TOPIC_NAME = 249
+_LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]+")
+_ILLEGAL_TOPIC_CHAR = re.compile(r"[^a-zA-Z0-9._-]")
+
+
+def changelog_topic_name(template: str, group: str, topic: str) -> str:
+    """The changelog topic of `topic` for consumer group `group`, from a template with {group} and {topic}.
+
+    Characters Kafka refuses in a topic name that come from the group or topic are replaced with "_".
+    Raises ValueError when the result is still no legal topic name (too long, or an illegal character
+    written in the template itself).
+    """
+    try:
+        name = template.format(group=_ILLEGAL_TOPIC_CHAR.sub("_", group), topic=topic)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"only {{group}} and {{topic}} may be used in {template!r}") from exc
+    if not _LEGAL_TOPIC.fullmatch(name) or name in (".", "..") or len(name) > MAX_TOPIC_NAME:
+        raise ValueError(f"{name!r} is not a legal Kafka topic name (at most {MAX_TOPIC_NAME} characters of "
+                         "a-z A-Z 0-9 . _ -)")
+    return name
 
 
 _SECTIONS: dict[str, type] = {
@@ -390,6 +425,18 @@ def _check(s: Settings) -> None:
     need(0 <= s.pipeline.workers <= 64, "pipeline.workers", "must be 0..64")
     need(s.dedupe.window_s > 0, "dedupe.window_s", "must be > 0")
     need(s.dedupe.max_keys >= 1, "dedupe.max_keys", "must be at least 1")
+    if s.dedupe.changelog:
+        names = set()
+        for topic in s.kafka.topics:
+            try:
+                name = changelog_topic(s, topic)
+            except ValueError as exc:
+                raise ConfigError(f"{src}: 'dedupe.changelog_topic' {exc}") from exc
+            need(name not in s.kafka.topics and name != s.kafka.dlq_topic, "dedupe.changelog_topic",
+                 f"names {name}, a source or dead-letter topic")
+            names.add(name)
+        need(len(names) == len(s.kafka.topics), "dedupe.changelog_topic",
+             "must contain {topic} when kafka.topics lists several topics")
     need(1 <= s.batch.max_events <= meta.MAX_EVENTS_PER_REQUEST, "batch.max_events",
          f"must be 1..{meta.MAX_EVENTS_PER_REQUEST} (Meta refuses larger requests)")
     need(s.batch.max_bytes >= 10_000, "batch.max_bytes", "must be at least 10000")

@@ -15,17 +15,25 @@ expire while new ones come in, and the traced bytes per held key are reported at
 rebuilds its dict as deletions pile up, because a Python dict never shrinks) and at their peak (during a
 rebuild both tables exist).
 `dedupe_key` is timed once on realistic (dataset, event_name, event_id) triples.
+**restore** (with a broker: `--bootstrap`, or $CAPI_STREAM_BOOTSTRAP): `--restore-keys` key entries
+(default 1M) are written to a fresh one-partition changelog topic, then a fresh child process reads the
+partition back into a store as the pipeline does on an assignment (`Changelog.read` + `Restore`), and
+reports the seconds, records/s, bytes read and its RSS growth per key held (the changelog is not held
+besides the store). The topic is deleted afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import random
 import resource
 import subprocess
 import sys
 import time
 import tracemalloc
+import uuid
 from array import array
 from pathlib import Path
 from typing import Any
@@ -43,6 +51,7 @@ CHUNK = 10_000  # keys per `now` step; keeps the clock out of the timed loop's p
 KEY_FN_SAMPLES = 200_000
 # --steady: keys arrive for this many windows, so the store has churned through ~2 windows of expiry
 STEADY_WINDOWS = 3
+BOOTSTRAP_ENV = "CAPI_STREAM_BOOTSTRAP"
 EVENT_NAMES = ("Purchase", "MobileAppInstall", "Subscribe", "StartTrial", "AddToCart", "fb_mobile_level_achieved")
 
 
@@ -60,6 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also measure bytes per key in steady state: keys expiring as new ones arrive",
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed of the keys (default 1)")  # fmt: skip
+    parser.add_argument("--bootstrap", default=os.environ.get(BOOTSTRAP_ENV, ""),
+                        help=f"Kafka broker for the restore figure (default ${BOOTSTRAP_ENV}; none: no restore figure)")
+    parser.add_argument("--restore-keys", type=int, default=TARGET_AT_KEYS,
+                        help="key entries in the changelog partition the restore reads back (default 1000000)")
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -109,13 +122,80 @@ def run(args: argparse.Namespace) -> int:
                   f"{steady['worst_bytes_per_key']:.1f} B/key at worst, {steady['end_bytes_per_key']:.1f} at the end, "
                   f"{steady['peak_bytes_per_key']:.1f} at the peak of a dict rebuild (traced)")  # fmt: skip
     print(f"dedupe_key: {_key_fn_per_s():,.0f} keys/s (BLAKE2b-64 of dataset, event_name and event_id)")
+    if args.restore_keys < 1:
+        raise UsageError(f"--restore-keys must be at least 1, got {args.restore_keys}")
+    if args.bootstrap:
+        ok &= _restore_figure(args.bootstrap, args.restore_keys, args.seed)
+    else:
+        print(f"restore: skipped (no broker: give --bootstrap or set ${BOOTSTRAP_ENV})")
     return 0 if ok else 1
 
 
-def _child(mode: str, size: int, seed: int) -> dict[str, Any]:
+def _restore_figure(bootstrap: str, size: int, seed: int) -> bool:
+    """Write `size` key entries to a fresh changelog topic, time a child's restore of it, delete the topic."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient
+
+    from stream.pipeline import dedupelog
+    from stream.pipeline.changelog import Changelog
+
+    topic = f"bench-dedupe-changelog-{uuid.uuid4().hex[:12]}"
+    store = DedupeStore()
+    changelog = Changelog(bootstrap, {topic: topic}, "bench")
+    changelog.ensure_topics({topic: 1}, {"cleanup.policy": "compact,delete",
+                                         "retention.ms": str(dedupelog.retention_ms(store))})
+    try:
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "compression.type": "lz4",
+                             "acks": "all", "enable.idempotence": True})
+        now = time.time()
+        step = SPREAD_S / size
+        for index, key in enumerate(_keys(size, seed)):
+            record_key, value = dedupelog.key_record(key, now - SPREAD_S + index * step)
+            while True:
+                try:
+                    producer.produce(topic, key=record_key, value=value, partition=0)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        left = producer.flush(120)
+        if left:
+            print(f"restore: ERROR, {left} changelog records not acknowledged by {bootstrap}")
+            return False
+        answer = _child("restore", size, seed, bootstrap, topic)
+    finally:
+        AdminClient({"bootstrap.servers": bootstrap}).delete_topics([topic], operation_timeout=30)
+    print(f"restore: {answer['keys']:,} keys ({answer['records']:,} records, {answer['bytes'] / 1e6:.1f} MB) read "
+          f"back from one changelog partition in {answer['seconds']:.2f} s ({answer['records_per_s']:,.0f} records/s,"
+          f" {answer['cpu_s']:.2f} CPU s), RSS +{answer['rss_bytes_per_key']:.1f} B/key held")
+    if answer["keys"] != size:
+        print(f"  ERROR: {size - answer['keys']} of {size} live keys were not restored")
+        return False
+    return True
+
+
+def _measure_restore(size: int, seed: int, bootstrap: str, topic: str) -> dict[str, Any]:
+    """Read the changelog partition back into a fresh store as an assignment does; time and memory."""
+    from stream.pipeline import dedupelog
+    from stream.pipeline.changelog import Changelog
+
+    store = DedupeStore(max_keys=max(size, 1))
+    restore = dedupelog.Restore(store, part=0, now=time.time())
+    changelog = Changelog(bootstrap, {topic: topic}, "bench")
+    rss_before = _rss_bytes() or 0
+    cpu_before = time.process_time()
+    started = time.perf_counter()
+    asyncio.run(changelog.read((topic, 0), restore.apply))
+    seconds = time.perf_counter() - started
+    rss_after = _rss_bytes() or 0
+    return {"keys": len(store), "records": restore.records, "bytes": restore.nbytes, "seconds": seconds,
+            "records_per_s": restore.records / seconds, "cpu_s": time.process_time() - cpu_before,
+            "rss_bytes_per_key": (rss_after - rss_before) / max(len(store), 1)}  # fmt: skip
+
+
+def _child(mode: str, size: int, seed: int, *extra: str) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter and return its JSON answer."""
     done = subprocess.run(
-        [sys.executable, "-m", "stream.benchmarks.dedupe", mode, str(size), str(seed)],
+        [sys.executable, "-m", "stream.benchmarks.dedupe", mode, str(size), str(seed), *extra],
         capture_output=True, check=False, cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
     if done.returncode != 0:
@@ -250,6 +330,9 @@ def _key_fn_per_s() -> float:
 
 def _child_main(argv: list[str]) -> None:
     mode, size, seed = argv[0], int(argv[1]), int(argv[2])
+    if mode == "restore":
+        sys.stdout.buffer.write(orjson.dumps(_measure_restore(size, seed, argv[3], argv[4])))
+        return
     measure = {"trace": _measure_trace, "steady": _measure_steady, "time": _measure_time}[mode]
     sys.stdout.buffer.write(orjson.dumps(measure(size, seed)))
 

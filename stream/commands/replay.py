@@ -38,6 +38,9 @@ def register(sub: Subparsers, argv: Sequence[str]) -> None:
     where.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default: from --config)")
     where.add_argument("--config", type=Path, default=None, help="capi-stream TOML config")
     parser.add_argument("--execute", action="store_true", help="apply the reset (default: dry run, change nothing)")
+    parser.add_argument("--forget-dedupe", action="store_true",
+                        help="with --execute, also clear the dedupe changelog of the partitions that move, so "
+                             "events inside the dedupe window are sent to Meta again (on purpose)")
     parser.add_argument("--sample", type=int, default=DEFAULT_SAMPLE_LIMIT, metavar="N",
                         help=f"read at most N messages per partition to count ages (default {DEFAULT_SAMPLE_LIMIT}; "
                              "larger ranges are estimated)")
@@ -65,6 +68,19 @@ def _names(args: argparse.Namespace, settings: Any) -> tuple[str, str]:
     if not topic:
         raise UsageError("name the topic with --topic (or give --config)")
     return group, topic
+
+
+def _changelog(settings: Any, group: str, topic: str) -> str:
+    """The dedupe changelog topic of `topic` for `group` ("" without one); exit 2 for a bad name."""
+    from stream.config import changelog_topic_name
+    from stream.errors import UsageError
+
+    if not settings.dedupe.changelog:
+        return ""
+    try:
+        return changelog_topic_name(settings.dedupe.changelog_topic, group, topic)
+    except ValueError as exc:
+        raise UsageError(f"dedupe.changelog_topic: {exc}") from exc
 
 
 def _decoder(settings: Any) -> Any:
@@ -108,16 +124,26 @@ def run(args: argparse.Namespace) -> int:
     found = client.offsets_for_time(topic, parts, target.timestamp_ms) if target.timestamp_ms is not None else {}
     ranges = replay.ranges_to_read(target, offsets, found, args.sample)
     samples = admin.read_samples(client.conf, topic, ranges, _decoder(settings))
+    changelog = _changelog(settings, group, topic)
+    if args.forget_dedupe and not changelog:
+        raise UsageError("--forget-dedupe: dedupe.changelog is false, there is no changelog to clear")
     plan = replay.build_plan(group=group, topic=topic, target=target, partitions=offsets, found=found,
-                             samples=samples, now_s=now, dedupe_window_s=settings.dedupe.window_s)
+                             samples=samples, now_s=now, dedupe_window_s=settings.dedupe.window_s,
+                             changelog_topic=changelog, forget_dedupe=args.forget_dedupe)
     applied: dict[int, int] = {}
+    cleared: dict[int, int] = {}
     if args.execute:
         moves = {p.partition: p.target for p in plan.partitions if p.moves}
         if moves:
             client.ensure_inactive(group)  # again: a consumer may have started while we sampled
+            if args.forget_dedupe:
+                # first: a crash between the two leaves the offsets where they were, and a second run
+                # finds nothing to clear
+                cleared = client.truncate(changelog, list(moves))
             applied = client.alter(group, topic, moves)
     if args.format == "json":
-        doc = {**replay.plan_dict(plan), "executed": args.execute, "applied": {str(p): o for p, o in applied.items()}}
+        doc = {**replay.plan_dict(plan), "executed": args.execute, "applied": {str(p): o for p, o in applied.items()},
+               "changelog_cleared": {str(p): o for p, o in cleared.items()}}
         sys.stdout.write(orjson.dumps(doc).decode() + "\n")
         return 0
     for line in replay.format_plan(plan, executed=args.execute):

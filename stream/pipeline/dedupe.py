@@ -100,13 +100,30 @@ def dedupe_key(dataset_id: str, event_name: str, event_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> _SHIFT
 
 
+class _Run:
+    """The SENT keys of one bucket that came from one source partition, oldest first (8 bytes a key)."""
+
+    __slots__ = ("head", "keys")
+
+    def __init__(self) -> None:
+        self.keys: array[int] = array("q")
+        self.head = 0  # index of the oldest key not yet evicted
+
+
 class DedupeStore:
     """Keys seen within the window: PENDING while their batch is in flight, SENT once Meta acked it.
 
-    Invariants: `len(self) <= max_keys`; every SENT key is in exactly one bucket array and in its
-    shard's dict; a key is never PENDING and SENT at once. Evictions drop the oldest bucket's keys
-    first, in the order they were confirmed, and are counted in `evictions`; keys forgotten because
-    their window is over are counted in `expired`.
+    Each SENT key belongs to a `part`, a small int naming the source partition whose changelog records
+    it (0 for a store without a changelog): `drop_part` forgets one part's keys when its partition is
+    revoked, and `take_forgotten` hands over, per part, the keys whose window is over, so their
+    changelog entries can be tombstoned. Evicted keys are not handed over: their entries are still
+    inside the window, a restore holds them again (up to max_keys), and the topic's retention, one
+    bucket longer than the window, removes them.
+
+    Invariants: `len(self) <= max_keys`; every SENT key is in exactly one run (bucket, part) and in its
+    shard's dict; a key is never PENDING and SENT at once; every run held by a slot is non-empty.
+    Evictions drop the oldest bucket's keys first, in the order they were confirmed within a part, and
+    are counted in `evictions`; keys forgotten because their window is over are counted in `expired`.
     """
 
     def __init__(
@@ -115,8 +132,13 @@ class DedupeStore:
         max_keys: int = DEFAULT_MAX_KEYS,
         *,
         buckets: int = DEFAULT_BUCKETS,
+        track_forgotten: bool = False,
     ) -> None:
-        """Raise ValueError unless window_s > 0, max_keys >= 1 and 1 <= buckets <= MAX_BUCKETS."""
+        """Raise ValueError unless window_s > 0, max_keys >= 1 and 1 <= buckets <= MAX_BUCKETS.
+
+        With `track_forgotten`, expired keys are kept for `take_forgotten` (a changelog tombstones
+        them); without it they are simply dropped.
+        """
         if not window_s > 0:  # also refuses NaN
             raise ValueError(f"window_s must be > 0, got {window_s!r}")
         if max_keys < 1:
@@ -130,8 +152,7 @@ class DedupeStore:
         self._ring = buckets + 1
         self._shards: list[dict[int, int]] = [{} for _ in range(SHARDS)]  # key -> slot, by key & _SHARD_MASK
         self._held = 0
-        self._keys: list[array[int]] = [array("q") for _ in range(self._ring)]
-        self._head = [0] * self._ring  # per slot: index of its oldest key not yet evicted
+        self._runs: list[dict[int, _Run]] = [{} for _ in range(self._ring)]  # per slot: part -> its keys
         self._pending: dict[int, float] = {}  # key -> `now` of the accepting check()
         self._newest = 0  # newest bucket number seen (valid once _roll_at is finite)
         # A `now` below this is surely in the newest bucket, so check() skips the (slow) float division.
@@ -140,6 +161,8 @@ class DedupeStore:
         self._evictions = 0
         self._expired = 0
         self._deleted = [0] * SHARDS  # per shard: keys deleted since it was last rebuilt
+        self._track = track_forgotten
+        self._forgotten: list[tuple[int, array[int]]] = []  # (part, keys) expired, not yet taken
 
     def __len__(self) -> int:
         """Number of SENT keys held."""
@@ -174,12 +197,17 @@ class DedupeStore:
         self._pending[key] = now
         return Verdict.NEW
 
-    def confirm(self, key: int, now: float) -> None:
-        """PENDING -> SENT: Meta acknowledged the batch holding `key`.
+    def accepted_at(self, key: int) -> float | None:
+        """The `now` of the check() that made PENDING `key` NEW (its window starts there); None if not pending."""
+        return self._pending.get(key)
+
+    def confirm(self, key: int, now: float, part: int = 0) -> bool:
+        """PENDING -> SENT: Meta acknowledged the batch holding `key`, read from source partition `part`.
 
         The window runs from the `now` of the check() that accepted the key, not from this call. A key
-        whose window is already over is forgotten at once (counted in `expired`). When the store is
-        full the oldest SENT key is evicted first. Raises NotPendingError if `key` is not PENDING.
+        whose window is already over is forgotten at once (counted in `expired`); returns whether the
+        key is now held as SENT. When the store is full the oldest SENT key is evicted first. Raises
+        NotPendingError if `key` is not PENDING.
         """
         accepted = self._pending.get(key)
         if accepted is None:
@@ -189,12 +217,46 @@ class DedupeStore:
         if bucket + self.buckets < newest:
             del self._pending[key]
             self._expired += 1
-            return
+            return False
+        self._hold(key, bucket, part)  # first: a key outside int64 raises OverflowError and stays PENDING
+        del self._pending[key]
+        return True
+
+    def restore(self, key: int, accepted: float, now: float, part: int = 0) -> bool:
+        """Hold `key` as SENT with its window running from `accepted` (a changelog entry read back).
+
+        Returns False, changing nothing, when the key is already held or pending, or when its window is
+        over at `now` (the caller then tombstones the entry). Raises ValueError for a NaN or infinite
+        `accepted` or `now`.
+        """
+        newest = self._newest if _LOWEST <= now < self._roll_at else self._advance(now)
+        try:
+            bucket = int(accepted // self.bucket_s)
+        except (ValueError, OverflowError) as exc:
+            raise ValueError(f"accepted must be a finite number of seconds, got {accepted!r}") from exc
+        if bucket + self.buckets < newest or key in self._shards[key & _SHARD_MASK] or key in self._pending:
+            return False
+        self._hold(key, min(bucket, newest), part)
+        return True
+
+    def advance(self, now: float) -> None:
+        """Expire the buckets whose window is over at `now` (check() and confirm() do it too)."""
+        if not _LOWEST <= now < self._roll_at:
+            self._advance(now)
+
+    def live(self, accepted: float, now: float) -> bool:
+        """Whether a key accepted at `accepted` is still inside its window at `now` (the bucket rule)."""
+        return int(accepted // self.bucket_s) + self.buckets >= int(now // self.bucket_s)
+
+    def _hold(self, key: int, bucket: int, part: int) -> None:
         if self._held >= self.max_keys:
             self._evict_oldest()
         slot = bucket % self._ring
-        self._keys[slot].append(key)  # first: a key outside int64 raises OverflowError and stays PENDING
-        del self._pending[key]
+        runs = self._runs[slot]
+        run = runs.get(part)
+        if run is None:
+            run = runs[part] = _Run()
+        run.keys.append(key)
         self._shards[key & _SHARD_MASK][key] = slot
         self._held += 1
         if bucket < self._evict_from:
@@ -207,6 +269,34 @@ class DedupeStore:
         """
         if self._pending.pop(key, None) is None:
             raise NotPendingError("release of a key that is not pending")
+
+    def drop_part(self, part: int) -> int:
+        """Forget every SENT key of `part` (its partition went to another member); returns how many.
+
+        Dropped keys are not handed to `take_forgotten`: their changelog entries stay for the new owner.
+        """
+        dropped = 0
+        shards, deleted = self._shards, self._deleted
+        for runs in self._runs:
+            run = runs.pop(part, None)
+            if run is None:
+                continue
+            keys = run.keys
+            for index in range(run.head, len(keys)):
+                key = keys[index]
+                del shards[key & _SHARD_MASK][key]
+                deleted[key & _SHARD_MASK] += 1
+            dropped += len(keys) - run.head
+        self._held -= dropped
+        self._forgotten = [(p, keys) for p, keys in self._forgotten if p != part]
+        for shard in range(SHARDS):
+            self._compact_if_worn(shard)
+        return dropped
+
+    def take_forgotten(self) -> list[tuple[int, array[int]]]:
+        """(part, keys) of SENT keys expired since the last call (empty unless track_forgotten)."""
+        out, self._forgotten = self._forgotten, []
+        return out
 
     def _advance(self, now: float) -> int:
         """Move the newest bucket to `now`'s and expire the buckets that left the window; the newest."""
@@ -233,37 +323,40 @@ class DedupeStore:
         return current
 
     def _expire_slot(self, slot: int) -> None:
-        keys, head = self._keys[slot], self._head[slot]
         shards, deleted = self._shards, self._deleted
-        for index in range(head, len(keys)):
-            key = keys[index]
-            del shards[key & _SHARD_MASK][key]
-            deleted[key & _SHARD_MASK] += 1
-        self._expired += len(keys) - head
-        self._held -= len(keys) - head
-        self._keys[slot] = array("q")
-        self._head[slot] = 0
+        runs, self._runs[slot] = self._runs[slot], {}
+        for part, run in runs.items():
+            keys, head = run.keys, run.head
+            for index in range(head, len(keys)):
+                key = keys[index]
+                del shards[key & _SHARD_MASK][key]
+                deleted[key & _SHARD_MASK] += 1
+            self._expired += len(keys) - head
+            self._held -= len(keys) - head
+            if self._track:
+                self._forgotten.append((part, keys[head:] if head else keys))
 
     def _evict_oldest(self) -> None:
         """Drop the first-confirmed key of the oldest non-empty bucket (the store is full, so one exists)."""
         for bucket in range(self._evict_from, self._newest + 1):
-            slot = bucket % self._ring
-            keys, head = self._keys[slot], self._head[slot]
-            if head < len(keys):
+            runs = self._runs[bucket % self._ring]
+            if runs:
+                part, run = next(iter(runs.items()))  # runs are never empty
                 break
         else:
             raise RuntimeError("dedupe store is full but holds no key")  # unreachable while invariants hold
+        keys, head = run.keys, run.head
         key = keys[head]
         shard = key & _SHARD_MASK
         del self._shards[shard][key]
         head += 1
         if head == len(keys):
-            self._keys[slot], head = array("q"), 0
+            del runs[part]
         elif head * 2 >= len(keys) and head >= 1024:
             # Drop the evicted prefix now and then, so memory stays bounded by the keys held.
             del keys[:head]
             head = 0
-        self._head[slot] = head
+        run.head = head
         self._evict_from = bucket
         self._evictions += 1
         self._held -= 1

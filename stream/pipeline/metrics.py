@@ -108,6 +108,8 @@ class PipelineView(Protocol):
     @property
     def unfinished(self) -> int: ...
     @property
+    def restoring(self) -> int: ...
+    @property
     def max_held_offsets(self) -> int: ...
     def clock(self) -> float: ...
     def oldest_unacked_event_time(self) -> int | None: ...
@@ -166,6 +168,13 @@ class PipelineCollector(Collector):
         yield GaugeMetricFamily(PREFIX + "dedupe_keys", "keys in the dedupe store", value=len(p.dedupe))
         yield GaugeMetricFamily(PREFIX + "dedupe_pending_keys", "keys of events being sent", value=p.dedupe.pending)
         yield _counter("dedupe_evictions", "dedupe keys dropped because the store was full", p.dedupe.evictions)
+        yield _counter("dedupe_restores", "partitions whose dedupe state was read back from the changelog", s.restores)
+        yield _counter("dedupe_restore_seconds", "seconds spent reading changelog partitions back", s.restore_seconds)
+        yield _counter("dedupe_restore_records", "changelog records read back", s.restore_records)
+        yield GaugeMetricFamily(PREFIX + "dedupe_restoring_partitions", "partitions paused until their restore ends",
+                                value=p.restoring)
+        yield _counter("dead_letters_skipped", "messages not dead-lettered again: the changelog says they were",
+                       s.dead_letters_skipped)
         yield GaugeMetricFamily(PREFIX + "paused_partitions", "partitions paused for backpressure",
                                 value=len(p.source.assignment if p.source.paused else p.source.paused_partitions))
         yield GaugeMetricFamily(PREFIX + "held_offsets_max",

@@ -29,11 +29,13 @@ from confluent_kafka import Message
 
 from stream.avro.registry import RegistryLookup
 from stream.avro.wire import WireFormat
-from stream.config import Destination, Settings
+from stream.config import Destination, Settings, changelog_topic
 from stream.contract.normalize import NormalizeSettings
 from stream.errors import CapiStreamError
+from stream.pipeline import dedupelog
 from stream.pipeline.batch import Batch, Batcher
 from stream.pipeline.canary import Canary
+from stream.pipeline.changelog import SHARED_PREFIXES, TP, Changelog
 from stream.pipeline.deadletters import DeadLetter, DeadLetterWriter, LetterProducer
 from stream.pipeline.dedupe import DedupeStore, NotPendingError, Verdict, dedupe_key
 from stream.pipeline.items import Item, TopicPartition
@@ -66,6 +68,10 @@ GC_GEN0_THRESHOLD = 50_000
 PROGRESS_TICK_S = 1.0
 # benchmarks read the run's figures from this file, written at shutdown
 STATS_FILE_ENV = "CAPI_STREAM_STATS_FILE"
+# how often expired changelog entries are tombstoned: expiry is by one-hour buckets, so a second is plenty
+TOMBSTONE_EVERY_S = 1.0
+# a restore that failed (broker away) is tried again after this long; its partition stays held meanwhile
+RESTORE_RETRY_S = 2.0
 
 
 class MetaSession(Poster, Protocol):
@@ -120,7 +126,24 @@ class Pipeline:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._prepared: asyncio.Queue[tuple[asyncio.Future[list[Prepared]], list[Message], int]] = asyncio.Queue(
             maxsize=max(2, settings.pipeline.workers * 2))
-        self.dedupe = DedupeStore(window_s=settings.dedupe.window_s, max_keys=settings.dedupe.max_keys)
+        self.changelog: Changelog | None = None
+        if settings.dedupe.changelog:
+            self.changelog = Changelog(
+                settings.kafka.bootstrap_servers, {t: changelog_topic(settings, t) for t in settings.kafka.topics},
+                settings.kafka.group_id, settings.kafka.producer,
+                {k: v for k, v in settings.kafka.consumer.items() if k.startswith(SHARED_PREFIXES)})
+        self.dedupe = DedupeStore(window_s=settings.dedupe.window_s, max_keys=settings.dedupe.max_keys,
+                                  track_forgotten=self.changelog is not None)
+        # With a changelog, each assigned partition's keys are held under a number of their own ("part"),
+        # restored from its changelog partition on assignment and dropped from memory on revoke.
+        self._parts: dict[TP, int] = {}
+        self._part_tps: dict[int, TP] = {}
+        self._restoring: dict[TP, list[tuple[Message, Prepared, int]]] = {}
+        self._restores: dict[TP, asyncio.Task[None]] = {}
+        self._dead: dict[TP, dict[int, float]] = {}  # offsets the changelog says were dead-lettered
+        # assigned partitions until their revoke ends: their acks and dead letters still go to the changelog
+        self._owned: set[TP] = set()
+        self._tombstoned_at = 0.0
         # Meta dedupes per dataset, so the dedupe key holds the destination's dataset id (two destinations
         # that send to one dataset share its keys)
         self._datasets = {d.name: d.dataset_id for d in settings.destinations}
@@ -172,6 +195,8 @@ class Pipeline:
                 initializer=init_worker, initargs=(self._prep_ctx,))
         await self.client.start()
         await self.dlq.start()
+        if self.changelog is not None:
+            await self.changelog.start()
         for sender in self.senders.values():
             await sender.start()
         for canary in self.canaries.values():
@@ -182,6 +207,10 @@ class Pipeline:
             asyncio.create_task(self._tick(), name="linger"),
             asyncio.create_task(self._heartbeat(), name="progress"),
         ]
+        if self.changelog is not None:
+            # in the background: a broker that is slow to answer must not hold up the start (or a stop);
+            # a restore that finds its changelog topic missing creates it itself
+            self._tasks.append(asyncio.create_task(self._ensure_changelog_topics(), name="changelog-topics"))
         for task in self._tasks:
             task.add_done_callback(self._task_done)
         if self.settings.metrics.port:
@@ -268,6 +297,9 @@ class Pipeline:
         for w in waits:
             w.cancel()
         await self.dlq.flush(max(0.0, deadline - time.monotonic()))
+        if self.changelog is not None:
+            # acked events and dead letters finish once their changelog records are on the broker
+            await self.changelog.flush(max(0.0, deadline - time.monotonic()))
         if self._unfinished > 0:
             # what the next owner of these partitions reads again (nothing unfinished gets committed)
             log.warning("drain_incomplete", unfinished=self._unfinished,
@@ -281,7 +313,10 @@ class Pipeline:
         await cancel_and_wait(self._tasks)
         for sender in self.senders.values():
             await sender.stop()
+        await cancel_and_wait(list(self._restores.values()))
         await self.dlq.stop()
+        if self.changelog is not None:
+            await self.changelog.stop()
         await self.client.stop()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -325,6 +360,15 @@ class Pipeline:
         for topic, partition in partitions:
             self.tracker.assign(topic, partition)
             self._assigned_gen[(topic, partition)] = generation
+        if self.changelog is not None and partitions:
+            # nothing of these partitions is processed before their changelog partitions were read to
+            # the end; the others keep flowing meanwhile
+            self.source.hold(list(partitions))
+            self._owned.update(partitions)
+            for tp in partitions:
+                self._restoring[tp] = []
+                task = self._restores[tp] = asyncio.create_task(self._restore(tp), name=f"restore-{tp[0]}-{tp[1]}")
+                task.add_done_callback(self._task_done)  # an unexpected error stops the pipeline, never silently
 
     async def on_revoked(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """Stop taking the partitions' messages, send (bounded) what is batched or queued for them, and
@@ -336,6 +380,7 @@ class Pipeline:
         up at once. At `revoke_timeout_s` (or the shutdown deadline) whatever is still queued is given up.
         """
         tps = set(partitions)
+        self._stop_restores(tps)
         # Forget the partitions first: from now on their messages still in the apply stage are skipped,
         # and their events neither count as in flight nor get re-admitted. Batches sent meanwhile finish
         # into the trackers kept here, whose commit points are what is stored.
@@ -361,12 +406,15 @@ class Pipeline:
                         detail="batches or dead letters still in flight; the next owner reads them again")
         offsets = {(p.topic, p.partition): p.commit_point for p in parts if p.commit_point is not None}
         self._drop_waiters(tps)
+        self._forget_partitions(tps)
         return offsets
 
     async def on_lost(self, partitions: list[TopicPartition]) -> None:
         """The partitions belong to someone else already: commit nothing for them, forget their work."""
         tps = set(partitions)
+        self._stop_restores(tps)
         self._forget(partitions)  # first, so that releasing their keys re-admits none of their twins
+        self._forget_partitions(tps)
         self._abandon(self.batcher.remove_partitions(tps))
         for sender in self.senders.values():
             self._abandon(sender.take_partitions(tps))
@@ -384,8 +432,10 @@ class Pipeline:
         return parts
 
     def _revoke_holds(self, tps: set[TopicPartition]) -> bool:
-        """True while a queued or in-flight batch or an unacknowledged dead letter holds one of `tps`."""
-        return any(s.holds(tps) for s in self.senders.values()) or self._dlq_holds(tps)
+        """True while a queued or in-flight batch, an unacknowledged dead letter or a changelog record not
+        yet acknowledged holds one of `tps`."""
+        return (any(s.holds(tps) for s in self.senders.values()) or self._dlq_holds(tps)
+                or (self.changelog is not None and self.changelog.holds(tps)))
 
     def _dlq_holds(self, tps: set[TopicPartition]) -> bool:
         letters = self._letters
@@ -461,10 +511,20 @@ class Pipeline:
             part = self.tracker.get(topic, partition)
             if part is None or not part.active or self._assigned_gen.get(tp, 1 << 62) > generation:
                 continue  # consumed before a revoke of this partition: the owner reads it again
+            waiting = self._restoring.get(tp)
+            if waiting is not None:
+                waiting.append((msg, prep, generation))  # handled once the partition's state is restored
+                continue
             part.received(offset)
             self._unfinished += 1
             self.stats.consumed += 1
             item = Item(topic, partition, offset, msg.key(), msg.value(), msg.timestamp()[1], part)
+            dead = self._dead.get(tp)
+            if dead is not None and offset in dead:
+                # dead-lettered before a crash or a rebalance (the changelog says so): not a second time
+                self.stats.dead_letters_skipped += 1
+                self._finish(item)
+                continue
             for dropped in prep.dropped:
                 self.stats.dropped_fields[dropped] += 1
             if prep.kind is Kind.SEND:
@@ -513,8 +573,12 @@ class Pipeline:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
+            now = self.clock()
             for batch in self.batcher.due(self.monotonic()):
                 self.senders[batch.destination].submit(batch)
+            if self.changelog is not None and abs(now - self._tombstoned_at) >= TOMBSTONE_EVERY_S:
+                self._tombstoned_at = now
+                self._tombstone_expired(now)
             self._after_change()
 
     def _after_change(self) -> None:
@@ -544,6 +608,7 @@ class Pipeline:
         item.finish()
 
     def _acked(self, batch: Batch) -> None:
+        """Meta acknowledged the batch: its keys are SENT; its events finish once the changelog has them."""
         now = self.clock()
         now_ms = now * 1000
         self.stats.batches_acked += 1
@@ -556,17 +621,41 @@ class Pipeline:
         self.quality.acknowledged_batch(batch.destination, [item.event_name for item in items],
                                         [ms / 1000 for ms in latencies])
         self.stats.freshness.observe_many([now - item.event_time for item in items])
+        records: list[tuple[TP, bytes, bytes | None]] = []
         for item in items:
-            if item.dedupe_key is not None:
-                try:
-                    self.dedupe.confirm(item.dedupe_key, now)
-                except NotPendingError:
-                    # released meanwhile (abandoned in a revoke): Meta has it anyway; never stop the pipeline
-                    log.warning("dedupe_confirm_not_pending", destination=item.destination)
-                for twin in self._waiters.pop(item.dedupe_key, ()):
+            key = item.dedupe_key
+            if key is not None:
+                if self.changelog is None:
+                    self._confirm(item, key, now, 0)
+                elif item.tp in self._owned:
+                    accepted = self.dedupe.accepted_at(key)
+                    if self._confirm(item, key, now, self._parts[item.tp]) and accepted is not None:
+                        records.append((item.tp, *dedupelog.key_record(key, accepted)))
+                else:
+                    # its partition went to another member, whose store it must not shadow here
+                    with contextlib.suppress(NotPendingError):
+                        self.dedupe.release(key)
+                for twin in self._waiters.pop(key, ()):
                     self.stats.duplicates += 1
                     self.quality.duplicate(twin.destination, twin.event_name)
                     self._finish(twin)
+        if self.changelog is None or not records:
+            self._finish_all(items)
+        else:
+            # the offsets of acked events are stored for commit only once the broker has their keys: a
+            # crash before that re-sends at most these events, never one whose key was restorable
+            self.changelog.write(records, lambda: self._finish_all(items))
+
+    def _confirm(self, item: Item, key: int, now: float, part: int) -> bool:
+        try:
+            return self.dedupe.confirm(key, now, part)
+        except NotPendingError:
+            # released meanwhile (abandoned in a revoke): Meta has it anyway; never stop the pipeline
+            log.warning("dedupe_confirm_not_pending", destination=item.destination)
+            return False
+
+    def _finish_all(self, items: list[Item]) -> None:
+        for item in items:
             self._finish(item)
         self._after_change()
 
@@ -602,7 +691,18 @@ class Pipeline:
             self._finish(item)
             self._after_change()
 
-        self.dlq.write(letter, done)
+        def recorded() -> None:
+            # the letter is on the broker: record its offset, so a re-read after a crash or a rebalance
+            # does not write it a second time; the offset is stored for commit once both are acked
+            if self.changelog is None or item.tp not in self._owned:
+                done()
+                return
+            at = self.clock()
+            dead = self._dead.setdefault(item.tp, {})
+            dead[item.offset] = at
+            self.changelog.write([(item.tp, *dedupelog.dead_record(item.offset, at))], done)
+
+        self.dlq.write(letter, recorded)
 
     def _release(self, key: int) -> None:
         """A pending event will not be acked by us: forget it, and let one held twin take its place."""
@@ -625,7 +725,123 @@ class Pipeline:
             else:
                 del self._waiters[key]
 
+    # -- the dedupe changelog ----------------------------------------------------------------------
+    async def _ensure_changelog_topics(self) -> None:
+        """Create the changelog topics of the source topics that exist (the others on their assignment)."""
+        assert self.changelog is not None
+        changelog = self.changelog
+        try:
+            counts = await asyncio.to_thread(changelog.source_partitions, self.settings.kafka.topics)
+            await asyncio.to_thread(changelog.ensure_topics, counts, self._changelog_configs())
+        except CapiStreamError as exc:
+            # the broker may be starting: the restores of assigned partitions create what is missing
+            log.warning("changelog_topics_not_ready", error=str(exc)[:200])
+
+    def _changelog_configs(self) -> dict[str, str]:
+        bucket_ms = max(1000, round(self.dedupe.bucket_s * 1000))
+        return {
+            # compaction keeps the latest record of each key; delete removes what outlived the window
+            # (an entry a crash left untombstoned), and lets --forget-dedupe truncate the topic
+            "cleanup.policy": "compact,delete",
+            "retention.ms": str(dedupelog.retention_ms(self.dedupe)),
+            # segments roll once a bucket, so compaction and retention act on closed segments in time
+            "segment.ms": str(bucket_ms),
+            # a tombstone stays a bucket, long enough for a restore that is reading past it
+            "delete.retention.ms": str(bucket_ms),
+            "min.compaction.lag.ms": "0",
+        }
+
+    def _part(self, tp: TP) -> int:
+        part = self._parts.get(tp)
+        if part is None:
+            part = self._parts[tp] = len(self._parts)
+            self._part_tps[part] = tp
+        return part
+
+    async def _restore(self, tp: TP) -> None:
+        """Read `tp`'s changelog partition to its end into the store, then let the partition flow."""
+        assert self.changelog is not None
+        changelog = self.changelog
+        part = self._part(tp)
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            restore = dedupelog.Restore(self.dedupe, part, self.clock())
+            try:
+                if attempt:
+                    counts = await asyncio.to_thread(changelog.source_partitions, [tp[0]])
+                    await asyncio.to_thread(changelog.ensure_topics, counts, self._changelog_configs())
+                await changelog.read(tp, restore.apply)
+                break
+            except CapiStreamError as exc:
+                attempt += 1
+                self.stats.restore_failures += 1
+                self.dedupe.drop_part(part)
+                log.warning("dedupe_restore_failed", topic=tp[0], partition=tp[1], attempt=attempt,
+                            error=str(exc)[:200])
+                if attempt == 1:
+                    # the topic may be missing (the source topic appeared after the start): create it
+                    continue
+                await asyncio.sleep(RESTORE_RETRY_S)
+        seconds = time.monotonic() - started
+        self._dead[tp] = restore.dead
+        tombstones = restore.tombstones()
+        changelog.write([(tp, key, None) for key in tombstones])
+        self.stats.restores += 1
+        self.stats.restore_records += restore.records
+        self.stats.restore_bytes += restore.nbytes
+        self.stats.restore_seconds += seconds
+        log.info("dedupe_restored", topic=tp[0], partition=tp[1], entries=restore.records, bytes=restore.nbytes,
+                 keys=restore.keys, dead_letters=len(restore.dead), tombstoned=len(tombstones),
+                 unknown=restore.unknown, seconds=round(seconds, 3))
+        self._restores.pop(tp, None)
+        waiting = self._restoring.pop(tp, [])
+        self.source.release([tp])
+        for msg, prep, generation in waiting:
+            self._handle([msg], generation, [prep])
+        self._after_change()
+
+    def _stop_restores(self, tps: set[TP]) -> None:
+        for tp in tps:
+            task = self._restores.pop(tp, None)
+            if task is not None:
+                task.cancel()
+            self._restoring.pop(tp, None)
+
+    def _forget_partitions(self, tps: set[TP]) -> None:
+        """Drop the revoked or lost partitions' keys and dead letters from memory: their new owner restores them."""
+        if self.changelog is None:
+            return
+        for tp in tps:
+            self._owned.discard(tp)
+            part = self._parts.get(tp)
+            if part is not None:
+                self.dedupe.drop_part(part)
+            self._dead.pop(tp, None)
+
+    def _tombstone_expired(self, now: float) -> None:
+        """Tombstone the changelog entries whose window is over: keys the store expired, old dead letters."""
+        assert self.changelog is not None
+        self.dedupe.advance(now)
+        records: list[tuple[TP, bytes, bytes | None]] = []
+        for part, keys in self.dedupe.take_forgotten():
+            tp = self._part_tps[part]
+            if tp in self._dead:  # still ours and restored
+                records.extend((tp, dedupelog.key_tombstone(key), None) for key in keys)
+        for tp, dead in self._dead.items():
+            gone = [offset for offset, at in dead.items() if not self.dedupe.live(at, now)]
+            for offset in gone:
+                del dead[offset]
+            records.extend((tp, dedupelog.dead_tombstone(offset), None) for offset in gone)
+        if records:
+            self.changelog.write(records)
+
     # -- views -----------------------------------------------------------------------------------
+    @property
+    def restoring(self) -> int:
+        """Assigned partitions whose changelog is still being read (their messages wait)."""
+        return len(self._restoring)
+
     @property
     def unfinished(self) -> int:
         """Consumed events of assigned partitions not finished yet."""

@@ -147,6 +147,7 @@ class KafkaSource:
         self.generation = 0
         self._pause_generation = 0
         self.assignment: set[TP] = set()
+        self._held: set[TP] = set()  # paused until the pipeline releases them (source thread only)
         self.last_error: str = ""
         self.last_error_at = 0.0
         self.lag: dict[TP, int] = {}
@@ -199,6 +200,29 @@ class KafkaSource:
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         if tps:
             self._commands.put(lambda c: _store(c, tps))
+
+    def hold(self, tps: list[TP]) -> None:
+        """Keep `tps` paused, whatever backpressure says, until `release` (a restore reads their state)."""
+        if tps:
+            self._commands.put(lambda c: self._hold(c, tps))
+
+    def release(self, tps: list[TP]) -> None:
+        """End a `hold`: the partitions flow again unless the whole source is paused."""
+        if tps:
+            self._commands.put(lambda c: self._release(c, tps))
+
+    def _hold(self, consumer: ConsumerLike, tps: list[TP]) -> None:
+        self._held.update(tps)
+        assigned = [TopicPartition(t, p) for t, p in tps if (t, p) in self.assignment]
+        if assigned:
+            consumer.pause(assigned)
+
+    def _release(self, consumer: ConsumerLike, tps: list[TP]) -> None:
+        self._held.difference_update(tps)
+        assigned = [TopicPartition(t, p) for t, p in tps
+                    if (t, p) in self.assignment and (t, p) not in self.paused_partitions]
+        if assigned and not self.paused:
+            consumer.resume(assigned)
 
     # -- the source thread ---------------------------------------------------------------------
     def _run(self) -> None:
@@ -287,8 +311,9 @@ class KafkaSource:
         if desired:
             consumer.pause(parts)
         else:
-            stop = [p for p in parts if (p.topic, p.partition) in held]
-            go = [p for p in parts if (p.topic, p.partition) not in held]
+            # partitions held for a restore stay paused too (librdkafka may carry a resumed flag over)
+            stop = [p for p in parts if (p.topic, p.partition) in held or (p.topic, p.partition) in self._held]
+            go = [p for p in parts if (p.topic, p.partition) not in held and (p.topic, p.partition) not in self._held]
             if stop:
                 consumer.pause(stop)
             if go:
@@ -370,6 +395,7 @@ class KafkaSource:
             except KafkaException as exc:
                 log.warning("revoke_commit_failed", error=str(exc.args[0]) if exc.args else "")
         self.assignment.difference_update(tps)
+        self._held.difference_update(tps)
         log.info("partitions_revoked", partitions=len(tps), stored=len(offsets), committed=committed)
 
     def _lost_cb(self, consumer: ConsumerLike, partitions: list[TopicPartition]) -> None:
@@ -377,6 +403,7 @@ class KafkaSource:
         tps = [(p.topic, p.partition) for p in partitions]
         self._call(self._handler.on_lost(tps), timeout=30)
         self.assignment.difference_update(tps)
+        self._held.difference_update(tps)
         log.warning("partitions_lost", partitions=len(tps))
 
     def _call(self, coro: Any, timeout: float) -> Any:

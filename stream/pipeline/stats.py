@@ -105,6 +105,14 @@ class Stats:
     dead_lettered: Counter[str] = dataclasses.field(default_factory=Counter)
     splits: int = 0
     halts: int = 0
+    # the dedupe changelog: partitions restored, their records, bytes and seconds, and messages not
+    # dead-lettered again because the changelog says they were
+    restores: int = 0
+    restore_records: int = 0
+    restore_bytes: int = 0
+    restore_seconds: float = 0.0
+    restore_failures: int = 0
+    dead_letters_skipped: int = 0
     send_latency: Histogram = dataclasses.field(default_factory=lambda: Histogram(SEND_LATENCY_BOUNDS))
     freshness: Histogram = dataclasses.field(default_factory=lambda: Histogram(FRESHNESS_BOUNDS))
     first_consumed_at: float = 0.0

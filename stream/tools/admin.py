@@ -214,6 +214,21 @@ class Admin:
                 f"partition {tp.partition}: {tp.error.str()}" for tp in errors))
         return {tp.partition: tp.offset for tp in answer.topic_partitions}
 
+    def truncate(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+        """Delete every record of `partitions` of `topic` (up to each log end); the new log starts, per
+        partition. A topic that does not exist holds nothing to delete: {}."""
+        try:
+            parts = self.partitions(topic)
+        except UnknownTopicError:
+            return {}
+        wanted = [p for p in partitions if p in parts]
+        marks = self.watermarks(topic, wanted)
+        request = [TopicPartition(topic, p, high) for p, (low, high) in marks.items() if high > low]
+        if not request:
+            return {}
+        futures = self._client.delete_records(request, request_timeout=TIMEOUT_S, operation_timeout=TIMEOUT_S)
+        return {tp.partition: int(_wait(f, f"delete records of {topic}").low_watermark) for tp, f in futures.items()}
+
     def partition_offsets(self, group: str, topic: str) -> list[LogBounds]:
         """Log bounds and committed offsets of every partition of `topic` for `group`."""
         parts = self.partitions(topic)

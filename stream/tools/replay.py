@@ -138,6 +138,10 @@ class Plan:
     dedupe_window_s: float
     max_age_s: float
     partitions: tuple[PartitionPlan, ...]
+    # the group's dedupe changelog topic ("" when the pipeline keeps its window in memory only), and
+    # whether the replay clears it for the partitions it moves (--forget-dedupe)
+    changelog_topic: str = ""
+    forget_dedupe: bool = False
 
     def total(self, field: str) -> int:
         """Sum of an int field over partitions."""
@@ -290,7 +294,8 @@ def plan_partition(offsets: LogBounds, target: int, clamped: bool, read: SampleS
 def build_plan(*, group: str, topic: str, target: Target, partitions: Sequence[LogBounds],
                found: Mapping[int, int], samples: Mapping[int, SampleSet], now_s: float,
                dedupe_window_s: float = float(meta.DEDUPE_WINDOW_S),
-               max_age_s: float = float(meta.MAX_EVENT_AGE_S)) -> Plan:
+               max_age_s: float = float(meta.MAX_EVENT_AGE_S), changelog_topic: str = "",
+               forget_dedupe: bool = False) -> Plan:
     """The plan for every partition the target touches, in partition order.
 
     `found` holds the broker's offset for a time target per partition; `samples` the messages read from
@@ -304,7 +309,8 @@ def build_plan(*, group: str, topic: str, target: Target, partitions: Sequence[L
             continue
         plans.append(plan_partition(offsets, resolved[0], resolved[1], samples.get(offsets.partition, SampleSet()),
                                     now_s=now_s, dedupe_window_s=dedupe_window_s, max_age_s=max_age_s))
-    return Plan(group, topic, target, now_s, dedupe_window_s, max_age_s, tuple(plans))
+    return Plan(group, topic, target, now_s, dedupe_window_s, max_age_s, tuple(plans), changelog_topic,
+                forget_dedupe)
 
 
 def ranges_to_read(target: Target, partitions: Sequence[LogBounds], found: Mapping[int, int],
@@ -363,9 +369,22 @@ def format_plan(plan: Plan, *, executed: bool = False) -> list[str]:
         lines.append("? no message of the re-read range could be read in time: ages unknown, totals exclude them")
     lines.append(f"older: event_time more than {_hours(plan.max_age_s)} before now; Meta rejects these, "
                  "so they go to the dead-letter topic")
-    lines.append(f"in dedupe: written to Kafka less than {_hours(plan.dedupe_window_s)} ago, so most likely "
-                 "sent already; the restarted pipeline's dedupe store is empty, Meta may count them twice")
+    lines.append(dedupe_note(plan, executed=executed))
     return lines
+
+
+def dedupe_note(plan: Plan, *, executed: bool = False) -> str:
+    """What becomes of the re-read events still inside the dedupe window."""
+    head = f"in dedupe: written to Kafka less than {_hours(plan.dedupe_window_s)} ago, so most likely sent already; "
+    if not plan.changelog_topic:
+        return head + ("the restarted pipeline's dedupe store is empty (dedupe.changelog = false), Meta may count "
+                       "them twice")
+    if plan.forget_dedupe:
+        done = "cleared" if executed else "--execute clears"
+        return head + (f"{done} their window in the changelog {plan.changelog_topic} (--forget-dedupe), so they "
+                       "are sent to Meta again and bad records dead-lettered again")
+    return head + (f"they will be deduped against the changelog {plan.changelog_topic} and not sent again (nor "
+                   "dead-lettered again); add --forget-dedupe to re-send them on purpose")
 
 
 def plan_dict(plan: Plan) -> dict[str, object]:
@@ -373,6 +392,7 @@ def plan_dict(plan: Plan) -> dict[str, object]:
     return {
         "group": plan.group, "topic": plan.topic, "target": plan.target.describe(), "now": plan.now_s,
         "dedupe_window_s": plan.dedupe_window_s, "max_age_s": plan.max_age_s, "exact": plan.exact,
+        "changelog_topic": plan.changelog_topic or None, "forget_dedupe": plan.forget_dedupe,
         "partitions": [dataclasses.asdict(p) for p in plan.partitions],
         "totals": {f: plan.total(f) for f in ("re_read", "skipped", "backlog", "older_than_max_age",
                                               "in_dedupe_window", "undecodable", "sampled")},

@@ -32,6 +32,7 @@ from tests.support.chaos_oracle import (
     letter_problems,
     offset_problems,
     repeat_problems,
+    repeat_report,
 )
 from tests.support.harness import (
     APPS_A,
@@ -341,4 +342,5 @@ def test_kills_a_broker_restart_faults_and_a_token_rotation_lose_nothing(
     assert all(any(s.committed[p] < end[p] for p in end) for s in kills), "each kill must cut a stream in flight"
     repeats = sum(c - 1 for c in counts.values())
     print(f"chaos: {context}; {len(expected)} valid events, {len(bad)} bad records, {repeats} repeats "
-          f"after {rounds} kills, faults {faults}\n{chaos.story()}")
+          f"after {rounds} kills, faults {faults}\n{chaos.story()}\n"
+          f"chaos: {repeat_report(expected, counts, bad, letters)}")

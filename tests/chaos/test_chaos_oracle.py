@@ -15,6 +15,7 @@ from tests.support.chaos_oracle import (
     letter_problems,
     offset_problems,
     repeat_problems,
+    repeat_report,
 )
 
 A: Key = ("111", "Purchase", "a")
@@ -137,3 +138,14 @@ def test_offsets_short_of_the_end_are_reported_per_partition() -> None:
     [problem] = offset_problems({0: 3, 1: -1001}, {0: 3, 1: 5})
     assert "partition 1: committed -1001 != end 5 (5 unfinished)" in problem
     assert offset_problems({0: -1001}, {0: 0}) == []  # an empty partition needs no commit
+
+
+def test_repeat_report_counts_events_and_letters_seen_more_than_once() -> None:
+    """The report counts valid events accepted twice or more and bad records dead-lettered twice or more."""
+    expected = {("1", "Purchase", "a"), ("1", "Purchase", "b"), ("2", "Lead", "a"), ("2", "Lead", "c")}
+    counts = {("1", "Purchase", "a"): 2, ("1", "Purchase", "b"): 1, ("2", "Lead", "a"): 3, ("2", "Lead", "c"): 1}
+    bad = {(0, 5): "bad_avro", (1, 7): "event_too_old"}
+    letters = [((0, 5), "bad_avro"), ((0, 5), "bad_avro"), ((1, 7), "event_too_old")]
+    report = repeat_report(expected, counts, bad, letters)
+    assert "2 of 4 valid events (50.00%)" in report
+    assert "1 of 2 bad records (50.00%)" in report

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -303,7 +304,8 @@ def test_group_state_seen_by_the_broker(kafka_bootstrap: str, consumed: tuple[st
 
 def test_replay_with_the_real_pipeline(scenario_factory: Callable[..., Scenario],
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    """Refused while `capi-stream run` consumes; after it stops, a reset re-sends every event to Meta once more."""
+    """Refused while `capi-stream run` consumes; after it stops, a reset inside the window is deduped against
+    the changelog, and one with --forget-dedupe re-sends every event to Meta once more."""
     sc = scenario_factory(partitions=2)
     sent = [{**r, "consent": True} for r in generate(30, 21, int(time.time()), app_ids=APPS_A)]
     produce_records(sc.bootstrap, sc.topic, sent)
@@ -318,14 +320,45 @@ def test_replay_with_the_real_pipeline(scenario_factory: Callable[..., Scenario]
     assert set(sc.counts()) == expected
     assert set(sc.counts().values()) == {1}
 
+    code, out, _ = replay(capsys, "--config", str(sc.config), "--to-earliest")
+    assert code == 0
+    assert "deduped against the changelog" in out
+    assert "--forget-dedupe" in out
     code, out, _ = replay(capsys, "--config", str(sc.config), "--to-earliest", "--execute", "--format", "json")
     assert code == 0
     plan = plan_of(out)
     assert plan["totals"]["re_read"] == len(sent)
     assert plan["totals"]["in_dedupe_window"] == len(sent)
+    assert plan["changelog_topic"]
+    assert plan["forget_dedupe"] is False
     assert sc.committed() == {0: 0, 1: 0}
     proc = sc.start()
     assert sc.all_committed()
     assert proc.stop() == 0
-    # the dedupe store started empty after the restart: each event reached Meta a second time
+    # the restarted pipeline restored the window from the changelog: nothing reached Meta a second time
+    assert set(sc.counts().values()) == {1}
+
+    code, out, _ = replay(capsys, "--config", str(sc.config), "--to-earliest", "--forget-dedupe", "--execute",
+                          "--format", "json")
+    assert code == 0
+    plan = plan_of(out)
+    assert plan["forget_dedupe"] is True
+    assert set(plan["changelog_cleared"]) == {"0", "1"}
+    proc = sc.start()
+    assert sc.all_committed()
+    assert proc.stop() == 0
+    # --forget-dedupe cleared the window: each event reached Meta a second time, on purpose
     assert set(sc.counts().values()) == {2}
+
+
+def test_forget_dedupe_without_a_changelog_exits_2(kafka_bootstrap: str,
+                                                   consumed: tuple[str, str, list[dict[str, Any]]],
+                                                   capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """--forget-dedupe with dedupe.changelog = false is bad usage: there is nothing to forget."""
+    topic, group, _ = consumed
+    cfg = tmp_path / "no-changelog.toml"
+    cfg.write_text(f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\ntopics = ["{topic}"]\ngroup_id = "{group}"\n'
+                   "[dedupe]\nchangelog = false\n")
+    code, _, err = replay(capsys, "--config", str(cfg), "--to-earliest", "--forget-dedupe")
+    assert code == 2
+    assert "no changelog" in err

@@ -152,3 +152,16 @@ def offset_problems(committed: Mapping[int, int], end: Mapping[int, int]) -> lis
     lines = [f"partition {p}: committed {committed.get(p)} != end {e} ({e - max(committed.get(p, -1), 0)} "
              f"unfinished)" for p, e in sorted(end.items()) if max(committed.get(p, -1), 0) != e]
     return _listing(lines, "partitions not committed to their end")
+
+
+def repeat_report(expected: Iterable[Key], counts: Mapping[Key, int], bad: Mapping[Position, str],
+                  letters: Sequence[tuple[Position, str]]) -> str:
+    """One line: how many valid events Meta accepted more than once, and bad records dead-lettered more than
+    once, each as a count and a share (what the dedupe changelog exists to bring down)."""
+    valid = set(expected)
+    twice = sum(1 for key in valid if counts.get(key, 0) > 1)
+    found = Counter(pos for pos, _ in letters)
+    letters_twice = sum(1 for pos in bad if found[pos] > 1)
+    return (f"accepted more than once: {twice} of {len(valid)} valid events ({twice / max(len(valid), 1):.2%}); "
+            f"dead-lettered more than once: {letters_twice} of {len(bad)} bad records "
+            f"({letters_twice / max(len(bad), 1):.2%})")

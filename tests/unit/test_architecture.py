@@ -17,6 +17,7 @@ IO_EDGES = {
     "avro.registry",  # fetches writer schemas over HTTP
     "pipeline.source",  # the confluent-kafka consumer and its thread
     "pipeline.deadletters",  # the confluent-kafka producer
+    "pipeline.changelog",  # the dedupe changelog topic: confluent-kafka admin, producer and restore reads
     "pipeline.meta_client",  # the aiohttp client
     "pipeline.sender",  # asyncio tasks per destination
     "pipeline.canary",  # an asyncio task per destination sending canary events on a schedule

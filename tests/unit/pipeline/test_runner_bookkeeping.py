@@ -101,6 +101,9 @@ revoke_timeout_s = {revoke_timeout_s}
 shutdown_deadline_s = 5.0
 [batch]
 linger_ms = 10
+[dedupe]
+# the changelog needs a broker: its order of effects is tested in tests/integration/test_dedupe_changelog.py
+changelog = false
 [send]
 rate_limit_rps = 0
 backoff_initial_s = 0.01

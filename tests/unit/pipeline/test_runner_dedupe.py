@@ -20,7 +20,7 @@ def pipeline_factory(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Pipeline]
     monkeypatch.setenv("CAPI_TEST_TOKEN", "token")
 
     def make(datasets: tuple[str, str] = ("111", "222")) -> Pipeline:
-        raw = {"destinations": {
+        raw = {"dedupe": {"changelog": False}, "destinations": {
             "shop": {"dataset_id": datasets[0], "app_ids": ["com.example.shop"], "token_env": "CAPI_TEST_TOKEN"},
             "fitness": {"dataset_id": datasets[1], "app_ids": ["com.example.fitness"],
                         "token_env": "CAPI_TEST_TOKEN"},

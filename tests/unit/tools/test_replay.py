@@ -299,3 +299,26 @@ def test_a_range_nothing_could_be_read_from_shows_unknown_ages() -> None:
     assert row[:4] == ["0", "10", "0", "10"]
     assert row[4:7] == ["?", "?", "?"]
     assert any(line.startswith("? no message") for line in replay.format_plan(plan))
+
+
+@pytest.mark.parametrize(
+    ("changelog", "forget", "executed", "says"),
+    [
+        ("g.t.dedupe-changelog", False, False, "deduped against the changelog g.t.dedupe-changelog"),
+        ("g.t.dedupe-changelog", True, False, "--execute clears their window in the changelog"),
+        ("g.t.dedupe-changelog", True, True, "cleared their window in the changelog"),
+        ("", False, False, "dedupe store is empty (dedupe.changelog = false)"),
+    ],
+)
+def test_dry_run_says_what_the_dedupe_does_with_the_window(changelog: str, forget: bool, executed: bool,
+                                                           says: str) -> None:
+    """The last line says whether re-read events are deduped against the changelog or sent again."""
+    plan = replay.build_plan(group="g", topic="t", target=Target(TargetKind.EARLIEST),
+                             partitions=[LogBounds(0, 0, 10, 10)], found={}, samples={}, now_s=NOW,
+                             changelog_topic=changelog, forget_dedupe=forget)
+    last = replay.format_plan(plan, executed=executed)[-1]
+    assert last.startswith("in dedupe:")
+    assert says in last
+    assert ("--forget-dedupe" in last) == bool(changelog)
+    doc = replay.plan_dict(plan)
+    assert (doc["changelog_topic"], doc["forget_dedupe"]) == (changelog or None, forget)

@@ -1,0 +1,224 @@
+"""The dedupe changelog: its records, its topic name, the restore of a partition, and the store's parts."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import stream.pipeline.dedupelog
+from stream import config
+from stream.errors import ConfigError
+from stream.pipeline import dedupelog
+from stream.pipeline.dedupe import DedupeStore, Verdict
+from stream.pipeline.dedupelog import Entry, Kind, Restore
+
+WINDOW_S = 48 * 3600.0
+HOUR = 3600.0
+T0 = 1_800_000_000.0  # a bucket boundary
+
+
+def _sent(store: DedupeStore, key: int, now: float, part: int = 0) -> None:
+    assert store.check(key, now) is Verdict.NEW
+    assert store.confirm(key, now, part)
+
+
+class TestRecords:
+    """Record keys and values, and reading them back."""
+
+    def test_key_record_reads_back(self) -> None:
+        """A key entry parses to the key and its window start, to the millisecond."""
+        key, value = dedupelog.key_record(2**59 + 12345, T0 + 0.25)
+        assert dedupelog.parse(key, value) == Entry(Kind.KEY, 2**59 + 12345, T0 + 0.25)
+
+    def test_dead_record_reads_back(self) -> None:
+        """A dead-letter entry parses to the source offset and its time."""
+        key, value = dedupelog.dead_record(987654, T0)
+        assert dedupelog.parse(key, value) == Entry(Kind.DEAD, 987654, T0)
+
+    def test_tombstones_use_the_entry_keys(self) -> None:
+        """A tombstone has the record key of the entry it removes and parses with no time."""
+        assert dedupelog.key_tombstone(7) == dedupelog.key_record(7, T0)[0]
+        assert dedupelog.dead_tombstone(7) == dedupelog.dead_record(7, T0)[0]
+        assert dedupelog.key_tombstone(7) != dedupelog.dead_tombstone(7)
+        assert dedupelog.parse(dedupelog.key_tombstone(7), None) == Entry(Kind.KEY, 7, None)
+
+    @pytest.mark.parametrize(
+        ("key", "value"),
+        [
+            (None, b"\x01" + bytes(8)),
+            (b"k" + bytes(7), b"\x01" + bytes(8)),
+            (b"x" + bytes(8), b"\x01" + bytes(8)),
+            (b"k" + bytes(8), b"\x02" + bytes(8)),  # a later format version
+            (b"k" + bytes(8), b"\x01" + bytes(4)),
+        ],
+    )
+    def test_records_of_another_format_are_not_understood(self, key: bytes | None, value: bytes) -> None:
+        """Garbled records and unknown versions parse to None (counted and skipped by a restore)."""
+        assert dedupelog.parse(key, value) is None
+
+
+class TestTopicName:
+    """The changelog topic's name from the group and the source topic."""
+
+    def test_default_name_holds_group_and_topic(self) -> None:
+        """By default the name is derived from the group and the topic."""
+        settings = config._build({"kafka": {"group_id": "capi", "topics": ["conversions"]}}, "test")
+        assert config.changelog_topic(settings, "conversions") == "capi.conversions.dedupe-changelog"
+
+    def test_illegal_characters_of_the_group_are_replaced(self) -> None:
+        """A group id may hold characters a topic name may not: they become underscores."""
+        assert config.changelog_topic_name("{group}.{topic}.x", "my group/1", "t") == "my_group_1.t.x"
+
+    @pytest.mark.parametrize("template", ["{group}.{topic}.{other}", "bad name {topic}", "x" * 250, "{0}"])
+    def test_a_bad_template_is_refused(self, template: str) -> None:
+        """Unknown placeholders, illegal characters and over-long names raise ValueError."""
+        with pytest.raises(ValueError, match="topic"):
+            config.changelog_topic_name(template, "g", "t")
+
+    def test_config_refuses_a_bad_name_naming_the_key(self) -> None:
+        """check-config names dedupe.changelog_topic when the name is illegal."""
+        with pytest.raises(ConfigError, match=r"dedupe\.changelog_topic"):
+            config._build({"dedupe": {"changelog_topic": "has space {topic}"}}, "test")
+
+    def test_config_needs_the_topic_placeholder_for_several_topics(self) -> None:
+        """Two source topics cannot share one changelog topic."""
+        raw = {"kafka": {"topics": ["a", "b"]}, "dedupe": {"changelog_topic": "fixed-changelog"}}
+        with pytest.raises(ConfigError, match=r"\{topic\}"):
+            config._build(raw, "test")
+
+    def test_config_refuses_a_changelog_named_like_a_source_topic(self) -> None:
+        """The changelog topic must not be a source or the dead-letter topic."""
+        raw = {"kafka": {"topics": ["a"], "dlq_topic": "dlq"}, "dedupe": {"changelog_topic": "dlq"}}
+        with pytest.raises(ConfigError, match="dead-letter"):
+            config._build(raw, "test")
+
+    def test_no_name_is_checked_without_a_changelog(self) -> None:
+        """With dedupe.changelog = false the name is not used, so it is not checked."""
+        settings = config._build({"dedupe": {"changelog": False, "changelog_topic": "bad name"}}, "test")
+        assert settings.dedupe.changelog is False
+
+    def test_retention_is_one_bucket_longer_than_the_window(self) -> None:
+        """The topic keeps what a key can be held for: the window plus one bucket."""
+        assert dedupelog.retention_ms(DedupeStore(WINDOW_S)) == 49 * 3600 * 1000
+
+
+class TestRestore:
+    """Reading a changelog partition back into the store."""
+
+    def test_live_keys_are_restored_under_the_part(self) -> None:
+        """Keys inside the window are SENT after the restore; the counts say what was read."""
+        store = DedupeStore(WINDOW_S, track_forgotten=True)
+        restore = Restore(store, part=3, now=T0)
+        restore.apply([dedupelog.key_record(1, T0 - 47 * HOUR), dedupelog.key_record(2, T0 - HOUR)])
+        assert store.check(1, T0) is Verdict.SENT
+        assert store.check(2, T0) is Verdict.SENT
+        assert (restore.records, restore.keys, restore.nbytes) == (2, 2, 36)
+        assert store.drop_part(3) == 2
+
+    def test_expired_keys_are_not_restored_and_are_tombstoned(self) -> None:
+        """A key whose window is over is left out and its entry is tombstoned."""
+        store = DedupeStore(WINDOW_S)
+        restore = Restore(store, part=0, now=T0)
+        restore.apply([dedupelog.key_record(1, T0 - 50 * HOUR)])
+        assert store.check(1, T0) is Verdict.NEW
+        assert restore.tombstones() == [dedupelog.key_tombstone(1)]
+
+    def test_a_key_sent_again_after_it_expired_is_not_tombstoned(self) -> None:
+        """An expired entry superseded later in the log by a live one is restored, not tombstoned."""
+        store = DedupeStore(WINDOW_S)
+        restore = Restore(store, part=0, now=T0)
+        restore.apply([dedupelog.key_record(1, T0 - 60 * HOUR), (dedupelog.key_tombstone(1), None),
+                       dedupelog.key_record(1, T0 - HOUR), dedupelog.key_record(2, T0 - 60 * HOUR)])
+        assert store.check(1, T0) is Verdict.SENT
+        assert restore.tombstones() == [dedupelog.key_tombstone(2)]
+
+    def test_dead_letters_inside_the_window_are_restored(self) -> None:
+        """Dead-lettered offsets inside the window come back; expired or tombstoned ones do not."""
+        restore = Restore(DedupeStore(WINDOW_S), part=0, now=T0)
+        restore.apply([dedupelog.dead_record(10, T0 - HOUR), dedupelog.dead_record(11, T0 - 50 * HOUR),
+                       dedupelog.dead_record(12, T0 - HOUR), (dedupelog.dead_tombstone(12), None)])
+        assert restore.dead == {10: T0 - HOUR}
+        assert restore.tombstones() == [dedupelog.dead_tombstone(11)]
+
+    def test_unknown_records_are_counted_and_skipped(self) -> None:
+        """A record of another format changes nothing and is counted."""
+        store = DedupeStore(WINDOW_S)
+        restore = Restore(store, part=0, now=T0)
+        restore.apply([(b"zzz", b"1")])
+        assert (restore.unknown, len(store)) == (1, 0)
+
+
+class TestStoreParts:
+    """The store's parts: restore, drop on revoke, expired keys handed over for tombstones."""
+
+    def test_restore_does_not_shadow_a_held_or_pending_key(self) -> None:
+        """A key already SENT or PENDING is left as it is by a restore."""
+        store = DedupeStore(WINDOW_S)
+        _sent(store, 1, T0, part=0)
+        store.check(2, T0)
+        assert not store.restore(1, T0, T0, part=1)
+        assert not store.restore(2, T0, T0, part=1)
+        assert store.drop_part(1) == 0
+        assert store.check(1, T0) is Verdict.SENT
+
+    def test_drop_part_forgets_only_that_part(self) -> None:
+        """Dropping a revoked partition's part makes its keys NEW again and keeps the others."""
+        store = DedupeStore(WINDOW_S)
+        _sent(store, 1, T0, part=0)
+        _sent(store, 2, T0 + 2 * HOUR, part=1)
+        _sent(store, 3, T0 + 3 * HOUR, part=1)
+        assert store.drop_part(1) == 2
+        assert len(store) == 1
+        assert store.check(2, T0 + 3 * HOUR) is Verdict.NEW
+        assert store.check(1, T0 + 3 * HOUR) is Verdict.SENT
+
+    def test_expired_keys_are_handed_over_per_part(self) -> None:
+        """With track_forgotten, the keys whose window ended are returned once, with their part."""
+        store = DedupeStore(WINDOW_S, track_forgotten=True)
+        _sent(store, 1, T0, part=0)
+        _sent(store, 2, T0, part=5)
+        _sent(store, 3, T0 + 10 * HOUR, part=5)
+        store.advance(T0 + 49 * HOUR)
+        assert sorted((part, list(keys)) for part, keys in store.take_forgotten()) == [(0, [1]), (5, [2])]
+        assert store.take_forgotten() == []
+        assert store.check(3, T0 + 49 * HOUR) is Verdict.SENT
+
+    def test_nothing_is_handed_over_without_tracking(self) -> None:
+        """Without a changelog the expired keys are simply dropped."""
+        store = DedupeStore(WINDOW_S)
+        _sent(store, 1, T0)
+        store.advance(T0 + 50 * HOUR)
+        assert (store.take_forgotten(), len(store)) == ([], 0)
+
+    def test_restored_key_expires_with_its_own_time(self) -> None:
+        """A key restored with an old window start expires when that window ends, not the restore's."""
+        store = DedupeStore(WINDOW_S, track_forgotten=True)
+        assert store.restore(1, T0 - 47 * HOUR, T0, part=2)
+        store.advance(T0 + 2 * HOUR)
+        assert [(part, list(keys)) for part, keys in store.take_forgotten()] == [(2, [1])]
+
+    def test_confirm_says_whether_the_key_is_held(self) -> None:
+        """confirm returns False for a key whose window was already over (nothing to record)."""
+        store = DedupeStore(WINDOW_S)
+        store.check(1, T0)
+        assert not store.confirm(1, T0 + 50 * HOUR)
+        store.check(2, T0 + 50 * HOUR)
+        assert store.confirm(2, T0 + 50 * HOUR)
+
+    def test_live_follows_the_bucket_rule(self) -> None:
+        """A key accepted in bucket b is live while now's bucket is at most b + buckets."""
+        store = DedupeStore(WINDOW_S)
+        assert store.live(T0, T0 + 48 * HOUR + HOUR - 1)
+        assert not store.live(T0, T0 + 49 * HOUR)
+
+
+def test_module_is_pure() -> None:
+    """dedupelog.py imports no I/O library and no clock: time is always a parameter."""
+    tree = ast.parse(Path(stream.pipeline.dedupelog.__file__).read_text(encoding="utf-8"))
+    nodes = list(ast.walk(tree))
+    imported = {alias.name.split(".")[0] for node in nodes if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in nodes if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported.isdisjoint({"asyncio", "aiohttp", "confluent_kafka", "time", "datetime"})
+    assert "stream" in imported  # the walk above sees the module's real imports
