@@ -70,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code; errors become one line on stderr."""
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    from confluent_kafka import KafkaError, KafkaException
+
     from stream.logs import configure
 
     # every command logs through structlog on stderr, librdkafka's lines included; commands with a
@@ -83,6 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CapiStreamError as exc:  # the command was right but something at run time failed
         print(f"capi-stream: error: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
+    except KafkaException as exc:  # a librdkafka failure no command turned into a CapiStreamError
+        err = exc.args[0] if exc.args else None
+        detail = err.str() if isinstance(err, KafkaError) else str(exc)
+        invalid = isinstance(err, KafkaError) and err.code() == KafkaError._INVALID_ARG
+        print(f"capi-stream: error: Kafka: {detail}" + (" (a librdkafka setting in the config?)" if invalid else ""),
+              file=sys.stderr)
+        return EXIT_USAGE if invalid else EXIT_PROBLEM
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -12,6 +12,7 @@ Environment overrides: `CAPI_STREAM_<SECTION>__<KEY>=value`, e.g. `CAPI_STREAM_K
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import tomllib
@@ -292,6 +293,7 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str], source: str) -> None
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        _check_env_path(name, parts)
         node = raw
         for part in parts[:-1]:
             child = node.setdefault(part, {})
@@ -300,6 +302,32 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str], source: str) -> None
                                   f"but {part} is not a table")
             node = child
         node[parts[-1]] = _EnvValue(value)
+
+
+def _check_env_path(name: str, parts: list[str]) -> None:
+    """ConfigError naming the environment variable when it overrides no known key (a typo)."""
+
+    def unknown(key: str, known: list[str]) -> ConfigError:
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
+        return ConfigError(f"environment variable {name} overrides unknown key '{'.'.join(parts)}'{hint}")
+
+    section = parts[0]
+    if section == "destinations":
+        if len(parts) != 3:
+            raise ConfigError(f"environment variable {name}: a destination override is "
+                              f"{ENV_PREFIX}DESTINATIONS__NAME__KEY")
+        known = [f.name for f in dataclasses.fields(Destination) if f.name != "name"]
+        if parts[2] not in known:
+            raise unknown(parts[2], known)
+        return
+    if section not in _SECTIONS:
+        raise unknown(section, [*_SECTIONS, "destinations"])
+    known = [f.name for f in dataclasses.fields(_SECTIONS[section])]
+    if len(parts) < 2 or parts[1] not in known:
+        raise unknown(parts[1] if len(parts) > 1 else "", known)
+    if len(parts) > 2 and (section, parts[1]) not in _PASSTHROUGH:
+        raise ConfigError(f"environment variable {name}: '{section}.{parts[1]}' is not a table")
 
 
 class _EnvValue(str):
@@ -468,8 +496,8 @@ def _check(s: Settings) -> None:
         need(d.api_version.startswith("v") and d.api_version[1:].replace(".", "").isdigit(),
              f"{key}.api_version", "must look like v26.0")
         need(d.base_url.startswith(("http://", "https://")), f"{key}.base_url", "must be an http(s) URL")
-        need(not d.default_country or (len(d.default_country) == 2 and d.default_country.isalpha()),
-             f"{key}.default_country", "must be an ISO 3166-1 alpha-2 code such as US")
+        need(not d.default_country or _is_country(d.default_country),
+             f"{key}.default_country", f"must be an ISO 3166-1 alpha-2 code such as US, got {d.default_country!r}")
         need(d.canary_interval_s == 0 or d.canary_interval_s >= MIN_CANARY_INTERVAL_S, f"{key}.canary_interval_s",
              f"must be 0 (off) or at least {MIN_CANARY_INTERVAL_S:g} seconds")
         need(d.canary_interval_s == 0 or bool(d.canary_code), f"{key}.canary_interval_s",
@@ -478,3 +506,10 @@ def _check(s: Settings) -> None:
         for app in d.app_ids:
             need(app not in seen, f"{key}.app_ids", f"app_id {app!r} is already routed to {seen.get(app)}")
             seen[app] = d.name
+
+
+def _is_country(code: str) -> bool:
+    """An assigned ISO 3166-1 alpha-2 code (any case): what Meta's `country` field takes."""
+    import pycountry
+
+    return len(code) == 2 and code.isalpha() and pycountry.countries.get(alpha_2=code.upper()) is not None

@@ -35,13 +35,22 @@ def redacted(value: Any, key: str = "") -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Exit 0 and print the settings when valid, exit 2 with the key and file when not."""
+    """Exit 0 and print the settings when valid (warnings about ignored librdkafka settings on stderr),
+    exit 2 with one line naming the key and the file (or the variable) when not."""
     import orjson
+    import structlog
 
     from stream import config
+    from stream.pipeline.metrics import check_port_free
+    from stream.pipeline.runner import check_kafka_clients
 
-    settings = config.load(args.config)
+    settings = config.load(args.config)  # keys, types, ranges, ISO codes, environment overrides
     for dest in settings.destinations:
         dest.read_token()  # ConfigError (exit 2) when the env variable or file holds no token
+    # what `run` would otherwise crash on at start: librdkafka keys and values, a metrics port in use
+    warnings = check_kafka_clients(settings)
+    check_port_free(settings.metrics.host, settings.metrics.port)
     print(orjson.dumps(redacted(settings), option=orjson.OPT_INDENT_2).decode())
+    for warning in warnings:
+        structlog.get_logger("capi_stream.check_config").warning("kafka_setting_ignored", detail=warning)
     return 0

@@ -77,7 +77,16 @@ def run(args: argparse.Namespace) -> int:
             text = resp.read().decode()
     except OSError as exc:
         raise UsageError(f"cannot read {args.metrics_url}: {exc}") from exc
-    q = parse(text)
+    if "capi_stream_" not in text:
+        first = text.strip().splitlines()[0][:80] if text.strip() else "(empty)"
+        raise UsageError(f"{args.metrics_url} has no capi_stream_ metrics (is it the /metrics path of a "
+                         f"capi-stream member?); it starts with {first!r}")
+    try:
+        q = parse(text)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        first = text.strip().splitlines()[0][:80] if text.strip() else "(empty)"
+        raise UsageError(f"{args.metrics_url} is not Prometheus text exposition (is it the /metrics path of a "
+                         f"capi-stream member?); it starts with {first!r}") from exc
     report = rows(q)
     if not report:
         print("no events counted yet")

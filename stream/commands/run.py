@@ -26,8 +26,16 @@ def run(args: argparse.Namespace) -> int:
     settings = config.load(args.config)
     configure(getattr(args, "log_level", None) or settings.logging.level,
               getattr(args, "log_format", None) or settings.logging.format)
-    for dest in settings.destinations:
-        from stream.logs import register_secret
+    import structlog
 
+    from stream.logs import register_secret
+    from stream.pipeline.metrics import check_port_free
+    from stream.pipeline.runner import check_kafka_clients
+
+    for dest in settings.destinations:
         register_secret(dest.read_token())
+    # what would otherwise crash the start with a traceback: a setting librdkafka refuses, a taken port
+    for warning in check_kafka_clients(settings):
+        structlog.get_logger("capi_stream.run").warning("kafka_setting_ignored", detail=warning)
+    check_port_free(settings.metrics.host, settings.metrics.port)
     return asyncio.run(Pipeline(settings).run_until_stopped())

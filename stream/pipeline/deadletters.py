@@ -36,6 +36,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from stream.errors import CapiStreamError
 from stream.logs import kafka_config
+from stream.pipeline.clientconf import probe_client
 from stream.pipeline.tasks import cancel_and_wait
 
 log = structlog.get_logger("capi_stream.dlq")
@@ -153,6 +154,16 @@ class _Entry:
     retry: asyncio.TimerHandle | None = None
 
 
+
+def producer_config(bootstrap: str, config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The dead-letter producer's librdkafka settings: our defaults, then the user's passthrough."""
+    return {"bootstrap.servers": bootstrap, **_DEFAULTS, **(config or {})}
+
+
+def check_producer_config(bootstrap: str, config: Mapping[str, Any] | None, where: str) -> list[str]:
+    """librdkafka's verdict on the dead-letter producer's settings, offline (see clientconf.probe_client)."""
+    return probe_client(Producer, producer_config(bootstrap, config), where)
+
 class DeadLetterWriter:
     """Produce dead letters; call `on_done` on the event loop once the broker acknowledged each."""
 
@@ -160,7 +171,7 @@ class DeadLetterWriter:
                  producer_factory: Callable[[dict[str, Any]], LetterProducer] | None = None,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0) -> None:
         self.topic = topic
-        self._conf = {"bootstrap.servers": bootstrap, **_DEFAULTS, **(config or {})}
+        self._conf = producer_config(bootstrap, config)
         self._max_bytes = int(self._conf.get("message.max.bytes", _DEFAULT_MAX_BYTES)) - _FRAMING_BYTES
         self._factory: Callable[[dict[str, Any]], LetterProducer] = producer_factory or _kafka_producer
         self._backoff = (backoff_initial_s, backoff_max_s)

@@ -10,6 +10,7 @@ destination's state). Labels hold names, codes and reasons only: never a value o
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Iterator, Mapping, Set
 from typing import TYPE_CHECKING, Any, Protocol
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from stream.errors import ConfigError
 from stream.logs import dropped_lines
 from stream.pipeline.quality import MATCH_KEYS, Quality
 from stream.pipeline.sender import DestinationState
@@ -116,6 +118,22 @@ class PipelineView(Protocol):
     def destination_states(self) -> Mapping[str, DestinationState]: ...
     @property
     def canaries(self) -> Mapping[str, Canary]: ...
+
+
+def check_port_free(host: str, port: int) -> None:
+    """ConfigError when `port` on `host` cannot be bound now (taken by another process, or no such address).
+
+    Bound as aiohttp binds (SO_REUSEADDR), so a port in TIME_WAIT passes and a listening one does not.
+    """
+    if not port:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"metrics.port: {host}:{port} is not free: {exc.strerror} (another process has "
+                              "it? pick another port, or 0 for no metrics server)") from exc
 
 
 def metrics_client_id(port: int) -> str:
@@ -284,7 +302,13 @@ class MetricsServer:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise ConfigError(f"metrics.port: cannot serve /metrics on {self.host}:{self.port}: {exc.strerror} "
+                              "(another process has the port? pick another, or 0 for none)") from exc
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         if sockets:

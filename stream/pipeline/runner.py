@@ -29,14 +29,14 @@ from confluent_kafka import Message
 
 from stream.avro.registry import RegistryLookup
 from stream.avro.wire import WireFormat
-from stream.config import Destination, Settings, changelog_topic
+from stream.config import Destination, KafkaSettings, Settings, changelog_topic
 from stream.contract.normalize import NormalizeSettings
 from stream.errors import CapiStreamError
 from stream.pipeline import dedupelog
 from stream.pipeline.batch import Batch, Batcher
 from stream.pipeline.canary import Canary
 from stream.pipeline.changelog import SHARED_PREFIXES, TP, Changelog
-from stream.pipeline.deadletters import DeadLetter, DeadLetterWriter, LetterProducer
+from stream.pipeline.deadletters import DeadLetter, DeadLetterWriter, LetterProducer, check_producer_config
 from stream.pipeline.dedupe import DedupeStore, NotPendingError, Verdict, dedupe_key
 from stream.pipeline.items import Item, TopicPartition
 from stream.pipeline.meta_client import Answer, MetaClient
@@ -46,7 +46,7 @@ from stream.pipeline.prepare import Kind, PrepareContext, Prepared, Preparer, in
 from stream.pipeline.progress import Progress, Snapshot
 from stream.pipeline.quality import Quality, Targets
 from stream.pipeline.sender import DestinationSender, DestinationState, Poster
-from stream.pipeline.source import ConsumerLike, KafkaSource
+from stream.pipeline.source import ConsumerLike, KafkaSource, check_consumer_config
 from stream.pipeline.stats import Stats
 from stream.pipeline.tasks import cancel_and_wait
 
@@ -93,6 +93,25 @@ def quality_for(settings: Settings) -> Quality:
     targets = Targets(q.identifier_share, q.revenue_value_share, q.acceptance_rate, q.user_consistency,
                       q.latency_threshold_s)
     return Quality(window_s=settings.dedupe.window_s, max_ids=q.consistency_max_ids, targets=targets)
+
+
+def consumer_settings(settings: Settings) -> KafkaSettings:
+    """The Kafka settings the source runs with: a member with a metrics port advertises it in its client
+    id, so `capi-stream status` finds its /metrics from the group's description."""
+    kafka = settings.kafka
+    if settings.metrics.port and "client.id" not in kafka.consumer:
+        kafka = dataclasses.replace(kafka, consumer={"client.id": metrics_client_id(settings.metrics.port),
+                                                     **kafka.consumer})
+    return kafka
+
+
+def check_kafka_clients(settings: Settings) -> list[str]:
+    """librdkafka's verdict on the consumer and dead-letter producer settings, offline: ConfigError
+    naming the table and key it refuses, else its warnings about ignored settings."""
+    src = settings.source
+    return [*check_consumer_config(consumer_settings(settings), settings.pipeline, f"{src}: [kafka.consumer]"),
+            *check_producer_config(settings.kafka.bootstrap_servers, settings.kafka.producer,
+                                   f"{src}: [kafka.producer]")]
 
 
 class Pipeline:
@@ -160,12 +179,7 @@ class Pipeline:
                          for d in settings.destinations if d.canary_interval_s > 0}
         self.dlq = DeadLetterWriter(settings.kafka.bootstrap_servers, settings.kafka.dlq_topic,
                                     settings.kafka.producer, producer_factory=producer_factory)
-        kafka = settings.kafka
-        if settings.metrics.port and "client.id" not in kafka.consumer:
-            # `capi-stream status` finds this member's /metrics from the client id the group shows
-            kafka = dataclasses.replace(kafka, consumer={"client.id": metrics_client_id(settings.metrics.port),
-                                                         **kafka.consumer})
-        self.source = KafkaSource(kafka, settings.pipeline, self, on_error=self._fail,
+        self.source = KafkaSource(consumer_settings(settings), settings.pipeline, self, on_error=self._fail,
                                   consumer_factory=consumer_factory)
         self._inbox: asyncio.Queue[tuple[list[Message], int]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []

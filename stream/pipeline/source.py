@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from stream.config import KafkaSettings, PipelineSettings
 from stream.logs import KAFKA_LOGGER, kafka_config
+from stream.pipeline.clientconf import probe_client
 
 log = structlog.get_logger("capi_stream.source")
 
@@ -112,6 +113,12 @@ def consumer_config(kafka: KafkaSettings, pipeline: PipelineSettings) -> dict[st
         **_FORCED,
     }
     return conf
+
+
+def check_consumer_config(kafka: KafkaSettings, pipeline: PipelineSettings, where: str) -> list[str]:
+    """librdkafka's verdict on the consumer settings, offline: ConfigError for a bad key or value,
+    the warnings about ignored settings otherwise (see clientconf.probe_client)."""
+    return probe_client(Consumer, consumer_config(kafka, pipeline), where)
 
 
 class KafkaSource:
