@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from confluent_kafka import KafkaException
-
 from stream.errors import ConfigError
 
 # settings that name or reach a broker: left out, so the probe never connects
@@ -33,8 +31,10 @@ class _Collector:
             self.lines.append(message.split("]: ", 1)[-1])
 
 
-def probe_client(factory: Callable[[dict[str, Any]], Any], conf: Mapping[str, Any], where: str) -> list[str]:
-    """Create and close a client of `factory` from `conf` without a broker.
+def probe_client(factory: Callable[[dict[str, Any]], Any], refused: type[Exception], conf: Mapping[str, Any],
+                 where: str) -> list[str]:
+    """Create and close a client of `factory` from `conf` without a broker (`refused`: the client
+    library's exception for a configuration it does not accept, KafkaException).
 
     Returns librdkafka's warnings about ignored settings; raises ConfigError naming `where` and the key
     librdkafka refused.
@@ -43,7 +43,7 @@ def probe_client(factory: Callable[[dict[str, Any]], Any], conf: Mapping[str, An
     probe = {k: v for k, v in conf.items() if k not in _NO_CONNECT and k != "logger"}
     try:
         client = factory({**probe, "logger": collector})
-    except KafkaException as exc:
+    except refused as exc:
         err = exc.args[0] if exc.args else None
         detail = err.str() if err is not None and hasattr(err, "str") else str(exc)
         raise ConfigError(f"{where}: librdkafka refuses it: {detail}") from exc

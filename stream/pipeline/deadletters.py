@@ -162,7 +162,7 @@ def producer_config(bootstrap: str, config: Mapping[str, Any] | None) -> dict[st
 
 def check_producer_config(bootstrap: str, config: Mapping[str, Any] | None, where: str) -> list[str]:
     """librdkafka's verdict on the dead-letter producer's settings, offline (see clientconf.probe_client)."""
-    return probe_client(Producer, producer_config(bootstrap, config), where)
+    return probe_client(Producer, KafkaException, producer_config(bootstrap, config), where)
 
 class DeadLetterWriter:
     """Produce dead letters; call `on_done` on the event loop once the broker acknowledged each."""

@@ -118,7 +118,7 @@ def consumer_config(kafka: KafkaSettings, pipeline: PipelineSettings) -> dict[st
 def check_consumer_config(kafka: KafkaSettings, pipeline: PipelineSettings, where: str) -> list[str]:
     """librdkafka's verdict on the consumer settings, offline: ConfigError for a bad key or value,
     the warnings about ignored settings otherwise (see clientconf.probe_client)."""
-    return probe_client(Consumer, consumer_config(kafka, pipeline), where)
+    return probe_client(Consumer, KafkaException, consumer_config(kafka, pipeline), where)
 
 
 class KafkaSource:
