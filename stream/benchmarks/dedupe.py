@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 
 from stream.errors import UsageError
+from stream.logs import kafka_config
 from stream.pipeline.dedupe import DedupeStore, Verdict, dedupe_key
 
 TARGET_BYTES_PER_KEY = 100.0  # issue 7: <= 100 bytes per key at 1M keys
@@ -145,8 +146,8 @@ def _restore_figure(bootstrap: str, size: int, seed: int) -> bool:
     changelog.ensure_topics({topic: 1}, {"cleanup.policy": "compact,delete",
                                          "retention.ms": str(dedupelog.retention_ms(store))})
     try:
-        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "compression.type": "lz4",
-                             "acks": "all", "enable.idempotence": True})
+        producer = Producer(kafka_config({"bootstrap.servers": bootstrap, "linger.ms": 50,
+                                          "compression.type": "lz4", "acks": "all", "enable.idempotence": True}))
         now = time.time()
         step = SPREAD_S / size
         for index, key in enumerate(_keys(size, seed)):
@@ -163,7 +164,7 @@ def _restore_figure(bootstrap: str, size: int, seed: int) -> bool:
             return False
         answer = _child("restore", size, seed, bootstrap, topic)
     finally:
-        AdminClient({"bootstrap.servers": bootstrap}).delete_topics([topic], operation_timeout=30)
+        AdminClient(kafka_config({"bootstrap.servers": bootstrap})).delete_topics([topic], operation_timeout=30)
     print(f"restore: {answer['keys']:,} keys ({answer['records']:,} records, {answer['bytes'] / 1e6:.1f} MB) read "
           f"back from one changelog partition in {answer['seconds']:.2f} s ({answer['records_per_s']:,.0f} records/s,"
           f" {answer['cpu_s']:.2f} CPU s), RSS +{answer['rss_bytes_per_key']:.1f} B/key held")

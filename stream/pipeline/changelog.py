@@ -32,6 +32,7 @@ from confluent_kafka.admin._config import ConfigResource  # not re-exported in a
 from confluent_kafka.cimpl import NewPartitions, NewTopic
 
 from stream.errors import CapiStreamError
+from stream.logs import kafka_config
 
 # librdkafka settings of `[kafka.consumer]` every client needs too (TLS, SASL, client id), as the tools pass them
 SHARED_PREFIXES: Final = ("security.", "sasl.", "ssl.", "client.", "socket.", "broker.", "api.version")
@@ -117,7 +118,7 @@ class Changelog:
         """Create the producer and the task that serves its delivery reports; refuses to run twice."""
         if self._producer is not None:
             raise RuntimeError("Changelog already started")
-        self._producer = Producer(self._producer_conf)
+        self._producer = Producer(kafka_config(self._producer_conf))
         self._poller = asyncio.create_task(self._poll(), name="changelog-poll")
 
     async def stop(self) -> None:
@@ -212,7 +213,7 @@ class Changelog:
 
         Blocking: call it from a thread. Raises ChangelogError.
         """
-        admin = AdminClient(self._client)
+        admin = AdminClient(kafka_config(self._client))
         for source, count in partitions.items():
             name = self.topics[source]
             try:
@@ -223,7 +224,7 @@ class Changelog:
 
     def source_partitions(self, topics: Iterable[str]) -> dict[str, int]:
         """Partition counts of the source topics that exist (blocking). Raises ChangelogError."""
-        admin = AdminClient(self._client)
+        admin = AdminClient(kafka_config(self._client))
         try:
             meta = admin.list_topics(timeout=ADMIN_TIMEOUT_S)
         except KafkaException as exc:
@@ -277,10 +278,10 @@ class Changelog:
 
     def _reader(self) -> Consumer:
         # assign() only, never subscribe or commit: the group id names the reader in broker logs
-        return Consumer({**self._client, "group.id": f"{self._group}.changelog-restore",
-                         "enable.auto.commit": False, "enable.auto.offset.store": False,
-                         "enable.partition.eof": True, "auto.offset.reset": "earliest",
-                         "fetch.wait.max.ms": 50, "isolation.level": "read_uncommitted"})
+        return Consumer(kafka_config({**self._client, "group.id": f"{self._group}.changelog-restore",
+                                      "enable.auto.commit": False, "enable.auto.offset.store": False,
+                                      "enable.partition.eof": True, "auto.offset.reset": "earliest",
+                                      "fetch.wait.max.ms": 50, "isolation.level": "read_uncommitted"}))
 
     @staticmethod
     def _start(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
