@@ -237,3 +237,40 @@ async def test_stop_stores_the_final_offsets_then_commits_and_closes() -> None:
     assert rig.consumer.closed
     assert rig.source.final_commit_ok is True
     await rig.source.stop()  # idempotent
+
+
+class CountingConsumer(FakeConsumer):
+    """A FakeConsumer that counts consume() calls (librdkafka's max.poll.interval.ms is about them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.consumes = 0
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
+        self.consumes += 1
+        return super().consume(num_messages, timeout)
+
+
+async def test_a_loop_that_takes_nothing_pauses_the_assignment_and_keeps_polling() -> None:
+    """A stalled loop (a registry outage): after a quarter of max.poll.interval.ms the source pauses every
+    partition and goes on calling consume(), so the member is not evicted; once the loop takes the
+    messages, the partitions are resumed."""
+    consumer = CountingConsumer()
+    kafka = KafkaSettings(topics=("events",), consume_batch_size=2, consumer={"max.poll.interval.ms": 400})
+    handler = FakeHandler()
+    source = KafkaSource(kafka, PipelineSettings(), handler, consumer_factory=lambda conf: consumer)
+    await source.start()
+    try:
+        consumer.script.put(("assign", [T0]))
+        consumer.script.put(("messages", [FakeMessage(T0, i) for i in range(8)]))  # 4 batches of 2: the limit
+        await until(lambda: sum(len(b) for b, _ in handler.batches) == 8)
+        await until(lambda: source.stalled)
+        assert ("pause", [T0]) in consumer.calls
+        polls = consumer.consumes
+        await asyncio.sleep(0.3)  # the loop still takes nothing
+        assert consumer.consumes > polls + 5, "consume() must go on while the loop is stalled"
+        source.taken(8)  # the loop catches up
+        await until(lambda: not source.stalled)
+        await until(lambda: consumer.calls[-1] == ("resume", [T0]))
+    finally:
+        await source.stop()
