@@ -48,6 +48,12 @@ def register(sub: Subparsers, argv: Sequence[str]) -> None:
         metavar="UNIX_SECONDS",
         help="the current time for the 7-day window (default: the clock)",
     )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="add to each answer every user_data field's normalized value before hashing (personal data in "
+             "clear: for your own test records), why a field was dropped, the event's country and age in days",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -93,8 +99,79 @@ def bad_record_detail(exc: Exception) -> str:
     return type(exc).__name__
 
 
+_HASHED = re.compile(r"[0-9a-fA-F]{64}")
+_PHONE_WITH_CODE = ("+", "00")
+
+
+def _values(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def phone_warnings(record: Mapping[str, Any], settings: Any) -> list[str]:
+    """Phones the pipeline drops because nothing says their country: said, not guessed."""
+    from stream.contract import userdata
+
+    raw = record.get("user_data")
+    if not isinstance(raw, Mapping) or raw.get("ph") is None:
+        return []
+    if userdata.event_country(raw.get("country"), settings.default_country) is not None:
+        return []
+    from stream.contract import fields
+
+    national = [v for v in _values(raw["ph"]) if isinstance(v, str) and v.strip()
+                and not v.strip().startswith(_PHONE_WITH_CODE) and not _HASHED.fullmatch(v.strip())]
+    if not national:
+        return []
+    read = [fields.phone(v, None) for v in national]
+    where = ("no country for the event (user_data.country, --default-country, or the destination's "
+             "default_country with --config)")
+    out = []
+    if dropped := sum(1 for r in read if r is None):
+        out.append(f"user_data.ph: {dropped} number(s) without a country code and {where}: dropped, not guessed")
+    if guessed := [r for r in read if r is not None]:
+        out.append(f"user_data.ph: {len(guessed)} number(s) without a + and {where}: their leading digits were "
+                   f"read as the country code (+{guessed[0][:3]}...); set a default country if that is wrong")
+    return out
+
+
+def explain(record: Mapping[str, Any], now: int, settings: Any) -> dict[str, Any]:
+    """Each user_data field's normalized value before hashing, the country used and the event's age."""
+    from stream.contract import fields, userdata
+    from stream.contract.meta import MAX_EVENT_AGE_S
+
+    raw = record.get("user_data")
+    raw = raw if isinstance(raw, Mapping) else {}
+    country = userdata.event_country(raw.get("country"), settings.default_country)
+    table = fields.field_table(country, time.gmtime(now).tm_year)
+    shown: dict[str, Any] = {}
+    for key, value in raw.items():
+        if value is None:
+            continue
+        normalizer = table.get(key) or fields.RAW_NORMALIZERS.get(key)
+        if normalizer is None:
+            shown[key] = {"unknown_field": True}
+            continue
+        out = []
+        for item in _values(value):
+            if not isinstance(item, str):
+                out.append({"normalized": None, "why": "invalid_type"})
+            elif key in table and _HASHED.fullmatch(item.strip()):
+                out.append({"normalized": item.strip().lower(), "why": "already a SHA-256 hash: sent as is"})
+            else:
+                normalized = normalizer(item)
+                out.append({"normalized": normalized} if normalized is not None
+                           else {"normalized": None, "why": "does not normalize: dropped"})
+        shown[key] = out if isinstance(value, list | tuple) else out[0]
+    event_time = record.get("event_time")
+    age_days = round((now - event_time) / 86400, 2) if isinstance(event_time, int) else None
+    return {"country": country.upper() if country else None, "age_days": age_days,
+            "max_age_days": MAX_EVENT_AGE_S // 86400, "hashed_fields": sorted(k for k in shown if k in table),
+            "user_data": shown}
+
+
 def normalize_lines(
-    lines: Iterable[bytes | str], now: int, choose: Callable[[Mapping[str, Any]], Any], out: IO[bytes]
+    lines: Iterable[bytes | str], now: int, choose: Callable[[Mapping[str, Any]], Any], out: IO[bytes],
+    explain_fields: bool = False,
 ) -> tuple[int, int, int]:
     """Write one JSON answer per line to `out`; return (events, rejected, bad records)."""
     import orjson
@@ -116,7 +193,8 @@ def normalize_lines(
             answer: dict[str, Any] = {"rejected": {"reason": BAD_RECORD, "detail": detail}}
             counts[2] += 1
         else:
-            outcome = normalize_event(record, now, choose(record))
+            settings = choose(record)
+            outcome = normalize_event(record, now, settings)
             dropped = [{"field": d.field, "reason": d.reason} for d in outcome.dropped]
             if outcome.rejection is None:
                 answer = {"event": outcome.event, "dropped": dropped}
@@ -127,6 +205,14 @@ def normalize_lines(
                     "dropped": dropped,
                 }
                 counts[1] += 1
+            if warnings := phone_warnings(record, settings):
+                answer["warnings"] = warnings
+            if explain_fields:
+                answer["explain"] = shown = explain(record, now, settings)
+                for d in outcome.dropped:  # the pipeline's own reason for each dropped field
+                    entry = shown["user_data"].get(d.field.removeprefix("user_data."))
+                    if isinstance(entry, dict) and entry.get("normalized") is None:
+                        entry["why"] = d.reason
         out.write(orjson.dumps(answer) + b"\n")
     return counts[0], counts[1], counts[2]
 
@@ -146,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
         stream = sys.stdin.buffer
     with stream:
         lines = (line.rstrip(b"\r\n") for line in stream)
-        events, rejected, bad = normalize_lines(lines, now, choose, sys.stdout.buffer)
+        events, rejected, bad = normalize_lines(lines, now, choose, sys.stdout.buffer, args.explain)
     sys.stdout.flush()
     print(
         f"normalize: {events + rejected + bad} lines: {events} events, {rejected} rejected, {bad} bad records",

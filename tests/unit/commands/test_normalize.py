@@ -191,3 +191,62 @@ def test_bench_runs_contenders_in_pipeline_batches_with_the_collector_paused() -
     assert in_batches(handle, list(range(7)), 3)() == [0, 2, 4, 6, 8, 10, 12]
     assert seen == [(i, False) for i in range(7)]
     assert gc.isenabled()
+
+
+def test_a_phone_without_country_code_or_country_is_warned_about_not_guessed(
+    capsysbinary: pytest.CaptureFixture[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No default country and no event country: a national phone is dropped or read with its leading digits
+    as the country code, and the answer says which instead of passing it silently."""
+    unreadable = {**PURCHASE, "user_data": {"em": "a@b.example", "ph": "(415) 555-0134"}}
+    code, answers, _err = run_cli(capsysbinary, monkeypatch, [orjson.dumps(unreadable), orjson.dumps(PURCHASE)])
+    assert code == 0
+    dropped, read_as_code = answers
+    assert "ph" not in dropped["event"]["user_data"]
+    assert dropped["warnings"] == [
+        "user_data.ph: 1 number(s) without a country code and no country for the event (user_data.country, "
+        "--default-country, or the destination's default_country with --config): dropped, not guessed"]
+    [warning] = read_as_code["warnings"]
+    assert "leading digits were read as the country code (+650...)" in warning
+
+
+def test_no_warning_when_the_country_is_known(capsysbinary: pytest.CaptureFixture[bytes],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --default-country (or +CC numbers) the phone is sent and nothing is warned."""
+    code, answers, _err = run_cli(capsysbinary, monkeypatch, [orjson.dumps(PURCHASE)], "--default-country", "US")
+    assert code == 0
+    assert "warnings" not in answers[0]
+    assert answers[0]["event"]["user_data"]["ph"]
+    with_code = {**PURCHASE, "user_data": {"ph": "+1 650 555 1212"}}
+    _code, answers, _err = run_cli(capsysbinary, monkeypatch, [orjson.dumps(with_code)])
+    assert "warnings" not in answers[0]
+
+
+def test_explain_shows_values_before_hashing_drop_reasons_country_and_age(
+    capsysbinary: pytest.CaptureFixture[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--explain adds each field's normalized value, the pipeline's drop reason, the country and the age in days."""
+    record = {**PURCHASE, "event_time": NOW - 3 * 86400,
+              "user_data": {"em": " John_Smith@Gmail.com ", "ph": "not a phone", "country": "us",
+                            "fn": "a" * 64}}
+    code, answers, _err = run_cli(capsysbinary, monkeypatch, [orjson.dumps(record)], "--explain")
+    assert code == 0
+    explained = answers[0]["explain"]
+    assert explained["country"] == "US"
+    assert explained["age_days"] == 3.0
+    assert explained["max_age_days"] == 7
+    ud = explained["user_data"]
+    assert ud["em"] == {"normalized": "john_smith@gmail.com"}
+    assert ud["ph"] == {"normalized": None, "why": "invalid_phone"}
+    assert ud["fn"]["why"] == "already a SHA-256 hash: sent as is"
+    assert ud["country"] == {"normalized": "us"}
+
+
+def test_explain_on_a_rejected_event_keeps_the_rejection_reason(
+    capsysbinary: pytest.CaptureFixture[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event older than 7 days is rejected with its reason and --explain shows how old it is."""
+    old = {**PURCHASE, "event_time": NOW - 9 * 86400}
+    _code, answers, _err = run_cli(capsysbinary, monkeypatch, [orjson.dumps(old)], "--explain")
+    assert answers[0]["rejected"]["reason"]
+    assert answers[0]["explain"]["age_days"] == 9.0
