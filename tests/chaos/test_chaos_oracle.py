@@ -15,6 +15,7 @@ from tests.support.chaos_oracle import (
     letter_problems,
     offset_problems,
     repeat_problems,
+    repeat_reasons,
     repeat_report,
 )
 
@@ -149,3 +150,26 @@ def test_repeat_report_counts_events_and_letters_seen_more_than_once() -> None:
     report = repeat_report(expected, counts, bad, letters)
     assert "2 of 4 valid events (50.00%)" in report
     assert "1 of 2 bad records (50.00%)" in report
+
+
+def test_a_twin_read_by_a_new_owner_after_a_handoff_may_repeat_once() -> None:
+    """A second occurrence uncommitted at a graceful handoff meets an empty dedupe store: one repeat is explained."""
+    handoff = Snapshot("member 1 joined", False, {0: 2, 1: 0}, {B: 1}, {}, handoff=True)
+    assert repeat_problems([handoff], {B: 2}, POSITIONS) == []
+    assert repeat_reasons([handoff], {B: 2}, POSITIONS) == {"twin read by a new owner after member 1 joined": 1}
+    [problem] = repeat_problems([handoff], {B: 3}, POSITIONS)
+    assert "at most 2x" in problem
+
+
+def test_a_single_event_repeated_across_a_handoff_is_unexplained() -> None:
+    """A graceful handoff sends nothing twice by itself: an event with one occurrence may not repeat."""
+    handoff = Snapshot("member 1 left", False, {0: 0}, {A: 1}, {}, handoff=True)
+    [problem] = repeat_problems([handoff], {A: 2}, POSITIONS)
+    assert "not explained" in problem
+    assert repeat_reasons([handoff], {A: 2}, POSITIONS) == {"unexplained": 1}
+
+
+def test_repeat_reasons_name_the_kill_an_event_was_in_flight_at() -> None:
+    """Each extra acceptance is attributed to the kill that explains it."""
+    kill = snap({0: 0}, {A: 1})
+    assert repeat_reasons([kill], {A: 2, B: 1}, POSITIONS) == {"in flight at kill 1": 1}

@@ -13,10 +13,8 @@ so Meta must receive exactly (dataset of its app, event_name, event_id) once for
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -26,6 +24,7 @@ from tests.support.harness import (
     APPS_A,
     APPS_B,
     PipelineProcess,
+    Publisher,
     Scenario,
     metric,
     produce_records,
@@ -72,27 +71,6 @@ rate_limit_rps = 0
 EXPLAINED_REPEATS = ("final_commit_failed", "revoke_wait_expired")
 
 
-class Publisher(threading.Thread):
-    """Publishes `records` in chunks at about `rate` events/s until told to stop or out of records."""
-
-    def __init__(self, sc: Scenario, records: list[dict[str, Any]], rate: int, start: int) -> None:
-        super().__init__(daemon=True)
-        self.sc = sc
-        self.records = records
-        self.rate = rate
-        self.start_at = self.produced = start
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        started = time.monotonic()
-        while not self.halt.is_set() and self.produced < len(self.records):
-            chunk = self.records[self.produced:self.produced + CHUNK]
-            self.produced += produce_records(self.sc.bootstrap, self.sc.topic, chunk)
-            ahead = (self.produced - self.start_at) / self.rate - (time.monotonic() - started)
-            if ahead > 0:
-                self.halt.wait(ahead)
-
-
 def test_members_joining_and_leaving_under_load_lose_nothing_and_leave_nothing_paused(
     scenario_factory: Callable[..., Scenario],
 ) -> None:
@@ -133,7 +111,7 @@ def test_members_joining_and_leaving_under_load_lose_nothing_and_leave_nothing_p
 
     # a backlog first, so that members consume full batches when the changes strike
     backlog = produce_records(sc.bootstrap, sc.topic, records[:BACKLOG])
-    publisher = Publisher(sc, records, rate, start=backlog)
+    publisher = Publisher(sc, records, rate, start=backlog, chunk=CHUNK)
     publisher.start()
     try:
         members.append(sc.start_member(ports[0]))

@@ -36,6 +36,11 @@ class Snapshot:
     # and read again from the committed offsets. Its dedupe store keeps valid events from being sent
     # again, but a bad record there may be dead-lettered again.
     loss: bool = False
+    # True: taken right after a graceful membership change settled (a member joined or left). The old
+    # owner finished or gave up its work on the moved partitions before they moved, but its dedupe store
+    # did not move with them: the second occurrence of an event (a twin in the source stream) read by the
+    # new owner may be sent again.
+    handoff: bool = False
 
     def done(self, position: Position) -> bool:
         """True when the group had committed past `position`."""
@@ -108,12 +113,42 @@ def repeat_problems(snapshots: Sequence[Snapshot], counts: Mapping[Key, int],
             if before and not _exposed(spots, snap) and count > before:
                 resent.append(f"{_where(key, positions)}: accepted {before}x before [{snap.label}] with every "
                               f"occurrence committed ({dict(snap.committed)}), {count}x at the end")
-        allowed = 1 + sum(1 for snap in kills if snap.accepted.get(key, 0) and _exposed(spots, snap))
+        allowed = 1 + len(_explanations(key, snapshots, positions))
         if count > allowed:
             unexplained.append(f"{_where(key, positions)}: accepted {count}x, at most {allowed}x is explained "
                                f"by the kills ({[s.accepted.get(key, 0) for s in kills]} accepted by each kill)")
     return [*_listing(resent, "events accepted again after their offsets were committed"),
-            *_listing(unexplained, "repeats not explained by events in flight at a kill")]
+            *_listing(unexplained, "repeats not explained by events in flight at a kill or twins at a handoff")]
+
+
+def _explanations(key: Key, snapshots: Sequence[Snapshot], positions: Mapping[str, Sequence[Position]]) -> list[str]:
+    """Why `key` may have been accepted once more, one reason per snapshot that allows it."""
+    spots = positions.get(key[2], ())
+    reasons = []
+    for snap in snapshots:
+        if not snap.accepted.get(key, 0) or not _exposed(spots, snap):
+            continue
+        if snap.kill:
+            reasons.append(f"in flight at {snap.label}")
+        elif snap.handoff and len(spots) > 1:
+            reasons.append(f"twin read by a new owner after {snap.label}")
+    return reasons
+
+
+def repeat_reasons(snapshots: Sequence[Snapshot], counts: Mapping[Key, int],
+                   positions: Mapping[str, Sequence[Position]]) -> Counter[str]:
+    """How many extra acceptances each reason explains (in snapshot order); the rest are "unexplained"."""
+    out: Counter[str] = Counter()
+    for key, count in counts.items():
+        extra = count - 1
+        if extra <= 0:
+            continue
+        reasons = _explanations(key, snapshots, positions)
+        for reason in reasons[:extra]:
+            out[reason] += 1
+        if extra > len(reasons):
+            out["unexplained"] += extra - len(reasons)
+    return out
 
 
 def letter_problems(snapshots: Sequence[Snapshot], bad: Mapping[Position, str],

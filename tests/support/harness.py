@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -329,3 +330,25 @@ def metric(samples: Samples, name: str, **labels: str) -> float:
     """One sample's value (0 when absent)."""
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
+
+class Publisher(threading.Thread):
+    """Publishes `records` in chunks at about `rate` events/s until told to stop or out of records."""
+
+    def __init__(self, sc: Scenario, records: list[dict[str, Any]], rate: int, start: int = 0,
+                 chunk: int = 250) -> None:
+        super().__init__(daemon=True)
+        self.chunk = chunk
+        self.sc = sc
+        self.records = records
+        self.rate = rate
+        self.start_at = self.produced = start
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        started = time.monotonic()
+        while not self.halt.is_set() and self.produced < len(self.records):
+            chunk = self.records[self.produced:self.produced + self.chunk]
+            self.produced += produce_records(self.sc.bootstrap, self.sc.topic, chunk)
+            ahead = (self.produced - self.start_at) / self.rate - (time.monotonic() - started)
+            if ahead > 0:
+                self.halt.wait(ahead)
