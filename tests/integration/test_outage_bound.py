@@ -42,8 +42,9 @@ PARTITIONS = 2
 EVENTS = 6000
 BOUND = 1000  # pipeline.max_held_per_partition
 CONSUME_BATCH = 100  # kafka.consume_batch_size
-# Consumed before the pause took effect: the batches handed to the event loop (4) and the one being taken
-SLACK = 5 * CONSUME_BATCH
+# Past the bound before the pause takes effect: the rest of the batch that crossed it (< 1 batch) and what
+# the source had handed to the event loop but the loop had not applied yet (< HANDOFF_BATCHES + 1 = 5)
+SLACK = 6 * CONSUME_BATCH
 MARGIN_S = 3600  # send.deadline_margin_s (the default)
 SEVEN_DAYS = 7 * 24 * 3600  # Meta refuses events older than this (written out, not imported)
 DEADLINE_IN_S = 15  # the first fitness events reach their deadline this long after they are made
