@@ -19,6 +19,7 @@ from stream.errors import CapiStreamError, UsageError
 # Order is the order of `capi-stream --help`.
 COMMAND_MODULES: tuple[str, ...] = (
     "stream.commands.kafka",
+    "stream.commands.registry",
     "stream.commands.demo",
     "stream.commands.run",
     "stream.commands.status",

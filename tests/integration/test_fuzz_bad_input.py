@@ -20,7 +20,6 @@ from confluent_kafka import Producer
 from stream.avro.decode import BAD_AVRO, NOT_CONFLUENT_FRAMED, UNKNOWN_SCHEMA_ID
 from stream.avro.schema import default_schema_path, load_schema
 from stream.avro.wire import WireFormat, encode
-from stream.tools.devregistry import DevRegistry
 from stream.tools.samples import generate
 from tests.support.harness import APPS_A, APPS_B, Scenario, expected_keys, headers_of, read_topic
 
@@ -117,40 +116,39 @@ def _hostile(rng: random.Random, kind: str, i: int, base: dict[str, Any], schema
 
 
 def test_two_thousand_hostile_records_are_each_dead_lettered_once_and_the_valid_ones_all_land(
-    scenario_factory: Callable[..., Scenario],
+    scenario_factory: Callable[..., Scenario], schema_registry_url: str, register_factory: Callable[[str], int],
 ) -> None:
     rng = random.Random(SEED)
     now = int(time.time())
-    with DevRegistry() as registry:
-        schema_id = registry.register(default_schema_path().read_text())
-        extra = f'[decode]\nwire_format = "confluent"\nschema_registry_url = "{registry.url}"\n'
-        sc = scenario_factory(partitions=4, extra=extra)
-        candidates = list(generate(VALID * 2, seed=SEED, now=now, app_ids=APPS_A + APPS_B))
-        for r in candidates:
-            r["consent"] = True
-        valid_keys = expected_keys(candidates, now, sc.routes)
-        valid = [r for r in candidates if any(k[2] == r["event_id"] for k in valid_keys)][:VALID]
-        assert len(valid) == VALID
-        kinds = list(KINDS)
-        hostile_kind = {f"hostile-{i}": kinds[i % len(kinds)] for i in range(HOSTILE)}
-        schema = load_schema()
-        messages: list[tuple[bytes, bytes | None]] = []
-        valid_iter = iter(valid)
-        for i in range(HOSTILE):
-            key = f"hostile-{i}"
-            base = valid[rng.randrange(VALID)]
-            messages.append((key.encode(), _hostile(rng, hostile_kind[key], i, base, schema_id, now)))
-            if i % 2 == 1:  # a valid record after every two hostile ones
-                r = next(valid_iter)
-                messages.append((r["event_id"].encode(), encode(r, schema, WireFormat.CONFLUENT, schema_id)))
-        producer = Producer({"bootstrap.servers": sc.bootstrap, "message.max.bytes": 1_048_000, "linger.ms": 20})
-        for key, value in messages:
-            producer.produce(sc.topic, key=key, value=value)
-        assert producer.flush(60) == 0
-        proc = sc.start()
-        assert sc.all_committed(timeout=240), f"committed {sc.committed()} != end {sc.end()}"
-        assert proc.alive(), "the pipeline exited"
-        assert proc.stop() == 0
+    schema_id = register_factory(default_schema_path().read_text())
+    extra = f'[decode]\nwire_format = "confluent"\nschema_registry_url = "{schema_registry_url}"\n'
+    sc = scenario_factory(partitions=4, extra=extra)
+    candidates = list(generate(VALID * 2, seed=SEED, now=now, app_ids=APPS_A + APPS_B))
+    for r in candidates:
+        r["consent"] = True
+    valid_keys = expected_keys(candidates, now, sc.routes)
+    valid = [r for r in candidates if any(k[2] == r["event_id"] for k in valid_keys)][:VALID]
+    assert len(valid) == VALID
+    kinds = list(KINDS)
+    hostile_kind = {f"hostile-{i}": kinds[i % len(kinds)] for i in range(HOSTILE)}
+    schema = load_schema()
+    messages: list[tuple[bytes, bytes | None]] = []
+    valid_iter = iter(valid)
+    for i in range(HOSTILE):
+        key = f"hostile-{i}"
+        base = valid[rng.randrange(VALID)]
+        messages.append((key.encode(), _hostile(rng, hostile_kind[key], i, base, schema_id, now)))
+        if i % 2 == 1:  # a valid record after every two hostile ones
+            r = next(valid_iter)
+            messages.append((r["event_id"].encode(), encode(r, schema, WireFormat.CONFLUENT, schema_id)))
+    producer = Producer({"bootstrap.servers": sc.bootstrap, "message.max.bytes": 1_048_000, "linger.ms": 20})
+    for key, value in messages:
+        producer.produce(sc.topic, key=key, value=value)
+    assert producer.flush(60) == 0
+    proc = sc.start()
+    assert sc.all_committed(timeout=240), f"committed {sc.committed()} != end {sc.end()}"
+    assert proc.alive(), "the pipeline exited"
+    assert proc.stop() == 0
     events = [e.get("event") for e in proc.log_lines()]
     assert "stage_failed" not in events
     assert events.count("pipeline_started") == 1

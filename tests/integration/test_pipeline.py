@@ -12,7 +12,6 @@ import pytest
 
 from stream.avro.schema import default_schema_path
 from stream.avro.wire import WireFormat, encode
-from stream.tools.devregistry import DevRegistry
 from stream.tools.kafka import free_port
 from stream.tools.samples import generate
 from tests.support.harness import (
@@ -138,25 +137,25 @@ def test_bad_records_are_dead_lettered_with_their_reason_and_do_not_block(
 
 
 def test_confluent_wire_format_resolves_ids_and_dead_letters_unknown_ones(
-    scenario_factory: Callable[..., Scenario],
+    scenario_factory: Callable[..., Scenario], schema_registry_url: str, register_factory: Callable[[str], int],
 ) -> None:
-    """Confluent-framed records decode through the registry; an unknown schema id and unframed bytes go to the DLQ."""
-    with DevRegistry() as registry:
-        schema_id = registry.register(default_schema_path().read_text())
-        sc = scenario_factory(partitions=2, extra=f'[decode]\nwire_format = "confluent"\n'
-                                                  f'schema_registry_url = "{registry.url}"\n')
-        from stream.avro.schema import load_schema
+    """Confluent-framed records decode through a real registry (Apicurio); an unknown schema id and unframed
+    bytes go to the DLQ."""
+    schema_id = register_factory(default_schema_path().read_text())
+    sc = scenario_factory(partitions=2, extra=f'[decode]\nwire_format = "confluent"\n'
+                                              f'schema_registry_url = "{schema_registry_url}"\n')
+    from stream.avro.schema import load_schema
 
-        records = _events(30, seed=9, apps=APPS_A)
-        for r in records:
-            r["consent"] = True
-        values = [(r["event_id"].encode(), encode(r, load_schema(), WireFormat.CONFLUENT, schema_id)) for r in records]
-        bad_id = encode(records[0], load_schema(), WireFormat.CONFLUENT, 999)
-        values += [(b"unknown-id-1", bad_id), (b"unframed-1", encode(records[1], load_schema()))]
-        produce_raw(sc.bootstrap, sc.topic, values)
-        proc = sc.start()
-        assert sc.all_committed()
-        proc.stop()
+    records = _events(30, seed=9, apps=APPS_A)
+    for r in records:
+        r["consent"] = True
+    values = [(r["event_id"].encode(), encode(r, load_schema(), WireFormat.CONFLUENT, schema_id)) for r in records]
+    bad_id = encode(records[0], load_schema(), WireFormat.CONFLUENT, 999_999)
+    values += [(b"unknown-id-1", bad_id), (b"unframed-1", encode(records[1], load_schema()))]
+    produce_raw(sc.bootstrap, sc.topic, values)
+    proc = sc.start()
+    assert sc.all_committed()
+    proc.stop()
     reasons = {m.key().decode(): headers_of(m)["capi.reason"] for m in read_topic(sc.bootstrap, sc.dlq_topic, 2)}
     assert reasons == {"unknown-id-1": "unknown_schema_id", "unframed-1": "not_confluent_framed"}
     assert set(sc.counts()) == expected_keys(records, int(time.time()), sc.routes)

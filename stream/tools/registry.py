@@ -1,0 +1,268 @@
+"""A local Apicurio Registry 3.3.3, fetched from Maven Central and run with a Java 21+, like the broker.
+
+`capi-stream registry up|down|status` and the integration tests use this one launcher. Its
+Confluent-compatible API (`/apis/ccompat/v7`) is what `decode.schema_registry_url` points at; the
+Confluent wire format's schema ids come from it. Storage is in memory: every start is an empty registry.
+
+Layout of a registry's home directory (``--data-dir``)::
+
+    registry.json   the ports of the last start
+    registry.pid
+    registry.out    the application's stdout/stderr
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import orjson
+
+from stream.errors import BrokerError, UsageError
+from stream.tools.kafka import default_cache_dir, free_port, port_in_use
+
+APICURIO_VERSION = "3.3.3"
+# Maven Central carries the prebuilt Quarkus application as the `all` classifier of the app artifact
+ARTIFACT = f"io.apicurio:apicurio-registry-app:{APICURIO_VERSION}:tar.gz:all"
+# the application is compiled for Java 21 (class file version 65)
+MIN_JAVA = 21
+DEFAULT_PORT = 8081
+CCOMPAT_PATH = "/apis/ccompat/v7"
+# cold start measured at ~12 s on this machine kind; a loaded 2-core CI machine needs slack
+READY_TIMEOUT_S = 120.0
+# a plain SIGTERM stops it in ~2 s
+STOP_TIMEOUT_S = 20.0
+# small heap, serial GC, C1 only: a test registry holds a handful of schemas
+JVM_FLAGS = ("-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
+_JVM_DIR = Path("/usr/lib/jvm")
+
+
+def default_registry_dir() -> Path:
+    """The default registry home: $XDG_STATE_HOME or ~/.local/state, then capi-stream/registry."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "capi-stream" / "registry"
+
+
+def java_version(java: Path) -> int | None:
+    """The feature version of a java binary (17, 21, 25), or None when it does not run."""
+    try:
+        proc = subprocess.run([str(java), "-version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', proc.stderr + proc.stdout)
+    if not match:
+        return None
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+def find_java(minimum: int = MIN_JAVA) -> Path:
+    """A java binary of at least `minimum`: $JAVA_HOME, then every JDK in /usr/lib/jvm, then PATH.
+
+    UsageError saying what is missing when none is found.
+    """
+    candidates: list[Path] = []
+    if home := os.environ.get("JAVA_HOME"):
+        candidates.append(Path(home) / "bin" / "java")
+    if _JVM_DIR.is_dir():
+        candidates += sorted((p / "bin" / "java" for p in _JVM_DIR.iterdir()), reverse=True)
+    if on_path := shutil.which("java"):
+        candidates.append(Path(on_path))
+    seen: list[str] = []
+    for java in candidates:
+        if not java.is_file():
+            continue
+        version = java_version(java)
+        seen.append(f"{java} ({version})")
+        if version is not None and version >= minimum:
+            return java
+    raise UsageError(f"Apicurio Registry {APICURIO_VERSION} needs Java {minimum} or newer; found "
+                     f"{', '.join(seen) or 'no java'} (install a JDK {minimum}+ or set JAVA_HOME)")
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryStatus:
+    """Whether a registry home has a live registry, and where."""
+
+    running: bool
+    pid: int | None
+    url: str | None
+    home: Path
+
+
+class LocalRegistry:
+    """One registry home: fetch the app once, start it, wait until ready, stop it."""
+
+    def __init__(self, data_dir: Path | None = None, cache_dir: Path | None = None) -> None:
+        self.home = (data_dir or default_registry_dir()).resolve()
+        self.cache_dir = (cache_dir or default_cache_dir()).resolve()
+        self.app_dir = self.cache_dir / f"apicurio-registry-{APICURIO_VERSION}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "registry.pid"
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / "registry.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "registry.out"
+
+    def ensure_app(self) -> Path:
+        """Fetch and unpack the application from Maven Central into the cache (once); return its dir."""
+        marker = self.app_dir / ".complete"
+        if marker.is_file():
+            return self.app_dir
+        if shutil.which("mvn") is None:
+            raise UsageError("mvn not found on PATH: Maven is needed once to fetch Apicurio Registry")
+        proc = subprocess.run(["mvn", "-B", "-q", "dependency:get", f"-Dartifact={ARTIFACT}", "-Dtransitive=false"],
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "ERROR" in ln] or ["(no output)"]
+            raise BrokerError(f"Maven could not fetch {ARTIFACT}: {lines[0].strip()}")
+        archive = (Path.home() / ".m2" / "repository" / "io" / "apicurio" / "apicurio-registry-app" /
+                   APICURIO_VERSION / f"apicurio-registry-app-{APICURIO_VERSION}-all.tar.gz")
+        if not archive.is_file():
+            raise BrokerError(f"Maven finished but {archive} is missing")
+        staging = self.app_dir.with_name(self.app_dir.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(staging, filter="data")
+        runner = next(staging.rglob("quarkus-run.jar"), None)
+        if runner is None:
+            raise BrokerError(f"{archive} holds no quarkus-run.jar")
+        shutil.rmtree(self.app_dir, ignore_errors=True)
+        runner.parent.rename(self.app_dir)
+        shutil.rmtree(staging, ignore_errors=True)
+        marker.write_text(APICURIO_VERSION + "\n")
+        return self.app_dir
+
+    def _state(self) -> dict[str, int]:
+        if not self.state_file.is_file():
+            return {}
+        state: dict[str, int] = orjson.loads(self.state_file.read_bytes())
+        return state
+
+    def pid(self) -> int | None:
+        """The pid of this home's registry if it is alive, else None (a stale pid file is removed)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if _is_registry_process(pid):
+            return pid
+        self.pid_file.unlink(missing_ok=True)
+        return None
+
+    def status(self) -> RegistryStatus:
+        """Whether the registry of this home runs, and its Confluent-compatible URL."""
+        pid = self.pid()
+        port = self._state().get("port")
+        url = f"http://127.0.0.1:{port}{CCOMPAT_PATH}" if pid and port else None
+        return RegistryStatus(running=pid is not None, pid=pid, url=url, home=self.home)
+
+    def start(self, port: int | None = None, timeout: float = READY_TIMEOUT_S) -> tuple[str, bool]:
+        """Start unless already running; wait until ready. Returns (Confluent-compatible URL, started now).
+
+        UsageError for a missing Java 21+/mvn or a busy port, BrokerError when it dies or is not ready in time.
+        """
+        current = self.status()
+        if current.running and current.url:
+            return current.url, False
+        java = find_java()
+        app = self.ensure_app()
+        port = port or self._state().get("port") or DEFAULT_PORT
+        if port_in_use(port):
+            raise UsageError(f"port {port} on 127.0.0.1 is already in use; pick another with --port")
+        management = free_port()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_bytes(orjson.dumps({"port": port, "management_port": management}))
+        cmd = [str(java), *JVM_FLAGS,
+               "-Dquarkus.http.host=127.0.0.1", f"-Dquarkus.http.port={port}",
+               "-Dquarkus.management.host=127.0.0.1", f"-Dquarkus.management.port={management}",
+               "-Dquarkus.http.access-log.enabled=false", "-jar", "quarkus-run.jar"]  # fmt: skip
+        with self.log_file.open("ab") as out:
+            # a new session: the registry outlives this process and a Ctrl-C at the CLI does not reach it
+            proc = subprocess.Popen(cmd, cwd=app, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid_file.write_text(f"{proc.pid}\n")
+        self._wait_ready(management, timeout)
+        return f"http://127.0.0.1:{port}{CCOMPAT_PATH}", True
+
+    def _wait_ready(self, management: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{management}/health/ready"
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                raise BrokerError(f"Apicurio Registry exited during start-up; see {self.log_file}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise BrokerError(f"Apicurio Registry not ready after {timeout:.0f}s; see {self.log_file}")
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
+        """SIGTERM, then SIGKILL after `timeout`. Returns True if a registry ran."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if not _wait_gone(pid, timeout):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _wait_gone(pid, 10.0)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+
+def register_schema(url: str, subject: str, schema: str) -> int:
+    """Register an Avro schema under `subject` through the Confluent-compatible API; returns its id."""
+    body = orjson.dumps({"schema": schema, "schemaType": "AVRO"})
+    request = urllib.request.Request(f"{url}/subjects/{subject}/versions", data=body, method="POST",  # noqa: S310
+                                     headers={"Content-Type": "application/vnd.schemaregistry.v1+json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - the URL names our registry
+            return int(orjson.loads(resp.read())["id"])
+    except urllib.error.HTTPError as exc:
+        raise BrokerError(f"registry at {url} refused the schema for {subject}: HTTP {exc.code} "
+                          f"{exc.read()[:200]!r}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise BrokerError(f"registry at {url} does not answer: {exc}") from exc
+
+
+def _is_registry_process(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    state = stat.rsplit(")", 1)[-1].split()[0] if ")" in stat else "?"
+    if state in ("Z", "X"):
+        return False
+    return not cmdline or b"quarkus-run.jar" in cmdline
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _is_registry_process(pid):
+            return True
+        time.sleep(0.1)
+    return not _is_registry_process(pid)
