@@ -163,19 +163,23 @@ def _restore_figure(bootstrap: str, size: int, seed: int) -> bool:
             print(f"restore: ERROR, {left} changelog records not acknowledged by {bootstrap}")
             return False
         answer = _child("restore", size, seed, bootstrap, topic)
+        traced = _child("restore-trace", size, seed, bootstrap, topic)
     finally:
         AdminClient(kafka_config({"bootstrap.servers": bootstrap})).delete_topics([topic], operation_timeout=30)
     print(f"restore: {answer['keys']:,} keys ({answer['records']:,} records, {answer['bytes'] / 1e6:.1f} MB) read "
           f"back from one changelog partition in {answer['seconds']:.2f} s ({answer['records_per_s']:,.0f} records/s,"
           f" {answer['cpu_s']:.2f} CPU s), RSS +{answer['rss_bytes_per_key']:.1f} B/key held")
+    print(f"{'':>9}traced (a second read under tracemalloc): {traced['traced_bytes_per_key']:.1f} B/key held after "
+          f"the restore, {traced['peak_bytes_per_key']:.1f} at its peak (the changelog is not held besides the store)")
     if answer["keys"] != size:
         print(f"  ERROR: {size - answer['keys']} of {size} live keys were not restored")
         return False
     return True
 
 
-def _measure_restore(size: int, seed: int, bootstrap: str, topic: str) -> dict[str, Any]:
-    """Read the changelog partition back into a fresh store as an assignment does; time and memory."""
+def _measure_restore(size: int, seed: int, bootstrap: str, topic: str, trace: bool = False) -> dict[str, Any]:
+    """Read the changelog partition back into a fresh store as an assignment does; time and memory (with
+    `trace`, the bytes Python allocated per key held, after the restore and at its peak)."""
     from stream.pipeline import dedupelog
     from stream.pipeline.changelog import Changelog
 
@@ -184,9 +188,17 @@ def _measure_restore(size: int, seed: int, bootstrap: str, topic: str) -> dict[s
     changelog = Changelog(bootstrap, {topic: topic}, "bench")
     rss_before = _rss_bytes() or 0
     cpu_before = time.process_time()
+    if trace:
+        tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
     started = time.perf_counter()
     asyncio.run(changelog.read((topic, 0), restore.apply))
     seconds = time.perf_counter() - started
+    if trace:
+        current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        held = max(len(store), 1)
+        return {"traced_bytes_per_key": (current - before) / held, "peak_bytes_per_key": (peak - before) / held}
     rss_after = _rss_bytes() or 0
     return {"keys": len(store), "records": restore.records, "bytes": restore.nbytes, "seconds": seconds,
             "records_per_s": restore.records / seconds, "cpu_s": time.process_time() - cpu_before,
@@ -331,8 +343,9 @@ def _key_fn_per_s() -> float:
 
 def _child_main(argv: list[str]) -> None:
     mode, size, seed = argv[0], int(argv[1]), int(argv[2])
-    if mode == "restore":
-        sys.stdout.buffer.write(orjson.dumps(_measure_restore(size, seed, argv[3], argv[4])))
+    if mode in ("restore", "restore-trace"):
+        answer = _measure_restore(size, seed, argv[3], argv[4], trace=mode == "restore-trace")
+        sys.stdout.buffer.write(orjson.dumps(answer))
         return
     measure = {"trace": _measure_trace, "steady": _measure_steady, "time": _measure_time}[mode]
     sys.stdout.buffer.write(orjson.dumps(measure(size, seed)))

@@ -1,12 +1,15 @@
 """`capi-stream replay`: move a stopped group's offsets back (or forward), dry run first.
 
     capi-stream replay --group G --topic T (--to-datetime ISO | --by-duration 6h | --to-earliest |
-                       --to-offset P:O[,P:O...]) [--bootstrap B | --config F] [--execute]
+                       --to-offset P:O[,P:O...]) [--bootstrap B | --config F] [--execute] [--forget-dedupe]
 
 Prints per partition the current and target offsets, how many events will be re-read, how many of
 those are older than Meta's 7 days (decoded event_time) and how many fall inside the dedupe window
 (Kafka timestamp); see stream/replay.py for why each is counted that way. Refuses (exit 2) while the
 group has active members, in the dry run too, because offsets of a live group move under the plan.
+Events inside the window are deduped against the group's changelog topic after the reset; with
+--forget-dedupe, --execute first deletes the changelog records of the partitions that move, so they
+are sent again (exit 2 when dedupe.changelog is false: there is nothing to forget).
 """
 
 from __future__ import annotations

@@ -45,6 +45,8 @@ _PRODUCER: Final[dict[str, Any]] = {"acks": "all", "enable.idempotence": True, "
                                     "compression.type": "lz4"}
 # Records per page of a restore: the loop applies one page between other work (~5 ms at 1 us a record).
 PAGE: Final = 5000
+# librdkafka's prefetch queue of a restore reader, in KB: a few pages ahead (a record is ~18 bytes + overhead)
+RESTORE_PREFETCH_KB: Final = 4096
 # A restore read that makes no progress for this long starts again (the broker may be restarting).
 STALL_S: Final = 30.0
 ADMIN_TIMEOUT_S: Final = 30.0
@@ -281,7 +283,11 @@ class Changelog:
         return Consumer(kafka_config({**self._client, "group.id": f"{self._group}.changelog-restore",
                                       "enable.auto.commit": False, "enable.auto.offset.store": False,
                                       "enable.partition.eof": True, "auto.offset.reset": "earliest",
-                                      "fetch.wait.max.ms": 50, "isolation.level": "read_uncommitted"}))
+                                      "fetch.wait.max.ms": 50, "isolation.level": "read_uncommitted",
+                                      # a small prefetch: the restore streams pages into the store, and
+                                      # librdkafka's default 64 MB queue would hold much of the partition
+                                      # a second time meanwhile
+                                      "queued.max.messages.kbytes": RESTORE_PREFETCH_KB}))
 
     @staticmethod
     def _start(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
