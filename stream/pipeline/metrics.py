@@ -69,6 +69,10 @@ class SourceView(Protocol):
     def last_error(self) -> str: ...
     @property
     def last_error_at(self) -> float: ...
+    @property
+    def uncommitted_partitions(self) -> int: ...
+    @property
+    def stats_at(self) -> float: ...
 
 
 class DedupeView(Protocol):
@@ -198,6 +202,11 @@ class PipelineCollector(Collector):
         yield GaugeMetricFamily(PREFIX + "held_offsets_max",
                                 "most offsets one partition holds until it can commit (max_held_per_partition)",
                                 value=p.max_held_offsets)
+        yield GaugeMetricFamily(PREFIX + "uncommitted_partitions",
+                                "assigned partitions whose stored offset the group has not committed yet "
+                                "(librdkafka statistics)", value=p.source.uncommitted_partitions)
+        yield GaugeMetricFamily(PREFIX + "kafka_stats_timestamp_seconds",
+                                "when librdkafka last reported its statistics (Unix time)", value=p.source.stats_at)
         yield GaugeMetricFamily(PREFIX + "assigned_partitions", "partitions assigned to this member",
                                 value=len(p.source.assignment))
         states = GaugeMetricFamily(PREFIX + "destination_state", "1 for the destination's current state",

@@ -159,6 +159,10 @@ class KafkaSource:
         self.last_error_at = 0.0
         self.lag: dict[TP, int] = {}
         self.final_commit_ok: bool | None = None
+        # from librdkafka's statistics: assigned partitions whose stored offset is not committed yet, and
+        # when that was reported (wall clock; 0: never)
+        self.uncommitted_partitions = 0
+        self.stats_at = 0.0
 
     async def start(self) -> None:
         """Create the consumer, subscribe and start the source thread; refuses to run twice."""
@@ -354,15 +358,22 @@ class KafkaSource:
     def _stats_cb(self, text: str) -> None:
         try:
             doc = orjson.loads(text)
-            lag = {
-                (topic, int(p)): part["consumer_lag"]
+            parts = [
+                ((topic, int(p)), part)
                 for topic, tdoc in doc.get("topics", {}).items()
                 for p, part in tdoc.get("partitions", {}).items()
-                if int(p) >= 0 and (topic, int(p)) in self.assignment and part.get("consumer_lag", -1) >= 0
-            }
+                if int(p) >= 0 and (topic, int(p)) in self.assignment
+            ]
+            lag = {tp: part["consumer_lag"] for tp, part in parts if part.get("consumer_lag", -1) >= 0}
+            # a stored offset (>= 0) above the committed one: the next commit has not taken it yet
+            uncommitted = sum(1 for _, part in parts
+                              if part.get("stored_offset", -1) >= 0
+                              and part["stored_offset"] > part.get("committed_offset", -1))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             return
         self.lag = lag
+        self.uncommitted_partitions = uncommitted
+        self.stats_at = time.time()
 
     def _error_cb(self, err: KafkaError) -> None:
         self.last_error_at = time.time()

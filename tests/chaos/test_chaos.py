@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from stream.pipeline.deadletters import HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON
-from stream.tools.kafka import LocalKafka
+from stream.tools.kafka import LocalKafka, free_port
 from stream.tools.samples import generate
 from tests.support.chaos_oracle import (
     Key,
@@ -42,9 +42,11 @@ from tests.support.harness import (
     end_offsets,
     expected_keys,
     headers_of,
+    metric,
     produce_raw,
     produce_records,
     read_topic,
+    scrape,
     wait_until,
 )
 
@@ -78,8 +80,9 @@ WAIT_S = 120.0
 SETTLE_S = 0.5
 # Steps happen between these shares of the valid events accepted, so each one cuts a stream in flight.
 FIRST_STEP, LAST_STEP = 0.05, 0.85
-# Keep a halted destination halted this long before looking, so a wrong commit would have happened.
-HALT_HOLD_S = 1.0
+# Once shop is halted, the snapshot waits for a librdkafka statistics report made after the halt that
+# says every stored offset is committed (capi_stream_uncommitted_partitions 0): a wrong store made before
+# the halt was looked at has then been committed and shows in the snapshot. Reports come every 5 s.
 # Small batches, a request rate limit and a small in-flight bound stretch the run over the steps (about
 # 500 events/s per destination at most), and keep the consumer fetching throughout, across the broker
 # restart. A 6 s session lets the group drop a killed member quickly (librdkafka's default is 45 s).
@@ -193,8 +196,10 @@ def letters_now(sc: Scenario) -> list[tuple[Position, str]]:
 class Chaos:
     """Drives one run: the pipeline process, the steps, and a snapshot after each kill."""
 
-    def __init__(self, sc: Scenario, broker: LocalKafka, expected: set[Key], rng: random.Random) -> None:
+    def __init__(self, sc: Scenario, broker: LocalKafka, expected: set[Key], rng: random.Random,
+                 metrics_port: int) -> None:
         self.sc = sc
+        self.metrics_port = metrics_port
         self.broker = broker
         self.expected = expected
         self.rng = rng
@@ -285,7 +290,15 @@ class Chaos:
         new_token = f"tok-rotated-{uuid.uuid4().hex}"
         self.sc.emulator.rotate_token(shop.dataset_id, new_token)
         self.await_(lambda: self.logged("destination_halted"), "shop to halt on its expired token")
-        time.sleep(HALT_HOLD_S)
+        halted_at = time.time()
+
+        def all_stored_committed() -> bool:
+            m = scrape(self.metrics_port)
+            return (metric(m, "capi_stream_kafka_stats_timestamp_seconds") > halted_at
+                    and metric(m, "capi_stream_uncommitted_partitions") == 0
+                    and metric(m, "capi_stream_assigned_partitions") > 0)
+
+        self.await_(all_stored_committed, "librdkafka to report every stored offset committed after the halt")
         self.snapshot("shop halted on the expired token", kill=False)
         shop.token_file.write_text(new_token + "\n")
         self.await_(lambda: self.logged("destination_resumed"), "shop to resume with the new token")
@@ -302,7 +315,9 @@ def test_kills_a_broker_restart_faults_and_a_token_rotation_lose_nothing(
     plan = chaos_plan(rounds, rng)
     context = f"seed {seed}, rounds {rounds}, events {events}, plan {[(s.kind, s.at) for s in plan]}"
 
-    sc = scenario_factory(partitions=PARTITIONS, extra=EXTRA_CONFIG, faults={**FAULTS, "seed": seed})
+    metrics_port = free_port()
+    sc = scenario_factory(partitions=PARTITIONS, extra=f"{EXTRA_CONFIG}\n[metrics]\nport = {metrics_port}\n",
+                          faults={**FAULTS, "seed": seed})
     now = int(time.time())
     work = produce_workload(sc, events, groups=rounds + 2, seed=seed, now=now)
     assert len({r["event_id"] for r in work.records}) < len(work.records), "the stream must carry duplicates"
@@ -318,7 +333,7 @@ def test_kills_a_broker_restart_faults_and_a_token_rotation_lose_nothing(
         else:
             positions.setdefault(key, []).append((message.partition(), message.offset()))
 
-    chaos = Chaos(sc, chaos_broker, expected, rng)
+    chaos = Chaos(sc, chaos_broker, expected, rng, metrics_port)
     for step in plan:
         chaos.apply(step)
     end = sc.end()

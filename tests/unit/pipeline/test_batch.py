@@ -94,3 +94,34 @@ def test_remove_partitions_takes_out_only_revoked_items() -> None:
     removed = batcher.remove_partitions({("t", 1)})
     assert [i.offset for i in removed] == [1]
     assert [i.offset for i in batcher.items()] == [0]
+
+
+def test_split_halves_keep_the_destination_and_the_opening_time() -> None:
+    """Both halves belong to the batch's destination and keep its opening time (linger and age read it)."""
+    items = [_item("shop", n) for n in range(4)]
+    batch = Batch("shop", items, _batch_of(items).nbytes, opened_at=123.5)
+    for half in batch.split():
+        assert half.destination == "shop"
+        assert half.opened_at == 123.5
+
+
+def test_retain_measures_what_is_kept() -> None:
+    """retain keeps the given items and their size, the size the batcher gives a batch of exactly them."""
+    items = [_item("a", n, size=10 * (n + 1)) for n in range(5)]
+    batch = _batch_of(items)
+    batch.retain(items[1:3])
+    assert [i.offset for i in batch.items] == [1, 2]
+    assert batch.nbytes == _batch_of(items[1:3]).nbytes
+
+
+def test_a_batch_may_fill_max_bytes_exactly() -> None:
+    """An item that brings the batch to exactly max_bytes joins it; one byte more closes it first."""
+    first, second = _item("a", 0, size=40), _item("a", 1, size=40)
+    exact = _batch_of([first, second]).nbytes
+    batcher = Batcher(max_events=10, max_bytes=exact, linger_s=5)
+    assert batcher.add(first, 0) == []
+    assert batcher.add(second, 0) == []
+    assert batcher.open_events == 2
+    tight = Batcher(max_events=10, max_bytes=exact - 1, linger_s=5)
+    tight.add(first, 0)
+    assert [len(b.items) for b in tight.add(second, 0)] == [1]

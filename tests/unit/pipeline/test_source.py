@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+import orjson
 import pytest
 from confluent_kafka import KafkaError
 
@@ -274,3 +275,23 @@ async def test_a_loop_that_takes_nothing_pauses_the_assignment_and_keeps_polling
         await until(lambda: consumer.calls[-1] == ("resume", [T0]))
     finally:
         await source.stop()
+
+
+async def test_statistics_report_lag_and_offsets_not_committed_yet(rig: Rig) -> None:
+    """librdkafka's statistics give the lag and how many assigned partitions have a stored offset not
+    committed yet (partitions not assigned, and the internal -1, are left out)."""
+    rig.play("assign", [T0, T1])
+    await until(lambda: bool(rig.handler.assigned))
+    parts = {
+        "0": {"consumer_lag": 7, "stored_offset": 5, "committed_offset": 3},
+        "1": {"consumer_lag": 0, "stored_offset": 4, "committed_offset": 4},
+        "2": {"consumer_lag": 9, "stored_offset": 9, "committed_offset": 1},  # not ours
+        "-1": {"consumer_lag": -1, "stored_offset": -1001, "committed_offset": -1001},
+    }
+    rig.consumer.conf["stats_cb"](orjson.dumps({"topics": {"events": {"partitions": parts}}}).decode())
+    assert rig.source.lag == {T0: 7, T1: 0}
+    assert rig.source.uncommitted_partitions == 1
+    assert rig.source.stats_at > 0
+    parts["0"]["committed_offset"] = 5
+    rig.consumer.conf["stats_cb"](orjson.dumps({"topics": {"events": {"partitions": parts}}}).decode())
+    assert rig.source.uncommitted_partitions == 0
