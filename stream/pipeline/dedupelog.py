@@ -8,7 +8,10 @@ Kafka Streams' and quix-streams' state stores). A record per fact, keyed so comp
     key  b"k" + 8-byte dedupe key     value  b"\\x01" + 8-byte ms   Meta acknowledged the key; its window
                                                                      runs from that time
     key  b"d" + 8-byte source offset   value  b"\\x01" + 8-byte ms   the message at that offset was
-                                                                     dead-lettered (broker-acked) then
+                                        + 8-byte fingerprint         dead-lettered (broker-acked) then;
+                                                                     the fingerprint of its value tells
+                                                                     it from another message at that
+                                                                     offset (a topic created again)
     either key with a null value (a tombstone)                        the entry's window is over
 
 Times are wall-clock milliseconds (the window is Meta's). An entry whose window is over is tombstoned by
@@ -20,8 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from stream.pipeline.dedupe import DedupeStore
@@ -31,7 +35,9 @@ KIND_DEAD: Final = b"d"
 # The value's first byte: a reader skips (and counts) values of a version it does not know, so a later
 # format can be rolled out while older members still run.
 VERSION: Final = 1
+_VERSION_BYTE: Final = VERSION.to_bytes(1, "big")
 _VALUE_SIZE: Final = 9
+_DEAD_VALUE_SIZE: Final = 17  # the time, then the fingerprint of the dead-lettered message's value
 _KEY_SIZE: Final = 9
 
 
@@ -49,6 +55,7 @@ class Entry:
     kind: Kind
     ident: int  # the dedupe key, or the source offset
     at: float | None  # seconds
+    check: int | None = None  # a dead letter's fingerprint of the message value
 
 
 def _ident(kind: bytes, ident: int) -> bytes:
@@ -64,9 +71,25 @@ def key_record(key: int, accepted: float) -> tuple[bytes, bytes]:
     return _ident(KIND_KEY, key), _time(accepted)
 
 
-def dead_record(offset: int, at: float) -> tuple[bytes, bytes]:
-    """(record key, value) saying the source message at `offset` was dead-lettered at `at`."""
-    return _ident(KIND_DEAD, offset), _time(at)
+def fingerprint(value: bytes | None) -> int:
+    """A stable 64-bit fingerprint of a message value (BLAKE2b-64), to recognise the same message again."""
+    return int.from_bytes(hashlib.blake2b(value or b"", digest_size=8).digest(), "big", signed=True)
+
+
+def dead_record(offset: int, at: float, value: bytes | None) -> tuple[bytes, bytes]:
+    """(record key, value) saying the source message at `offset`, whose value is `value`, was dead-lettered
+    at `at`."""
+    return _ident(KIND_DEAD, offset), _time(at) + fingerprint(value).to_bytes(8, "big", signed=True)
+
+
+def dead_letter_seen(dead: Mapping[int, tuple[float, int | None]], offset: int, value: bytes | None) -> bool:
+    """True when the message at `offset` with `value` is the one the changelog says was dead-lettered.
+
+    A different message at that offset (the topic was deleted and created again), or a record without a
+    fingerprint, is not: it is processed again, never dropped on the strength of another message's record.
+    """
+    seen = dead.get(offset)
+    return seen is not None and seen[1] is not None and seen[1] == fingerprint(value)
 
 
 def key_tombstone(key: int) -> bytes:
@@ -89,9 +112,14 @@ def parse(key: bytes | None, value: bytes | None) -> Entry | None:
     ident = int.from_bytes(key[1:], "big", signed=True)
     if value is None:
         return Entry(kind, ident, None)
-    if len(value) != _VALUE_SIZE or value[0] != VERSION:
+    if value[:1] != _VERSION_BYTE:
         return None
-    return Entry(kind, ident, int.from_bytes(value[1:], "big", signed=True) / 1000)
+    if len(value) == _VALUE_SIZE:
+        return Entry(kind, ident, int.from_bytes(value[1:], "big", signed=True) / 1000)
+    if kind is Kind.DEAD and len(value) == _DEAD_VALUE_SIZE:
+        return Entry(kind, ident, int.from_bytes(value[1:9], "big", signed=True) / 1000,
+                     int.from_bytes(value[9:], "big", signed=True))
+    return None
 
 
 def retention_ms(store: DedupeStore) -> int:
@@ -104,14 +132,14 @@ class Restore:
     """Applies one changelog partition, record by record in log order, to the store and the dead-letter set.
 
     Keys inside their window go into `store` under `part`; dead-lettered offsets inside the window into
-    `dead` (offset -> time). Entries whose window is over, and not superseded later in the log, are
+    `dead` (offset -> (time, fingerprint)). Entries whose window is over, and not superseded later in the log, are
     collected to be tombstoned. Nothing is held but what the store keeps and the expired identifiers.
     """
 
     store: DedupeStore
     part: int
     now: float
-    dead: dict[int, float] = dataclasses.field(default_factory=dict)
+    dead: dict[int, tuple[float, int | None]] = dataclasses.field(default_factory=dict)
     expired_keys: set[int] = dataclasses.field(default_factory=set)
     expired_dead: set[int] = dataclasses.field(default_factory=set)
     records: int = 0
@@ -142,7 +170,7 @@ class Restore:
                 dead.pop(entry.ident, None)
             elif store.live(entry.at, now):
                 self.expired_dead.discard(entry.ident)
-                dead[entry.ident] = entry.at
+                dead[entry.ident] = (entry.at, entry.check)
             else:
                 self.expired_dead.add(entry.ident)
                 dead.pop(entry.ident, None)

@@ -159,7 +159,8 @@ class Pipeline:
         self._part_tps: dict[int, TP] = {}
         self._restoring: dict[TP, list[tuple[Message, Prepared, int]]] = {}
         self._restores: dict[TP, asyncio.Task[None]] = {}
-        self._dead: dict[TP, dict[int, float]] = {}  # offsets the changelog says were dead-lettered
+        # offsets the changelog says were dead-lettered -> (time, fingerprint of the message value)
+        self._dead: dict[TP, dict[int, tuple[float, int | None]]] = {}
         # assigned partitions until their revoke ends: their acks and dead letters still go to the changelog
         self._owned: set[TP] = set()
         self._tombstoned_at = 0.0
@@ -534,7 +535,7 @@ class Pipeline:
             self.stats.consumed += 1
             item = Item(topic, partition, offset, msg.key(), msg.value(), msg.timestamp()[1], part)
             dead = self._dead.get(tp)
-            if dead is not None and offset in dead:
+            if dead is not None and dedupelog.dead_letter_seen(dead, offset, item.value):
                 # dead-lettered before a crash or a rebalance (the changelog says so): not a second time
                 self.stats.dead_letters_skipped += 1
                 self._finish(item)
@@ -713,8 +714,8 @@ class Pipeline:
                 return
             at = self.clock()
             dead = self._dead.setdefault(item.tp, {})
-            dead[item.offset] = at
-            self.changelog.write([(item.tp, *dedupelog.dead_record(item.offset, at))], done)
+            dead[item.offset] = (at, dedupelog.fingerprint(item.value))
+            self.changelog.write([(item.tp, *dedupelog.dead_record(item.offset, at, item.value))], done)
 
         self.dlq.write(letter, recorded)
 
@@ -843,7 +844,7 @@ class Pipeline:
             if tp in self._dead:  # still ours and restored
                 records.extend((tp, dedupelog.key_tombstone(key), None) for key in keys)
         for tp, dead in self._dead.items():
-            gone = [offset for offset, at in dead.items() if not self.dedupe.live(at, now)]
+            gone = [offset for offset, (at, _check) in dead.items() if not self.dedupe.live(at, now)]
             for offset in gone:
                 del dead[offset]
             records.extend((tp, dedupelog.dead_tombstone(offset), None) for offset in gone)

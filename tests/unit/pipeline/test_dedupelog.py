@@ -33,14 +33,19 @@ class TestRecords:
         assert dedupelog.parse(key, value) == Entry(Kind.KEY, 2**59 + 12345, T0 + 0.25)
 
     def test_dead_record_reads_back(self) -> None:
-        """A dead-letter entry parses to the source offset and its time."""
-        key, value = dedupelog.dead_record(987654, T0)
-        assert dedupelog.parse(key, value) == Entry(Kind.DEAD, 987654, T0)
+        """A dead-letter entry parses to the source offset, its time and the fingerprint of the message."""
+        key, value = dedupelog.dead_record(987654, T0, b"not avro")
+        assert dedupelog.parse(key, value) == Entry(Kind.DEAD, 987654, T0, dedupelog.fingerprint(b"not avro"))
+
+    def test_a_dead_entry_without_fingerprint_reads_back_without_one(self) -> None:
+        """A dead entry of the time alone parses, with no fingerprint (so it never lets a message be skipped)."""
+        _key, value = dedupelog.key_record(5, T0)
+        assert dedupelog.parse(dedupelog.dead_tombstone(5), value) == Entry(Kind.DEAD, 5, T0, None)
 
     def test_tombstones_use_the_entry_keys(self) -> None:
         """A tombstone has the record key of the entry it removes and parses with no time."""
         assert dedupelog.key_tombstone(7) == dedupelog.key_record(7, T0)[0]
-        assert dedupelog.dead_tombstone(7) == dedupelog.dead_record(7, T0)[0]
+        assert dedupelog.dead_tombstone(7) == dedupelog.dead_record(7, T0, b"x")[0]
         assert dedupelog.key_tombstone(7) != dedupelog.dead_tombstone(7)
         assert dedupelog.parse(dedupelog.key_tombstone(7), None) == Entry(Kind.KEY, 7, None)
 
@@ -52,6 +57,7 @@ class TestRecords:
             (b"x" + bytes(8), b"\x01" + bytes(8)),
             (b"k" + bytes(8), b"\x02" + bytes(8)),  # a later format version
             (b"k" + bytes(8), b"\x01" + bytes(4)),
+            (b"k" + bytes(8), b"\x01" + bytes(16)),  # a fingerprint is for dead letters only
         ],
     )
     def test_records_of_another_format_are_not_understood(self, key: bytes | None, value: bytes) -> None:
@@ -137,9 +143,9 @@ class TestRestore:
     def test_dead_letters_inside_the_window_are_restored(self) -> None:
         """Dead-lettered offsets inside the window come back; expired or tombstoned ones do not."""
         restore = Restore(DedupeStore(WINDOW_S), part=0, now=T0)
-        restore.apply([dedupelog.dead_record(10, T0 - HOUR), dedupelog.dead_record(11, T0 - 50 * HOUR),
-                       dedupelog.dead_record(12, T0 - HOUR), (dedupelog.dead_tombstone(12), None)])
-        assert restore.dead == {10: T0 - HOUR}
+        restore.apply([dedupelog.dead_record(10, T0 - HOUR, b"a"), dedupelog.dead_record(11, T0 - 50 * HOUR, b"b"),
+                       dedupelog.dead_record(12, T0 - HOUR, b"c"), (dedupelog.dead_tombstone(12), None)])
+        assert restore.dead == {10: (T0 - HOUR, dedupelog.fingerprint(b"a"))}
         assert restore.tombstones() == [dedupelog.dead_tombstone(11)]
 
     def test_unknown_records_are_counted_and_skipped(self) -> None:
@@ -222,3 +228,25 @@ def test_module_is_pure() -> None:
     imported |= {node.module.split(".")[0] for node in nodes if isinstance(node, ast.ImportFrom) and node.module}
     assert imported.isdisjoint({"asyncio", "aiohttp", "confluent_kafka", "time", "datetime"})
     assert "stream" in imported  # the walk above sees the module's real imports
+
+
+class TestDeadLetterSeen:
+    """Whether a message read again is the one the changelog says was dead-lettered."""
+
+    def test_the_same_message_at_the_offset_is_seen(self) -> None:
+        """The recorded offset with the same value: not dead-lettered a second time."""
+        restore = Restore(DedupeStore(WINDOW_S), part=0, now=T0)
+        restore.apply([dedupelog.dead_record(10, T0, b"\x02\xff bad bytes")])
+        assert dedupelog.dead_letter_seen(restore.dead, 10, b"\x02\xff bad bytes")
+
+    @pytest.mark.parametrize(("offset", "value"), [(10, b"another message"), (11, b"\x02\xff bad bytes"),
+                                                   (10, None)])
+    def test_another_message_or_offset_is_not_seen(self, offset: int, value: bytes | None) -> None:
+        """Another value at the offset (a topic created again) or another offset is processed, not skipped."""
+        restore = Restore(DedupeStore(WINDOW_S), part=0, now=T0)
+        restore.apply([dedupelog.dead_record(10, T0, b"\x02\xff bad bytes")])
+        assert not dedupelog.dead_letter_seen(restore.dead, offset, value)
+
+    def test_an_entry_without_fingerprint_is_never_seen(self) -> None:
+        """Without a fingerprint the message cannot be recognised, so it is dead-lettered again rather than dropped."""
+        assert not dedupelog.dead_letter_seen({10: (T0, None)}, 10, b"")
