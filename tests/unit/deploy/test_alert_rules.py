@@ -16,7 +16,13 @@ from tests.support.deploy import CONFIG, exported_metrics, promql_names, run_pro
 RULES = CONFIG / "prometheus" / "alerts.yml"
 RULE_TESTS = CONFIG / "prometheus" / "alerts.test.yml"
 ALERTS = {"CapiStreamEventsNearMetaCliff", "CapiStreamEventsAtMetaCliff", "CapiStreamDestinationDown",
-          "CapiStreamDeadLetterSurge", "CapiStreamPartitionStuck"}
+          "CapiStreamDeadLetterSurge", "CapiStreamPartitionStuck", "CapiStreamIdentifierShareLow",
+          "CapiStreamRevenueValueShareLow", "CapiStreamAcceptanceRateLow", "CapiStreamUserConsistencyLow"}
+# the signal-quality alerts and the [quality] target each compares with (capi_stream_quality_target)
+QUALITY_TARGETS = {"CapiStreamIdentifierShareLow": "identifier_share",
+                   "CapiStreamRevenueValueShareLow": "revenue_value_share",
+                   "CapiStreamAcceptanceRateLow": "acceptance_rate",
+                   "CapiStreamUserConsistencyLow": "user_consistency"}
 
 
 def _rules() -> list[dict[str, Any]]:
@@ -25,7 +31,8 @@ def _rules() -> list[dict[str, Any]]:
 
 
 def test_the_alerts_the_operators_asked_for_are_there() -> None:
-    """The 7-day cliff (two steps), a halted or failing destination, a dead-letter surge, a stuck partition."""
+    """The 7-day cliff (two steps), a halted or failing destination, a dead-letter surge, a stuck partition,
+    and the four signal-quality shares below their targets."""
     assert {r["alert"] for r in _rules()} == ALERTS
     for rule in _rules():
         assert rule["labels"]["severity"] in ("page", "ticket"), rule["alert"]
@@ -84,6 +91,59 @@ MUTATIONS = {
     "stuck: reports the window's minimum": (
         "          capi_stream_consumer_lag\n          and min_over_time",
         "          min_over_time(capi_stream_consumer_lag[15m])\n          and min_over_time"),
+    # signal quality: a number written in the rule instead of the exported target alerts `capi-lax`, whose
+    # config lowers the targets; each floor keeps a quiet destination quiet; each `for` is 30 minutes; a
+    # counter with no series yet (no event with an identifier, no valid event) still alerts
+    "identifier: a hard-coded 95%": (
+        '< on (namespace, job) group_left\n'
+        '          max by (namespace, job) (capi_stream_quality_target{target="identifier_share"})', "< 0.95"),
+    "identifier: another target": ('{target="identifier_share"}', '{target="user_consistency"}'),
+    "identifier: without the 100-event floor": (
+        "(increase(capi_stream_quality_events_total[1h])) >= 100\n",
+        "(increase(capi_stream_quality_events_total[1h])) >= 0\n"),
+    "identifier: without its 30 minutes": (
+        "(increase(capi_stream_quality_events_total[1h])) >= 100\n        for: 30m\n",
+        "(increase(capi_stream_quality_events_total[1h])) >= 100\n        for: 0m\n"),
+    "identifier: no series with an identifier is no alert": (
+        "\n            or 0 * sum by (namespace, job, destination) (rate(capi_stream_quality_events_total[1h]))\n",
+        "\n"),
+    "revenue: a hard-coded 90%": (
+        '< on (namespace, job) group_left\n'
+        '          max by (namespace, job) (capi_stream_quality_target{target="revenue_value_share"})', "< 0.9"),
+    "revenue: without the 20-event floor": ("(increase(capi_stream_quality_revenue_events_total[1h])) >= 20\n",
+                                            "(increase(capi_stream_quality_revenue_events_total[1h])) >= 0\n"),
+    "revenue: without its 30 minutes": (
+        "(increase(capi_stream_quality_revenue_events_total[1h])) >= 20\n        for: 30m\n",
+        "(increase(capi_stream_quality_revenue_events_total[1h])) >= 20\n        for: 0m\n"),
+    "revenue: no series with a value is no alert": (
+        "\n            or 0 * sum by (namespace, job, destination)"
+        " (rate(capi_stream_quality_revenue_events_total[1h]))\n", "\n"),
+    "acceptance: a hard-coded 99%": (
+        '< on (namespace, job) group_left\n'
+        '          max by (namespace, job) (capi_stream_quality_target{target="acceptance_rate"})', "< 0.99"),
+    "acceptance: without the 100-event floor": ("          ) >= 100\n", "          ) >= 0\n"),
+    "acceptance: without its 30 minutes": ("          ) >= 100\n        for: 30m\n",
+                                           "          ) >= 100\n        for: 0m\n"),
+    "acceptance: Meta's refusals not counted": (
+        "(rate(capi_stream_quality_meta_rejected_total[1h]))\n              or 0 *",
+        "(rate(capi_stream_quality_meta_rejected_total[1h])) * 0\n              or 0 *"),
+    "acceptance: our validation's rejections not counted": (
+        "(rate(capi_stream_quality_rejected_total[1h]))\n              or 0 * sum by (namespace, job, destination)"
+        " (rate(capi_stream_quality_meta_rejected_total[1h]))",
+        "(rate(capi_stream_quality_rejected_total[1h])) * 0\n              or 0 * sum by (namespace, job, destination)"
+        " (rate(capi_stream_quality_meta_rejected_total[1h]))"),
+    "acceptance: no valid event is no alert": (
+        "(rate(capi_stream_quality_events_total[1h]))\n"
+        "              or 0 * sum by (namespace, job, destination) (rate(capi_stream_quality_rejected_total[1h]))\n",
+        "(rate(capi_stream_quality_events_total[1h]))\n"),
+    "consistency: a hard-coded 95%": (
+        '< on (namespace, job) group_left\n'
+        '          max by (namespace, job) (capi_stream_quality_target{target="user_consistency"})', "< 0.95"),
+    "consistency: without the 100-id floor": ("(increase(capi_stream_quality_identity_ids_total[1h])) >= 100\n",
+                                              "(increase(capi_stream_quality_identity_ids_total[1h])) >= 0\n"),
+    "consistency: without its 30 minutes": (
+        "(increase(capi_stream_quality_identity_ids_total[1h])) >= 100\n        for: 30m\n",
+        "(increase(capi_stream_quality_identity_ids_total[1h])) >= 100\n        for: 0m\n"),
 }
 
 
@@ -104,6 +164,21 @@ def test_the_rules_query_only_what_the_code_exports() -> None:
     for rule in _rules():
         assert unknown_names(rule["expr"], exported) == [], rule["alert"]
         assert promql_names(rule["expr"]).selectors, rule["alert"]
+
+
+def test_the_quality_alerts_compare_with_the_exported_target() -> None:
+    """Each signal-quality alert reads its [quality] target from the gauge, a target the code exports."""
+    exported = exported_metrics()
+    targets = exported.values[("capi_stream_quality_target", "target")]
+    for rule in _rules():
+        if rule["alert"] not in QUALITY_TARGETS:
+            continue
+        names = promql_names(rule["expr"])
+        used = [m.value for s in names.selectors if s.metric == "capi_stream_quality_target"
+                for m in s.matchers if m.label == "target"]
+        assert used == [QUALITY_TARGETS[rule["alert"]]], rule["alert"]
+        assert set(used) <= targets
+        assert rule["labels"]["severity"] == "ticket", rule["alert"]
 
 
 def test_the_destination_alert_covers_every_unhealthy_state_the_code_exports() -> None:
