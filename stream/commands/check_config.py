@@ -18,7 +18,7 @@ REDACTED = "[REDACTED]"
 def register(sub: Subparsers, argv: Sequence[str]) -> None:
     """Add the `check-config` command to the CLI."""
     parser = sub.add_parser("check-config", help="validate a config file and print the effective settings")
-    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--config", type=Path, required=True, help="capi-stream TOML config to check")
     parser.set_defaults(handler=run)
 
 

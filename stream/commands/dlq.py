@@ -1,7 +1,7 @@
 """`capi-stream dlq show|redrive`: look into the dead-letter topic and send letters back.
 
-    capi-stream dlq show --topic T [--limit N] [--reason R] [--bootstrap B | --config F] [--format json]
-    capi-stream dlq redrive --from T --to T2 [--reason R] [--bootstrap B | --config F] [--execute]
+    capi-stream dlq show [--dlq-topic T] [--limit N] [--reason R] [--bootstrap B] [--config F] [--format json]
+    capi-stream dlq redrive [--dlq-topic T] --to T2 [--reason R] [--bootstrap B] [--config F] [--execute]
 
 `show` prints reason, Meta's code/subcode, source position, time, event name and id of each letter,
 never its key or value (the app's original bytes, personal data). `redrive` copies letters unchanged
@@ -23,11 +23,12 @@ DEFAULT_LIMIT = 100
 
 
 def _where(parser: Any) -> None:
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default: from --config)")
-    where.add_argument("--config", type=Path, default=None, help="capi-stream TOML config")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="capi-stream TOML config: bootstrap, dead-letter topic and client settings from it")
+    parser.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default: from --config)")
     parser.add_argument("--reason", action="append", metavar="R",
-                        help="only letters with this reason code (repeat or comma-separate for several)")
+                        help="only letters with this reason code (repeat or comma-separate for several; "
+                             "unknown codes are refused)")
 
 
 def register(sub: Subparsers, argv: Sequence[str]) -> None:
@@ -35,15 +36,16 @@ def register(sub: Subparsers, argv: Sequence[str]) -> None:
     parser = sub.add_parser("dlq", help="show dead letters or copy them back for another try")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     show = actions.add_parser("show", help="list dead letters: reason, code, source, time, event name and id")
-    show.add_argument("--topic", default=None, help="dead-letter topic (default: kafka.dlq_topic of --config)")
+    show.add_argument("--dlq-topic", dest="topic", default=None,
+                      help="dead-letter topic (default: kafka.dlq_topic of --config)")
     show.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
                       help=f"show at most N letters, per partition oldest first (default {DEFAULT_LIMIT}; 0: all)")
     show.add_argument("--format", choices=["table", "json"], default="table", help="output format")
     _where(show)
     show.set_defaults(handler=run_show)
     redrive = actions.add_parser("redrive", help="copy dead letters unchanged to a topic (dry run first)")
-    redrive.add_argument("--from", dest="source", default=None,
-                         help="dead-letter topic (default: kafka.dlq_topic of --config)")
+    redrive.add_argument("--dlq-topic", dest="source", default=None,
+                         help="dead-letter topic to copy from (default: kafka.dlq_topic of --config)")
     redrive.add_argument("--to", dest="dest", required=True, help="topic to copy the letters to")
     redrive.add_argument("--execute", action="store_true", help="copy (default: dry run, only count)")
     _where(redrive)
@@ -75,7 +77,7 @@ def run_show(args: argparse.Namespace) -> int:
         from stream.errors import UsageError
 
         raise UsageError(f"--limit {args.limit} must be 0 (all) or more")
-    client, topic = _client(args, "--topic", args.topic)
+    client, topic = _client(args, "--dlq-topic", args.topic)
     parts = client.partitions(topic)
     messages = admin.iter_topic(client.conf, topic, parts, client.watermarks(topic, parts))
     try:
@@ -99,7 +101,7 @@ def run_redrive(args: argparse.Namespace) -> int:
     from stream.tools import dlq as dlqtools
 
     reasons = dlqtools.reasons_flag(args.reason)
-    client, source = _client(args, "--from", args.source)
+    client, source = _client(args, "--dlq-topic", args.source)
     if args.dest == source:
         raise UsageError(f"--to {args.dest} is the dead-letter topic itself; copy to another topic")
     parts = client.partitions(source)

@@ -14,7 +14,9 @@ from stream.commands import Subparsers
 def register(sub: Subparsers, argv: Sequence[str]) -> None:
     """Add the `kafka` command and its actions to the CLI."""
     parser = sub.add_parser("kafka", help="run a local single-node Apache Kafka broker (KRaft, 127.0.0.1)")
-    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("action", choices=["up", "down", "status"],
+                        help="up: start (fetching the jars once with Maven) and print the bootstrap; down: stop; "
+                             "status")
     parser.add_argument("--port", type=int, default=None,
                         help="broker port on 127.0.0.1 (default: the last one used, else 9092)")
     parser.add_argument("--data-dir", type=Path, default=None,
@@ -40,11 +42,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.action == "down":
         stopped = broker.stop()
-        print("kafka stopped" if stopped else "kafka was not running", file=sys.stderr)
+        print(f"kafka {'stopped' if stopped else 'was not running'} ({broker.home})", file=sys.stderr)
         return 0
     status = broker.status()
     if status.running:
-        print(f"kafka running: pid {status.pid}, bootstrap {status.bootstrap}")
+        print(f"kafka running: pid {status.pid}, bootstrap {status.bootstrap} ({broker.home})")
         return 0
-    print("kafka not running")
+    print(f"kafka not running ({broker.home})")
     return 1

@@ -1,7 +1,7 @@
 """`capi-stream replay`: move a stopped group's offsets back (or forward), dry run first.
 
     capi-stream replay --group G --topic T (--to-datetime ISO | --by-duration 6h | --to-earliest |
-                       --to-offset P:O[,P:O...]) [--bootstrap B | --config F] [--execute] [--forget-dedupe]
+                       --to-offset P:O[,P:O...]) [--bootstrap B] [--config F] [--execute] [--forget-dedupe]
 
 Prints per partition the current and target offsets, how many events will be re-read, how many of
 those are older than Meta's 7 days (decoded event_time) and how many fall inside the dedupe window
@@ -37,9 +37,9 @@ def register(sub: Subparsers, argv: Sequence[str]) -> None:
     target.add_argument("--to-earliest", action="store_true", help="the first offset still in the log")
     target.add_argument("--to-offset", metavar="P:O[,P:O...]",
                         help="explicit offsets; other partitions stay where they are")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default: from --config)")
-    where.add_argument("--config", type=Path, default=None, help="capi-stream TOML config")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="capi-stream TOML config: bootstrap, group, topic and client settings from it")
+    parser.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default: from --config)")
     parser.add_argument("--execute", action="store_true", help="apply the reset (default: dry run, change nothing)")
     parser.add_argument("--forget-dedupe", action="store_true",
                         help="with --execute, also clear the dedupe changelog of the partitions that move, so "

@@ -14,6 +14,8 @@ def register(sub: Subparsers, argv: Sequence[str]) -> None:
     """Add the `run` command to the CLI."""
     parser = sub.add_parser("run", help="consume, normalize, dedupe, batch, send to Meta, commit after ack")
     parser.add_argument("--config", type=Path, required=True, help="TOML config file (see config/example.toml)")
+    parser.add_argument("--bootstrap", default=None,
+                        help="Kafka bootstrap servers (default: kafka.bootstrap_servers of --config)")
     parser.set_defaults(handler=run)
 
 
@@ -24,6 +26,11 @@ def run(args: argparse.Namespace) -> int:
     from stream.pipeline.runner import Pipeline
 
     settings = config.load(args.config)
+    if args.bootstrap:
+        import dataclasses
+
+        settings = dataclasses.replace(settings, kafka=dataclasses.replace(settings.kafka,
+                                                                           bootstrap_servers=args.bootstrap))
     configure(getattr(args, "log_level", None) or settings.logging.level,
               getattr(args, "log_format", None) or settings.logging.format)
     import structlog

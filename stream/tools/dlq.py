@@ -107,11 +107,30 @@ def reason_of(message: RawMessage) -> str:
     return header_map(message.headers).get(dlq.HEADER_REASON, "") or MISSING
 
 
+def known_reasons() -> frozenset[str]:
+    """Every reason a dead letter can carry: decoding, routing, validation (no_consent is never
+    dead-lettered), Meta's refusal of one event and the delivery deadline."""
+    from stream.avro import decode
+    from stream.contract.results import REJECTION_REASONS
+    from stream.pipeline import prepare, runner
+
+    return frozenset({decode.BAD_AVRO, decode.NOT_CONFLUENT_FRAMED, decode.UNKNOWN_SCHEMA_ID,
+                      decode.INCOMPATIBLE_SCHEMA, decode.UNUSABLE_SCHEMA, prepare.UNKNOWN_DESTINATION,
+                      runner.META_REJECTED, runner.DELIVERY_DEADLINE,
+                      *(r for r in REJECTION_REASONS if r != "no_consent")})
+
+
 def reasons_flag(values: Iterable[str] | None) -> frozenset[str]:
-    """The --reason filter: repeated flags and comma lists merge; empty means every reason."""
+    """The --reason filter: repeated flags and comma lists merge; empty means every reason.
+
+    UsageError for a code no dead letter can carry (a typo would otherwise match nothing, silently).
+    """
     out = frozenset(r.strip() for v in values or () for r in v.split(",") if r.strip())
     if values and not out:
         raise UsageError("--reason needs a reason code, e.g. --reason event_too_old")
+    known = known_reasons()
+    if unknown := sorted(out - known):
+        raise UsageError(f"--reason {', '.join(unknown)}: unknown reason code (known: {', '.join(sorted(known))})")
     return out
 
 

@@ -152,7 +152,7 @@ def test_redrive_never_copies_a_letter_written_without_its_value() -> None:
 def test_show_lists_letters_without_their_bytes(kafka_bootstrap: str, dead_letters: str,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """show prints one row per letter with reason, code, source, time, event name and id, and no PII."""
-    code, out, _ = dlq(capsys, "show", "--topic", dead_letters, "--bootstrap", kafka_bootstrap)
+    code, out, _ = dlq(capsys, "show", "--dlq-topic", dead_letters, "--bootstrap", kafka_bootstrap)
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split()[:7] == ["dlq", "time", "reason", "code", "source", "event_name", "event_id"]
@@ -170,7 +170,7 @@ def test_show_lists_letters_without_their_bytes(kafka_bootstrap: str, dead_lette
 @pytest.mark.kafka
 def test_show_filters_and_limits(kafka_bootstrap: str, dead_letters: str, capsys: pytest.CaptureFixture[str]) -> None:
     """--reason keeps only that reason; --limit stops early and says more may follow; JSON has every field."""
-    code, out, err = dlq(capsys, "show", "--topic", dead_letters, "--bootstrap", kafka_bootstrap,
+    code, out, err = dlq(capsys, "show", "--dlq-topic", dead_letters, "--bootstrap", kafka_bootstrap,
                          "--reason", "event_too_old", "--limit", "2", "--format", "json")
     assert code == 0
     rows = [orjson.loads(line) for line in out.splitlines()]
@@ -197,7 +197,7 @@ def test_redrive_dry_run_copies_nothing(kafka_bootstrap: str, dead_letters: str,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     """Without --execute, redrive counts by reason and the destination stays empty."""
     dest = topic_factory(partitions=2)
-    code, out, _ = dlq(capsys, "redrive", "--from", dead_letters, "--to", dest, "--bootstrap", kafka_bootstrap)
+    code, out, _ = dlq(capsys, "redrive", "--dlq-topic", dead_letters, "--to", dest, "--bootstrap", kafka_bootstrap)
     assert code == 0
     assert out.strip() == (f"would copy 6 letter(s) from {dead_letters} to {dest}: bad_avro 1, event_too_old 3, "
                            "meta_rejected 2 (dry run; --execute to copy)")
@@ -211,7 +211,7 @@ def test_redrive_execute_copies_selected_letters_unchanged(kafka_bootstrap: str,
     """--execute --reason copies exactly those letters with their key, value and headers intact."""
     dest = topic_factory(partitions=2)
     started = time.time()
-    code, out, _ = dlq(capsys, "redrive", "--from", dead_letters, "--to", dest, "--reason", "event_too_old",
+    code, out, _ = dlq(capsys, "redrive", "--dlq-topic", dead_letters, "--to", dest, "--reason", "event_too_old",
                        "--bootstrap", kafka_bootstrap, "--execute")
     assert code == 0
     assert out.strip() == f"copied 3 letter(s) from {dead_letters} to {dest}: event_too_old 3"
@@ -229,13 +229,15 @@ def test_redrive_execute_copies_selected_letters_unchanged(kafka_bootstrap: str,
 
 @pytest.mark.kafka
 @pytest.mark.parametrize(("argv", "message"), [
-    (["redrive", "--from", "{dlq}", "--to", "{dlq}"], "is the dead-letter topic itself"),
-    (["redrive", "--from", "{dlq}", "--to", "missing-{dlq}"], "does not exist"),
-    (["redrive", "--from", "missing-{dlq}", "--to", "{dlq}"], "does not exist"),
-    (["show", "--topic", "missing-{dlq}"], "does not exist"),
-    (["show", "--topic", "{dlq}", "--limit", "-1"], "--limit"),
-    (["show", "--topic", "{dlq}", "--reason", ","], "--reason"),
-    (["show"], "--topic"),
+    (["redrive", "--dlq-topic", "{dlq}", "--to", "{dlq}"], "is the dead-letter topic itself"),
+    (["redrive", "--dlq-topic", "{dlq}", "--to", "missing-{dlq}"], "does not exist"),
+    (["redrive", "--dlq-topic", "missing-{dlq}", "--to", "{dlq}"], "does not exist"),
+    (["show", "--dlq-topic", "missing-{dlq}"], "does not exist"),
+    (["show", "--dlq-topic", "{dlq}", "--limit", "-1"], "--limit"),
+    (["show", "--dlq-topic", "{dlq}", "--reason", ","], "--reason"),
+    (["show"], "--dlq-topic"),
+    (["show", "--dlq-topic", "{dlq}", "--reason", "event_to_old"], "--reason event_to_old: unknown reason code"),
+    (["redrive", "--dlq-topic", "{dlq}", "--to", "x", "--reason", "meta_rejected,bogus"], "--reason bogus"),
 ])  # fmt: skip
 def test_bad_input_exits_2(kafka_bootstrap: str, dead_letters: str, capsys: pytest.CaptureFixture[str],
                            argv: list[str], message: str) -> None:
@@ -250,6 +252,6 @@ def test_bad_input_exits_2(kafka_bootstrap: str, dead_letters: str, capsys: pyte
 def test_redrive_needs_a_destination(capsys: pytest.CaptureFixture[str]) -> None:
     """`dlq redrive` without --to is an argument error (exit 2) before any broker call."""
     with pytest.raises(SystemExit) as exc:
-        main(["dlq", "redrive", "--from", "x"])
+        main(["dlq", "redrive", "--dlq-topic", "x"])
     assert exc.value.code == 2
     assert "--to" in capsys.readouterr().err
