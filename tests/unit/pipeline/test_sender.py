@@ -283,9 +283,11 @@ class TestThrottle:
     )
     def test_backoff_delay_table(self, attempt: int, hint: float | None, low: float, high: float) -> None:
         """backoff_delay: full jitter in [d/2, d], d capped at the maximum, a hint as a floor."""
-        for seed in range(50):
-            delay = backoff_delay(attempt, 0.2, 30.0, hint, random.Random(seed))
-            assert low <= delay <= high
+        delays = [backoff_delay(attempt, 0.2, 30.0, hint, random.Random(seed)) for seed in range(200)]
+        assert all(low <= delay <= high for delay in delays)
+        if hint is None:  # the jitter really spans [d/2, d]: some waits near each end
+            assert min(delays) <= low + (high - low) * 0.05
+            assert max(delays) >= high - (high - low) * 0.05
 
 
 class TestHaltAndResume:
@@ -369,6 +371,20 @@ class TestSplit:
         assert sorted(item.event_id or "" for item, _ in outcomes.rejected) == ["e3", "e60"]
         assert outcomes.acked_ids() == Counter({f"e{k}": 1 for k in range(64) if k not in (3, 60)})
 
+    async def test_split_halves_go_before_batches_queued_later(self, sender_factory: SenderFactory) -> None:
+        """The halves of a refused batch are sent before a batch queued after it (they are older events)."""
+        meta = FakeMeta(self.refuse({"a1"}))
+        sender, outcomes, _sleeps, _stats = sender_factory(meta)
+        sender.submit(make_batch(4, prefix="a"))
+        sender.submit(make_batch(2, prefix="b"))
+        await sender.start()
+        await idle(sender)
+        await sender.stop()
+        order = [ids for _, ids, _ in meta.requests]
+        assert order[0] == ["a0", "a1", "a2", "a3"]
+        assert order[-1] == ["b0", "b1"]
+        assert [item.event_id for item, _ in outcomes.rejected] == ["a1"]
+
     async def test_a_single_refused_event_is_rejected_without_a_split(self, sender_factory: SenderFactory) -> None:
         """A one-event batch Meta refuses is rejected as it is: no split, one request."""
         meta = FakeMeta(self.refuse({"e0"}))
@@ -397,6 +413,56 @@ class TestRevoke:
         assert sorted(i.event_id or "" for i in sender.items()) == ["p0-0", "p0-1"]
         assert not sender.inflight_holds({("t", 1)})
         await sender.stop()
+
+
+    async def test_a_mixed_batch_keeps_the_other_partitions_items_and_their_size(
+        self, sender_factory: SenderFactory, token_file: Path
+    ) -> None:
+        """A queued batch with items of two partitions keeps partition 0's items (with their size and
+        attempts) when partition 1 is revoked; after the resume exactly those are sent and acked."""
+        new_token = "tok-third-5555555555"  # noqa: S105 - a test value
+        meta = FakeMeta(lambda _ids, token: TOKEN_EXPIRED if token == TOKEN else ACK)
+        sender, outcomes, _sleeps, _stats = sender_factory(meta)
+        await sender.start()
+        sender.submit(make_batch(1, partition=0, prefix="first-"))
+        await until(lambda: sender.state is DestinationState.HALTED)
+        a, b = make_batch(2, partition=0, prefix="p0-"), make_batch(2, partition=1, prefix="p1-")
+        mixed = Batch("shop", [a.items[0], b.items[0], a.items[1], b.items[1]], 0, 5.0, attempts=3)
+        sender.submit(mixed)
+        taken = sender.take_partitions({("t", 1)})
+        assert [i.event_id for i in taken] == ["p1-0", "p1-1"]
+        assert sender.queued_events == 3
+        token_file.write_text(new_token + "\n")  # noqa: ASYNC240 - a tiny test file
+        assert sender.reload_token() is True
+        await idle(sender)
+        await sender.stop()
+        kept = next(batch for batch in outcomes.acked if batch.items[0].event_id == "p0-0")
+        assert [i.event_id for i in kept.items] == ["p0-0", "p0-1"]
+        assert (kept.destination, kept.opened_at, kept.attempts) == ("shop", 5.0, 3)
+        assert kept.nbytes == 12 + sum(len(i.body) + 1 for i in kept.items)
+        assert [ids for _, ids, _ in meta.requests][-1] == ["p0-0", "p0-1"]
+
+    async def test_inflight_holds_names_only_the_partitions_in_flight(self, sender_factory: SenderFactory) -> None:
+        """While a request for partition 0 is unanswered, partition 0 is held in flight and partition 1 is not."""
+        release = asyncio.Event()
+
+        class HeldMeta(FakeMeta):
+            async def post(self, url: str, body: bytes, events: int) -> Answer:
+                await release.wait()
+                return await super().post(url, body, events)
+
+        meta = HeldMeta(Scripted())
+        sender, outcomes, _sleeps, _stats = sender_factory(meta)
+        await sender.start()
+        sender.submit(make_batch(2, partition=0))
+        await until(lambda: sender.inflight_events == 2)
+        assert sender.inflight_holds({("t", 0)})
+        assert not sender.inflight_holds({("t", 1)})
+        release.set()
+        await idle(sender)
+        await sender.stop()
+        assert not sender.inflight_holds({("t", 0)})
+        assert len(outcomes.acked) == 1
 
 
 class TestFailing:
