@@ -39,6 +39,9 @@ class KafkaSettings:
     topics: tuple[str, ...] = ("conversions",)
     group_id: str = "capi-stream"
     dlq_topic: str = "conversions.dlq"
+    # Where a parked destination's events wait (see send.park_after_s): one topic per group and
+    # destination; {group} and {destination} are replaced (characters Kafka refuses become "_")
+    parking_topic: str = "{group}.{destination}.parking"
     # consume() batch: large enough to amortise the call, small enough to keep latency low
     consume_batch_size: int = 1000
     # librdkafka settings, verbatim (e.g. "fetch.min.bytes", "session.timeout.ms")
@@ -118,6 +121,15 @@ class SendSettings:
     # (reason delivery_deadline): Meta refuses events older than 7 days, and the margin leaves room for
     # clock skew and a request in flight at that moment.
     deadline_margin_s: float = 3600.0
+    # A destination halted this long (a token or permission error) is parked: its held and new events are
+    # written to its parking topic (kafka.parking_topic), so the source partitions commit past them and
+    # the other destinations never wait behind it; they are drained through the same pipeline when it
+    # resumes. 0 disables parking: a halted destination's events stay in memory until the in-flight
+    # bound pauses every partition.
+    park_after_s: float = 180.0
+    # A destination holding more than this share of pipeline.max_in_flight_events is parked too (halted
+    # or not), so one slow destination alone never fills the memory bound that pauses the others
+    park_share: float = 0.5
 
     def capacity(self, latency_s: float, events_per_request: int = meta.MAX_EVENTS_PER_REQUEST) -> float:
         """Events/s one destination can have acknowledged when Meta answers in `latency_s`.
@@ -234,6 +246,41 @@ class Settings:
 def changelog_topic(settings: Settings, topic: str) -> str:
     """The dedupe changelog topic of source `topic`; ValueError when it is no legal topic name."""
     return changelog_topic_name(settings.dedupe.changelog_topic, settings.kafka.group_id, topic)
+
+
+def parking_topic_name(template: str, group: str, destination: str) -> str:
+    """The parking topic of `destination` for consumer group `group`, from a template with {group} and
+    {destination}; characters Kafka refuses in a topic name that come from them are replaced with "_".
+
+    Raises ValueError when the result is no legal Kafka topic name.
+    """
+    try:
+        name = template.format(group=_ILLEGAL_TOPIC_CHAR.sub("_", group),
+                               destination=_ILLEGAL_TOPIC_CHAR.sub("_", destination))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"only {{group}} and {{destination}} may be used in {template!r}") from exc
+    if not _LEGAL_TOPIC.fullmatch(name) or name in (".", "..") or len(name) > MAX_TOPIC_NAME:
+        raise ValueError(f"{name!r} is not a legal Kafka topic name (at most {MAX_TOPIC_NAME} characters of "
+                         "a-z A-Z 0-9 . _ -)")
+    return name
+
+
+def parking_group(settings: Settings) -> str:
+    """The consumer group that reads the parking topics back: the source group's id + ".parking".
+
+    A group of its own, so the parking partitions never take a place in the source topics' assignment
+    (the assignor balances partition counts, not topics: in the source group a member could be given
+    parking partitions instead of source partitions).
+    """
+    return f"{settings.kafka.group_id}.parking"
+
+
+def parking_topics(settings: Settings) -> dict[str, str]:
+    """destination name -> its parking topic (empty when parking is off)."""
+    if settings.send.park_after_s <= 0:
+        return {}
+    return {d.name: parking_topic_name(settings.kafka.parking_topic, settings.kafka.group_id, d.name)
+            for d in settings.destinations}
 
 
 # Kafka topic names: at most 249 characters of [a-zA-Z0-9._-] (and not "." or "..").
@@ -477,6 +524,21 @@ def _check(s: Settings) -> None:
     need(0 <= s.send.deadline_margin_s < meta.MAX_EVENT_AGE_S, "send.deadline_margin_s",
          f"must be >= 0 and below {meta.MAX_EVENT_AGE_S} (Meta's 7 days)")
     need(s.send.token_check_interval_s > 0, "send.token_check_interval_s", "must be > 0")
+    need(s.send.park_after_s >= 0, "send.park_after_s", "must be >= 0 (0 = no parking)")
+    need(0 < s.send.park_share <= 1, "send.park_share", "must be a share above 0 and at most 1")
+    if s.send.park_after_s > 0:
+        try:
+            parked = parking_topics(s)
+        except ValueError as exc:
+            raise ConfigError(f"{src}: 'kafka.parking_topic' {exc}") from exc
+        taken = {*s.kafka.topics, s.kafka.dlq_topic}
+        if s.dedupe.changelog:
+            taken.update(changelog_topic(s, t) for t in s.kafka.topics)
+        for ptopic in parked.values():
+            need(ptopic not in taken, "kafka.parking_topic",
+                 f"names {ptopic}, a source, dead-letter or dedupe changelog topic")
+        need(len(set(parked.values())) == len(parked), "kafka.parking_topic",
+             "must contain {destination} when several destinations are configured")
     need(0 <= s.metrics.port <= 65535, "metrics.port", "must be 0..65535")
     need(s.logging.level in ("debug", "info", "warning", "error"), "logging.level",
          "must be debug, info, warning or error")

@@ -121,6 +121,11 @@ class Batcher:
                     del self._open[dest]
         return removed
 
+    def remove_destination(self, destination: str) -> list[Item]:
+        """Take the open batch of `destination` out and return its items (the destination is being parked)."""
+        batch = self._open.pop(destination, None)
+        return batch.items if batch is not None else []
+
     def items(self) -> list[Item]:
         """Every item waiting in an open batch."""
         return [i for b in self._open.values() for i in b.items]

@@ -107,6 +107,8 @@ class DeadLetter:
     subcode: int | None = None
     event_name: str = ""
     event_id: str | None = None
+    # more (name, value) headers, bounded like the others (the parking topic's destination and event time)
+    extra: tuple[tuple[str, str], ...] = ()
 
     def headers(self, now: float, omitted: str = "") -> list[tuple[str, bytes]]:
         """Kafka headers for this letter, every value bounded; `omitted` names what the letter leaves out."""
@@ -136,6 +138,7 @@ class DeadLetter:
             out.append(bounded(HEADER_EVENT_NAME, self.event_name))
         if self.event_id:
             out.append(bounded(HEADER_EVENT_ID, self.event_id))
+        out.extend(bounded(name, value) for name, value in self.extra)
         if omitted:
             out.append((HEADER_OMITTED, omitted.encode()))
         if cut:

@@ -30,6 +30,8 @@ class Item:
     event_id: str | None = None
     event_time: int = 0
     dedupe_key: int | None = None
+    # (topic, partition, offset) where a record read back from a parking topic was first consumed
+    origin: tuple[str, int, int] | None = None
 
     @property
     def tp(self) -> TopicPartition:

@@ -120,6 +120,7 @@ class PipelineView(Protocol):
     def clock(self) -> float: ...
     def oldest_unacked_event_time(self) -> int | None: ...
     def destination_states(self) -> Mapping[str, DestinationState]: ...
+    def parking_rows(self) -> list[tuple[str, int, int, int, int]]: ...
     @property
     def canaries(self) -> Mapping[str, Canary]: ...
 
@@ -215,6 +216,7 @@ class PipelineCollector(Collector):
             for candidate in DestinationState:
                 states.add_metric([name, candidate.value], 1.0 if state == candidate else 0.0)
         yield states
+        yield from parking_families(p.parking_rows(), p.clock())
         yield _labelled(CounterMetricFamily, "quality_events", "valid events (duplicates included)",
                         ["destination", "event_name"], dict(q.events.items()))
         yield _labelled(CounterMetricFamily, "quality_match_key", "valid events carrying a match key",
@@ -232,6 +234,22 @@ class PipelineCollector(Collector):
                         ["destination", "event_name"], dict(q.duplicates.items()))
         yield from quality_families(q)
         yield from canary_families(p.canaries)
+
+
+def parking_families(rows: list[tuple[str, int, int, int, int]], now: float) -> Iterator[Metric]:
+    """Per destination with parking on: parked and drained events, the parking lag, the oldest parked event."""
+    yield _labelled(CounterMetricFamily, "parked_events", "events written to the destination's parking topic",
+                    ["destination"], {(n,): parked for n, parked, _, _, _ in rows})
+    yield _labelled(CounterMetricFamily, "drained_events",
+                    "events read back from the parking topic and finished (acknowledged or dead-lettered)",
+                    ["destination"], {(n,): drained for n, _, drained, _, _ in rows})
+    yield _labelled(GaugeMetricFamily, "parking_lag",
+                    "records of the destination's parking partitions assigned here not yet committed",
+                    ["destination"], {(n,): lag for n, _, _, lag, _ in rows})
+    yield _labelled(GaugeMetricFamily, "parked_oldest_event_age_seconds",
+                    "age of the oldest event parked since the last drain ended (Meta refuses events older "
+                    "than 7 days = 604800 s; 0: none)",
+                    ["destination"], {(n,): max(0.0, now - oldest) if oldest else 0.0 for n, _, _, _, oldest in rows})
 
 
 def canary_families(canaries: Mapping[str, Canary]) -> Iterator[Metric]:
@@ -349,8 +367,9 @@ class MetricsServer:
         p = self.pipeline
         broker_error = (p.source.last_error in BROKER_DOWN_ERRORS
                         and time.time() - p.source.last_error_at < BROKER_ERROR_WINDOW_S)
-        halted = sorted(n for n, st in p.destination_states().items() if st == DestinationState.HALTED)
-        failing = sorted(n for n, st in p.destination_states().items() if st == DestinationState.FAILING)
+        states = p.destination_states()
+        halted = sorted(n for n, st in states.items() if st in (DestinationState.HALTED, DestinationState.PARKED))
+        failing = sorted(n for n, st in states.items() if st == DestinationState.FAILING)
         return {"assigned": bool(p.source.assignment), "broker_reachable": not broker_error, "halted": halted,
                 "failing": failing, "dead_letters_failing": len(p.dlq.retrying),
                 "destinations": {n: str(st) for n, st in p.destination_states().items()}}

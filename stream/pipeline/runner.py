@@ -29,7 +29,7 @@ from confluent_kafka import Message
 
 from stream.avro.registry import RegistryLookup
 from stream.avro.wire import WireFormat
-from stream.config import Destination, KafkaSettings, Settings, changelog_topic
+from stream.config import Destination, KafkaSettings, Settings, changelog_topic, parking_group, parking_topics
 from stream.contract.normalize import NormalizeSettings
 from stream.errors import CapiStreamError
 from stream.pipeline import dedupelog
@@ -42,11 +42,12 @@ from stream.pipeline.items import Item, TopicPartition
 from stream.pipeline.meta_client import Answer, MetaClient
 from stream.pipeline.metrics import MetricsServer, metrics_client_id
 from stream.pipeline.offsets import OffsetTracker, PartitionOffsets
+from stream.pipeline.parking import Change, Mode, Origin, Parking, log_lag, origin_of, parked_record
 from stream.pipeline.prepare import Kind, PrepareContext, Prepared, Preparer, init_worker, prepare_in_worker
 from stream.pipeline.progress import Progress, Snapshot
 from stream.pipeline.quality import Quality, Targets
 from stream.pipeline.sender import DestinationSender, DestinationState, Poster
-from stream.pipeline.source import ConsumerLike, KafkaSource, check_consumer_config
+from stream.pipeline.source import ConsumerLike, KafkaSource, check_consumer_config, ensure_topics
 from stream.pipeline.stats import Stats
 from stream.pipeline.tasks import cancel_and_wait
 
@@ -72,6 +73,17 @@ STATS_FILE_ENV = "CAPI_STREAM_STATS_FILE"
 TOMBSTONE_EVERY_S = 1.0
 # a restore that failed (broker away) is tried again after this long; its partition stays held meanwhile
 RESTORE_RETRY_S = 2.0
+# librdkafka's statistics.interval.ms default here (source._DEFAULTS): a parking lag is trusted for
+# the end of a drain only from statistics taken this long after the drain began
+_STATS_INTERVAL_MS = 5000
+
+
+# creates missing topics: (client config, topics, topic whose partition count to copy) -> topic -> error
+TopicCreator = Callable[[Mapping[str, Any], list[str], str], dict[str, str]]
+
+
+def _no_topics(_conf: Mapping[str, Any], _topics: list[str], _like: str) -> dict[str, str]:
+    return {}
 
 
 class MetaSession(Poster, Protocol):
@@ -120,11 +132,14 @@ class Pipeline:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic, *, client: MetaSession | None = None,
                  consumer_factory: Callable[[dict[str, Any]], ConsumerLike] | None = None,
-                 producer_factory: Callable[[dict[str, Any]], LetterProducer] | None = None) -> None:
+                 producer_factory: Callable[[dict[str, Any]], LetterProducer] | None = None,
+                 topic_creator: TopicCreator | None = None) -> None:
         """`clock`: wall-clock seconds, for event times and Meta's windows only; `monotonic`: for timers.
 
         `client`, `consumer_factory` and `producer_factory` replace the I/O edges (the aiohttp session,
         confluent_kafka's consumer and producer) in unit tests; by default the real ones are used.
+        `topic_creator` creates the missing parking topics (source.ensure_topics by default; with a fake
+        consumer, none is created unless one is given).
         """
         self.settings = settings
         self.clock = clock
@@ -180,8 +195,37 @@ class Pipeline:
                          for d in settings.destinations if d.canary_interval_s > 0}
         self.dlq = DeadLetterWriter(settings.kafka.bootstrap_servers, settings.kafka.dlq_topic,
                                     settings.kafka.producer, producer_factory=producer_factory)
-        self.source = KafkaSource(consumer_settings(settings), settings.pipeline, self, on_error=self._fail,
+        # Parking (parking.py): each destination's parking topic, its state and its writer
+        self.parking_topics = parking_topics(settings)
+        self._parked_dest = {topic: name for name, topic in self.parking_topics.items()}
+        share_limit = settings.send.park_share * settings.pipeline.max_in_flight_events
+        # Each destination starts as draining: records an earlier run (or another member) parked are read
+        # back at once, and a destination still broken parks them again at its first halt, never holding
+        # park_after_s worth of them; the first statistics showing its parking partitions at their end
+        # make it live.
+        self.parking = {name: Parking(name, topic, settings.send.park_after_s, share_limit, mode=Mode.DRAINING)
+                        for name, topic in self.parking_topics.items()}
+        self._drain_announced: set[str] = set()
+        self._park_queue: defaultdict[str, list[Item]] = defaultdict(list)  # waiting for the pause (_park)
+        self._parkers = {name: DeadLetterWriter(settings.kafka.bootstrap_servers, topic, settings.kafka.producer,
+                                                producer_factory=producer_factory)
+                         for name, topic in self.parking_topics.items()}
+        self._parking_writes: Counter[TopicPartition] = Counter()  # parking writes not acknowledged yet
+        self._paused_parking: frozenset[str] = frozenset()  # parking topics whose partitions are paused
+        stats_ms = int(settings.kafka.consumer.get("statistics.interval.ms", _STATS_INTERVAL_MS))
+        self._stats_settle_s = max(0.0, stats_ms / 1000)
+        self._topic_creator = topic_creator or (ensure_topics if consumer_factory is None else _no_topics)
+        kafka = consumer_settings(settings)
+        self.source = KafkaSource(kafka, settings.pipeline, self, on_error=self._fail,
                                   consumer_factory=consumer_factory)
+        # The parking topics are read back by a consumer of their own, in a group of its own
+        # (config.parking_group), on the same handler: their partitions never unbalance the source
+        # topics' assignment. Unit tests with a fake consumer run without it (nothing is read back).
+        self.parking_source: KafkaSource | None = None
+        if self.parking_topics and consumer_factory is None:
+            parking_kafka = dataclasses.replace(kafka, topics=tuple(self.parking_topics.values()),
+                                                group_id=parking_group(settings))
+            self.parking_source = KafkaSource(parking_kafka, settings.pipeline, self, on_error=self._fail)
         self._inbox: asyncio.Queue[tuple[list[Message], int]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
@@ -212,6 +256,9 @@ class Pipeline:
         await self.dlq.start()
         if self.changelog is not None:
             await self.changelog.start()
+        for parker in self._parkers.values():
+            await parker.start()
+        await self._ensure_parking_topics()
         for sender in self.senders.values():
             await sender.start()
         for canary in self.canaries.values():
@@ -232,6 +279,8 @@ class Pipeline:
             self.metrics = MetricsServer(self, self.settings.metrics.host, self.settings.metrics.port)
             await self.metrics.start()
         await self.source.start()
+        if self.parking_source is not None:
+            await self.parking_source.start()
         log.info("pipeline_started", topics=list(self.settings.kafka.topics), group=self.settings.kafka.group_id,
                  destinations=len(self.senders))
 
@@ -300,11 +349,14 @@ class Pipeline:
         deadline = end - min(CLOSE_RESERVE_S, limit / 3)
         self._deadline = deadline
         self._draining = True
-        self.source.want_paused = True
+        for source in self._sources():
+            source.want_paused = True
         for canary in self.canaries.values():
             await canary.stop()
         for batch in self.batcher.flush():
-            self.senders[batch.destination].submit(batch)
+            self._submit(batch)
+        for name in list(self._park_queue):
+            self._flush_park_queue(name, force=True)
         flowing = [s for s in self.senders.values() if s.state is not DestinationState.HALTED]
         waits = [asyncio.create_task(s.wait_idle()) for s in flowing]
         if waits:
@@ -315,6 +367,8 @@ class Pipeline:
         if self.changelog is not None:
             # acked events and dead letters finish once their changelog records are on the broker
             await self.changelog.flush(max(0.0, deadline - time.monotonic()))
+        for parker in self._parkers.values():
+            await parker.flush(max(0.0, deadline - time.monotonic()))
         if self._unfinished > 0:
             # what the next owner of these partitions reads again (nothing unfinished gets committed)
             log.warning("drain_incomplete", unfinished=self._unfinished,
@@ -324,7 +378,10 @@ class Pipeline:
                         dead_letters_pending=self.dlq.pending,
                         halted=sorted(n for n, s in self.senders.items() if s.state is DestinationState.HALTED))
         final = self.tracker.changed()
-        await self.source.stop(final, deadline=end)
+        await self.source.stop({tp: o for tp, o in final.items() if tp[0] not in self._parked_dest}, deadline=end)
+        if self.parking_source is not None:
+            await self.parking_source.stop({tp: o for tp, o in final.items() if tp[0] in self._parked_dest},
+                                           deadline=end)
         await cancel_and_wait(self._tasks)
         for sender in self.senders.values():
             await sender.stop()
@@ -332,6 +389,8 @@ class Pipeline:
         await self.dlq.stop()
         if self.changelog is not None:
             await self.changelog.stop()
+        for parker in self._parkers.values():
+            await parker.stop()
         await self.client.stop()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -375,15 +434,18 @@ class Pipeline:
         for topic, partition in partitions:
             self.tracker.assign(topic, partition)
             self._assigned_gen[(topic, partition)] = generation
-        if self.changelog is not None and partitions:
+        # parking partitions have no changelog: what they hold is deduped under its source partition
+        restorable = [tp for tp in partitions if tp[0] not in self._parked_dest]
+        if self.changelog is not None and restorable:
             # nothing of these partitions is processed before their changelog partitions were read to
             # the end; the others keep flowing meanwhile
-            self.source.hold(list(partitions))
-            self._owned.update(partitions)
-            for tp in partitions:
+            self.source.hold(list(restorable))
+            self._owned.update(restorable)
+            for tp in restorable:
                 self._restoring[tp] = []
                 task = self._restores[tp] = asyncio.create_task(self._restore(tp), name=f"restore-{tp[0]}-{tp[1]}")
                 task.add_done_callback(self._task_done)  # an unexpected error stops the pipeline, never silently
+        self._after_change()  # a parked destination's parking partitions are paused from the start
 
     async def on_revoked(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """Stop taking the partitions' messages, send (bounded) what is batched or queued for them, and
@@ -404,6 +466,10 @@ class Pipeline:
         for batch in self.batcher.close_holding(tps, sending):
             self.senders[batch.destination].submit(batch)
         self._abandon(self.batcher.remove_partitions(tps))
+        # events of parked destinations waiting for the parking partitions' pause are written now: the
+        # revoke below waits for their acks like for batches in flight
+        for name in list(self._park_queue):
+            self._flush_park_queue(name, force=True)
         deadline = time.monotonic() + self.settings.pipeline.revoke_timeout_s
         if self._deadline is not None:  # the revoke of consumer.close() in a drain: one deadline for all
             deadline = min(deadline, self._deadline)
@@ -431,6 +497,7 @@ class Pipeline:
         self._forget(partitions)  # first, so that releasing their keys re-admits none of their twins
         self._forget_partitions(tps)
         self._abandon(self.batcher.remove_partitions(tps))
+        self._unqueue_parking(tps)
         for sender in self.senders.values():
             self._abandon(sender.take_partitions(tps))
         self._drop_waiters(tps)
@@ -447,10 +514,11 @@ class Pipeline:
         return parts
 
     def _revoke_holds(self, tps: set[TopicPartition]) -> bool:
-        """True while a queued or in-flight batch, an unacknowledged dead letter or a changelog record not
-        yet acknowledged holds one of `tps`."""
+        """True while a queued or in-flight batch, an unacknowledged dead letter, changelog record or parking
+        write holds one of `tps`."""
         return (any(s.holds(tps) for s in self.senders.values()) or self._dlq_holds(tps)
-                or (self.changelog is not None and self.changelog.holds(tps)))
+                or (self.changelog is not None and self.changelog.holds(tps))
+                or any(self._parking_writes[tp] for tp in tps if tp in self._parking_writes))
 
     def _dlq_holds(self, tps: set[TopicPartition]) -> bool:
         letters = self._letters
@@ -464,7 +532,7 @@ class Pipeline:
             messages, generation = await self._inbox.get()
             self.stats.consumed_first(self.clock())  # before the first batch is prepared: its CPU counts
             if self._draining:
-                self.source.taken(len(messages))
+                self._source_for(messages[0].topic()).taken(len(messages))
                 continue  # not received, so never committed: the next owner reads them again
             if self._registry is not None:
                 await self._fetch_schemas(messages)
@@ -485,7 +553,7 @@ class Pipeline:
             try:
                 prepared = await future
             finally:
-                self.source.taken(len(messages))
+                self._source_for(messages[0].topic()).taken(len(messages))
             if self._draining:
                 continue
             self._handle(messages, generation, prepared)
@@ -540,9 +608,19 @@ class Pipeline:
                 self.stats.dead_letters_skipped += 1
                 self._finish(item)
                 continue
+            if topic in self._parked_dest:
+                origin = origin_of(msg.headers())
+                item.origin = (origin.topic, origin.partition, origin.offset) if origin else (topic, partition, offset)
             for dropped in prep.dropped:
                 self.stats.dropped_fields[dropped] += 1
             if prep.kind is Kind.SEND:
+                if self._parked(prep.destination):
+                    item.destination = prep.destination
+                    item.event_name = prep.event_name
+                    item.event_id = prep.event_id
+                    item.event_time = prep.event_time
+                    self._park(item)  # counted for signal quality once, when it is read back
+                    continue
                 sent.append(prep)
                 if prep.identity is not None:
                     self.quality.identity(prep.destination, prep.event_name, prep.identity, now)
@@ -569,7 +647,11 @@ class Pipeline:
         """Dedupe on (dataset, event_name, event_id), then batch.
 
         A duplicate of an event acked for the same dataset is finished; of an in-flight one, held.
+        An event of a parked destination goes to its parking topic.
         """
+        if self._parked(item.destination):
+            self._park(item)
+            return
         if item.event_id:
             key = dedupe_key(self._datasets[item.destination], item.event_name, item.event_id)
             verdict = self.dedupe.check(key, now)
@@ -583,25 +665,165 @@ class Pipeline:
                 return
             item.dedupe_key = key
         for batch in self.batcher.add(item, self.monotonic()):
-            self.senders[batch.destination].submit(batch)
+            self._submit(batch)
+
+    def _submit(self, batch: Batch) -> None:
+        """Hand a closed batch to its sender, or to the parking topic while its destination is parked."""
+        if self._parked(batch.destination):
+            for item in batch.items:
+                self._unpend(item)
+                self._park(item)
+            return
+        self.senders[batch.destination].submit(batch)
 
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
             now = self.clock()
             for batch in self.batcher.due(self.monotonic()):
-                self.senders[batch.destination].submit(batch)
+                self._submit(batch)
             if self.changelog is not None and abs(now - self._tombstoned_at) >= TOMBSTONE_EVERY_S:
                 self._tombstoned_at = now
                 self._tombstone_expired(now)
+            if self.parking:
+                self._step_parking()
             self._after_change()
+
+    # -- parking ---------------------------------------------------------------------------------
+    async def _ensure_parking_topics(self) -> None:
+        """Create the parking topics that are missing, with as many partitions as the first source topic."""
+        if not self.parking_topics:
+            return
+        kafka = self.settings.kafka
+        conf = {**{k: v for k, v in kafka.consumer.items() if k.startswith(SHARED_PREFIXES)},
+                "bootstrap.servers": kafka.bootstrap_servers}
+        errors = await asyncio.to_thread(self._topic_creator, conf, list(self.parking_topics.values()), kafka.topics[0])
+        for topic, error in errors.items():
+            # parking writes are retried (and hold their offsets) until the topic can be written
+            log.warning("parking_topic_not_created", topic=topic, error=error[:200])
+
+    def _parked(self, destination: str) -> bool:
+        park = self.parking.get(destination)
+        return park is not None and park.mode is Mode.PARKED
+
+    def _unpend(self, item: Item) -> None:
+        """The item leaves for the parking topic: its dedupe key is pending no more (a held twin follows it)."""
+        key = item.dedupe_key
+        if key is not None:
+            item.dedupe_key = None
+            self._release(key)
+
+    def _park(self, item: Item) -> None:
+        """Write the item's original record to its destination's parking topic; it finishes on the ack.
+
+        Until the consumer has paused the destination's parking partitions (assigned here), the item waits
+        in memory: a record written before would be read straight back and parked a second time.
+        """
+        if not self._parking_paused(item.destination):
+            self._park_queue[item.destination].append(item)
+            return
+        self._write_parked(item)
+
+    def _parking_paused(self, name: str) -> bool:
+        if self._draining:
+            return True  # nothing is consumed any more
+        topic = self.parking_topics[name]
+        if self.parking_source is None:
+            return True  # nothing reads the parking topics back here
+        paused = self.parking_source.paused_partitions
+        return all(tp in paused for tp, _ in self.tracker.items() if tp[0] == topic)
+
+    def _flush_park_queue(self, name: str, force: bool = False) -> None:
+        queue = self._park_queue.get(name)
+        if queue and (force or self._parking_paused(name)):
+            del self._park_queue[name]
+            for item in queue:
+                self._write_parked(item)
+
+    def _unqueue_parking(self, tps: set[TopicPartition]) -> None:
+        """Revoked or lost partitions: their items waiting to be parked are read again by the next owner."""
+        for name, queue in list(self._park_queue.items()):
+            self._park_queue[name] = [i for i in queue if i.tp not in tps]
+
+    def _write_parked(self, item: Item) -> None:
+        park = self.parking[item.destination]
+        origin = Origin(*item.origin) if item.origin else Origin(item.topic, item.partition, item.offset)
+        record = parked_record(origin, item.key, item.value, item.destination, park.reason,
+                               event_time=item.event_time, event_name=item.event_name,
+                               event_id=item.event_id if isinstance(item.event_id, str) else None)
+        tp = item.tp
+        self._parking_writes[tp] += 1
+
+        def done() -> None:
+            self._parking_writes[tp] -= 1
+            if not self._parking_writes[tp]:
+                del self._parking_writes[tp]
+            park.count_parked(item.event_time)
+            self._finish(item)
+            self._after_change()
+
+        self._parkers[item.destination].write(record, done)
+
+    def _park_held(self, name: str) -> None:
+        """Move what a parked destination holds in memory (open batch, sender queue) to its parking topic."""
+        items = self.batcher.remove_destination(name) + self.senders[name].take_queued()
+        for item in items:
+            self._unpend(item)
+            self._park(item)
+
+    def _step_parking(self) -> None:
+        """Advance each destination's parking state; park, drain and pause its parking partitions."""
+        now = self.monotonic()
+        paused = set()
+        for name, park in self.parking.items():
+            sender = self.senders[name]
+            held = sender.queued_events + sender.inflight_events
+            reader = self.parking_source
+            lag, _parts = log_lag(reader.bounds if reader else {}, park.topic)
+            stats_at = reader.bounds_at if reader else now
+            lag_at = stats_at - self._stats_settle_s if stats_at else 0.0
+            was = park.mode
+            since = park.since
+            change = park.step(now, halted=sender.is_halted(), held=held, idle=held == 0, lag=lag, lag_at=lag_at)
+            if change is Change.PARK:
+                log.warning("parking_started", destination=name, reason=park.reason, topic=park.topic, held=held,
+                            action="the destination's events go to its parking topic and are sent once it "
+                                   "resumes (replace the token, or fix the cause and SIGHUP)")
+            elif change is Change.DRAIN:
+                if was is Mode.PARKED:
+                    log.warning("parking_ended", destination=name, parked=park.parked,
+                                seconds=round(now - since, 1))
+                log.info("draining_started", destination=name, topic=park.topic, lag=lag)
+                self._drain_announced.add(name)
+            elif change is Change.LIVE and (name in self._drain_announced or park.drained):
+                self._drain_announced.discard(name)
+                log.info("draining_finished", destination=name, drained=park.drained, seconds=round(now - since, 1))
+            elif (change is None and park.mode is Mode.DRAINING and lag and lag_at > park.since
+                  and name not in self._drain_announced):
+                # records parked by an earlier run or another member, found at start or on assignment
+                log.info("draining_started", destination=name, topic=park.topic, lag=lag)
+                self._drain_announced.add(name)
+            if park.mode is Mode.PARKED:
+                self._park_held(name)  # batches a halted sender gave back, an open batch
+            self._flush_park_queue(name, force=park.mode is not Mode.PARKED)
+            if park.partitions_paused(held):
+                paused.add(park.topic)
+        self._paused_parking = frozenset(paused)
 
     def _after_change(self) -> None:
         """Store moved commit points and apply backpressure: on unfinished events for the whole
         assignment, and on the offsets each partition holds for that partition alone."""
         changed = self.tracker.changed()
+        reader = self.parking_source
         if changed:
-            self.source.store(changed)
+            if reader is None:
+                self.source.store(changed)
+            else:
+                parked = self._parked_dest
+                if main := {tp: o for tp, o in changed.items() if tp[0] not in parked}:
+                    self.source.store(main)
+                if back := {tp: o for tp, o in changed.items() if tp[0] in parked}:
+                    reader.store(back)
         bound = self.settings.pipeline.max_in_flight_events
         if not self.source.want_paused and self._unfinished >= bound:
             self.source.want_paused = True
@@ -609,12 +831,23 @@ class Pipeline:
             self.source.want_paused = False
         held_bound = self.settings.pipeline.max_held_per_partition
         was = self.source.want_paused_partitions
+        if reader is not None:
+            reader.want_paused = self.source.want_paused  # the memory bound holds for both
+            was = was | reader.want_paused_partitions
+        parking = self._paused_parking
         held = frozenset(
             tp for tp, part in self.tracker.items()
-            if part.in_flight >= (held_bound * RESUME_FRACTION if tp in was else held_bound)
+            if part.in_flight >= (held_bound * RESUME_FRACTION if tp in was else held_bound) or tp[0] in parking
         )
-        if held != was:
-            self.source.want_paused_partitions = held
+        if reader is None:
+            if held != was:
+                self.source.want_paused_partitions = held
+            return
+        main_held = frozenset(tp for tp in held if tp[0] not in self._parked_dest)
+        if main_held != self.source.want_paused_partitions:
+            self.source.want_paused_partitions = main_held
+        if (back_held := held - main_held) != reader.want_paused_partitions:
+            reader.want_paused_partitions = back_held
 
     # -- outcomes --------------------------------------------------------------------------------
     def _finish(self, item: Item) -> None:
@@ -637,15 +870,20 @@ class Pipeline:
                                         [ms / 1000 for ms in latencies])
         self.stats.freshness.observe_many([now - item.event_time for item in items])
         records: list[tuple[TP, bytes, bytes | None]] = []
+        park = self.parking.get(batch.destination)
+        if park is not None:
+            park.drained += sum(1 for item in items if item.origin is not None)
         for item in items:
             key = item.dedupe_key
             if key is not None:
+                # an event read back from a parking topic is deduped under the partition it came from
+                tp = item.tp if item.origin is None else (item.origin[0], item.origin[1])
                 if self.changelog is None:
                     self._confirm(item, key, now, 0)
-                elif item.tp in self._owned:
+                elif tp in self._owned:
                     accepted = self.dedupe.accepted_at(key)
-                    if self._confirm(item, key, now, self._parts[item.tp]) and accepted is not None:
-                        records.append((item.tp, *dedupelog.key_record(key, accepted)))
+                    if self._confirm(item, key, now, self._parts[tp]) and accepted is not None:
+                        records.append((tp, *dedupelog.key_record(key, accepted)))
                 else:
                     # its partition went to another member, whose store it must not shadow here
                     with contextlib.suppress(NotPendingError):
@@ -703,6 +941,8 @@ class Pipeline:
                 del self._letters[tp]
             if item.dedupe_key is not None:
                 self._release(item.dedupe_key)
+            if item.origin is not None and item.destination in self.parking:
+                self.parking[item.destination].drained += 1
             self._finish(item)
             self._after_change()
 
@@ -877,5 +1117,30 @@ class Pipeline:
         return min(times) if times else None
 
     def destination_states(self) -> dict[str, DestinationState]:
-        """Each destination's current state, by name."""
-        return {name: s.state for name, s in self.senders.items()}
+        """Each destination's current state, by name: the sender's, or parked / draining (parking.py)."""
+        out = {}
+        for name, sender in self.senders.items():
+            park = self.parking.get(name)
+            state = sender.state
+            if park is not None and park.mode is Mode.PARKED:
+                state = DestinationState.PARKED
+            elif park is not None and park.mode is Mode.DRAINING and state is not DestinationState.HALTED:
+                state = DestinationState.DRAINING
+            out[name] = state
+        return out
+
+    def parking_rows(self) -> list[tuple[str, int, int, int, int]]:
+        """Per destination with parking: (name, parked events, drained events, parking lag, oldest parked
+        event_time or 0). The lag counts the parking partitions assigned to this member."""
+        bounds = self.parking_source.bounds if self.parking_source is not None else {}
+        return [(name, park.parked, park.drained, log_lag(bounds, park.topic)[0], park.oldest_event_time)
+                for name, park in self.parking.items()]
+
+    def _sources(self) -> list[KafkaSource]:
+        return [self.source] if self.parking_source is None else [self.source, self.parking_source]
+
+    def _source_for(self, topic: str | None) -> KafkaSource:
+        """The consumer that reads `topic`: the parking reader for parking topics, else the source."""
+        if self.parking_source is not None and topic in self._parked_dest:
+            return self.parking_source
+        return self.source

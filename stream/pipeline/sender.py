@@ -45,13 +45,19 @@ FAILING_AFTER = 5
 
 
 class DestinationState(enum.StrEnum):
-    """What an SRE sees for a destination."""
+    """What an SRE sees for a destination (README, "Destination states").
+
+    The sender itself is flowing, throttled, failing or halted; the pipeline shows `parked` while a halted
+    destination's events go to its parking topic and `draining` while they are sent from there.
+    """
 
     FLOWING = "flowing"
     THROTTLED = "throttled"
     # every recent request failed (5xx, timeouts, resets): retried without end, nothing gets through
     FAILING = "failing"
     HALTED = "halted"
+    PARKED = "parked"
+    DRAINING = "draining"
 
 
 class Poster(Protocol):
@@ -189,6 +195,13 @@ class DestinationSender:
     def holds(self, tps: set[tuple[str, int]]) -> bool:
         """True while a queued or in-flight batch holds an item of one of `tps`."""
         return any(i.tp in tps for b in (*self._queue, *self._inflight) for i in b.items)
+
+    def take_queued(self) -> list[Item]:
+        """Remove every queued (unsent) item and return them (the destination is being parked)."""
+        removed = [i for b in self._queue for i in b.items]
+        self._queue.clear()
+        self._check_idle()
+        return removed
 
     def inflight_holds(self, tps: set[tuple[str, int]]) -> bool:
         """True while a batch being sent holds an item of one of `tps`."""

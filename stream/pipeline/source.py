@@ -23,6 +23,8 @@ from typing import Any, Literal, Protocol, overload
 import orjson
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from stream.config import KafkaSettings, PipelineSettings
 from stream.logs import KAFKA_LOGGER, kafka_config
@@ -158,6 +160,10 @@ class KafkaSource:
         self.last_error: str = ""
         self.last_error_at = 0.0
         self.lag: dict[TP, int] = {}
+        # (low watermark, high watermark, committed offset or -1) per assigned partition, and the
+        # time.monotonic() of the statistics they come from (0: none yet)
+        self.bounds: dict[TP, tuple[int, int, int]] = {}
+        self.bounds_at = 0.0
         self.final_commit_ok: bool | None = None
         # from librdkafka's statistics: assigned partitions whose stored offset is not committed yet, and
         # when that was reported (wall clock; 0: never)
@@ -365,6 +371,9 @@ class KafkaSource:
                 if int(p) >= 0 and (topic, int(p)) in self.assignment
             ]
             lag = {tp: part["consumer_lag"] for tp, part in parts if part.get("consumer_lag", -1) >= 0}
+            bounds = {tp: (int(part.get("lo_offset", -1)), int(part["hi_offset"]),
+                           int(part.get("committed_offset", -1)))
+                      for tp, part in parts if part.get("hi_offset", -1) >= 0}
             # a stored offset (>= 0) above the committed one: the next commit has not taken it yet
             uncommitted = sum(1 for _, part in parts
                               if part.get("stored_offset", -1) >= 0
@@ -374,6 +383,8 @@ class KafkaSource:
         self.lag = lag
         self.uncommitted_partitions = uncommitted
         self.stats_at = time.time()
+        self.bounds = bounds
+        self.bounds_at = time.monotonic()
 
     def _error_cb(self, err: KafkaError) -> None:
         self.last_error_at = time.time()
@@ -441,3 +452,35 @@ def _store(consumer: ConsumerLike, tps: list[TopicPartition]) -> None:
     except KafkaException as exc:
         # _STATE: the partition is no longer assigned (a late ack after a revoke): the new owner re-reads
         log.debug("store_offsets_refused", error=str(exc.args[0]) if exc.args else "")
+
+
+# how long topic metadata and creation may take before ensure_topics gives up (and says so)
+TOPIC_TIMEOUT_S = 15.0
+
+
+def ensure_topics(conf: Mapping[str, Any], topics: list[str], like: str) -> dict[str, str]:
+    """Create those of `topics` that are missing, with as many partitions as topic `like` (1 when it is
+    missing too); blocking. Returns topic -> error for each one that could not be created."""
+    admin = AdminClient(kafka_config(dict(conf)))
+    try:
+        meta = admin.list_topics(timeout=TOPIC_TIMEOUT_S)
+    except KafkaException as exc:
+        return {t: str(exc.args[0] if exc.args else exc) for t in topics}
+    source = meta.topics.get(like)
+    count = len(source.partitions) if source is not None and source.error is None and source.partitions else 1
+    missing = [t for t in topics if t not in meta.topics or meta.topics[t].error is not None]
+    if not missing:
+        return {}
+    futures = admin.create_topics([NewTopic(t, num_partitions=count, replication_factor=-1) for t in missing],
+                                  operation_timeout=TOPIC_TIMEOUT_S, request_timeout=TOPIC_TIMEOUT_S)
+    errors = {}
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=TOPIC_TIMEOUT_S)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not (isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS):
+                errors[topic] = str(err)
+        except Exception as exc:  # noqa: BLE001 - a timeout or anything else: report it, never raise
+            errors[topic] = f"{type(exc).__name__}: {exc}"
+    return errors

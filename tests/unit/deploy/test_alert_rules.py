@@ -75,8 +75,9 @@ MUTATIONS = {
                           "capi_stream_oldest_unacked_event_age_seconds > 60 * 86400"),
     "cliff pages at 5 days": ("capi_stream_oldest_unacked_event_age_seconds > 6 * 86400",
                               "capi_stream_oldest_unacked_event_age_seconds > 5 * 86400"),
-    "destination: throttled counted as down": ('state!~"flowing|throttled"', 'state!="flowing"'),
-    "destination: only halted": ('state!~"flowing|throttled"', 'state="halted"'),
+    "destination: throttled counted as down": ('state!~"flowing|throttled|draining"', 'state!~"flowing|draining"'),
+    "destination: draining counted as down": ('state!~"flowing|throttled|draining"', 'state!~"flowing|throttled"'),
+    "destination: only halted": ('state!~"flowing|throttled|draining"', 'state="halted"'),
     "destination: a one-minute halt pages": ("        for: 2m\n", "        for: 0m\n"),
     "surge threshold 0.1%": (") > 0.01\n", ") > 0.001\n"),
     "surge threshold 10%": (") > 0.01\n", ") > 0.1\n"),
@@ -182,7 +183,8 @@ def test_the_quality_alerts_compare_with_the_exported_target() -> None:
 
 
 def test_the_destination_alert_covers_every_unhealthy_state_the_code_exports() -> None:
-    """Every state but flowing and throttled alerts (halted now; failing too once the code has it)."""
+    """Every state but flowing, throttled and draining alerts (halted and parked now; failing too once the
+    code has it)."""
     exported = exported_metrics()
     states = exported.values[("capi_stream_destination_state", "state")]
     rule = next(r for r in _rules() if r["alert"] == "CapiStreamDestinationDown")
@@ -190,8 +192,8 @@ def test_the_destination_alert_covers_every_unhealthy_state_the_code_exports() -
     (matcher,) = [m for m in selector.matchers if m.label == "state"]
     assert matcher.op == "!~"
     healthy = set(matcher.value.split("|"))
-    assert healthy == {"flowing", "throttled"} <= states
-    assert "halted" in states - healthy
+    assert healthy == {"flowing", "throttled", "draining"} <= states
+    assert {"halted", "parked"} <= states - healthy
 
 
 def test_the_name_check_rejects_what_the_code_does_not_export() -> None:
