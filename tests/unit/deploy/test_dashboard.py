@@ -177,3 +177,19 @@ def test_the_state_table_colours_every_state_the_code_exports() -> None:
     (mappings,) = [p["value"] for p in override["properties"] if p["id"] == "mappings"]
     coloured = {state for m in mappings for state in m["options"]}
     assert exported_metrics().values[("capi_stream_destination_state", "state")] <= coloured
+
+
+def test_the_quality_panel_draws_every_exported_target_next_to_its_share() -> None:
+    """The shares the signal-quality alerts watch, per destination, with each [quality] target as a line."""
+    panel = next(p for p in _panels() if any("capi_stream_quality_target" in t["expr"] for t in p["targets"]))
+    found = [promql_names(t["expr"]) for t in panel["targets"]]
+    (targets,) = [f for f in found if any(s.metric == "capi_stream_quality_target" for s in f.selectors)]
+    assert targets.grouping == {"target"}  # every target the code exports, none picked by name
+    assert exported_metrics().values[("capi_stream_quality_target", "target")] == {
+        "identifier_share", "revenue_value_share", "acceptance_rate", "user_consistency"}
+    used = {s.metric for f in found for s in f.selectors}
+    assert {"capi_stream_quality_with_identifier_total", "capi_stream_quality_revenue_with_value_total",
+            "capi_stream_quality_meta_rejected_total", "capi_stream_quality_rejected_total",
+            "capi_stream_quality_identity_inconsistent_ids_total", "capi_stream_quality_acked_on_time_total"} <= used
+    assert all("destination" in f.grouping for f in found if f is not targets)
+    assert panel["fieldConfig"]["defaults"]["unit"] == "percentunit"
