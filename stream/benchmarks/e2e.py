@@ -35,7 +35,8 @@ from stream.emulator.flags import latency_range, probability
 from stream.errors import UsageError
 from stream.logs import kafka_config
 from stream.tools.admin import committed_offsets, end_offsets
-from stream.tools.kafka import LocalKafka, default_data_dir, free_port, port_in_use
+from stream.tools.javaservice import free_port, port_in_use
+from stream.tools.kafka import LocalKafka, default_data_dir
 from stream.tools.produce import ensure_topic
 from stream.tools.samples import generate
 

@@ -24,7 +24,8 @@ from stream.emulator import EmulatorThread
 from stream.logs import configure, kafka_config
 from stream.pipeline.runner import Pipeline
 from stream.tools.admin import committed_offsets, end_offsets
-from stream.tools.kafka import LocalKafka, default_data_dir, free_port
+from stream.tools.javaservice import free_port
+from stream.tools.kafka import LocalKafka, default_data_dir
 from stream.tools.produce import ensure_topic, produce_lines
 from stream.tools.samples import generate
 

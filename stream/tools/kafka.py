@@ -16,19 +16,23 @@ Layout of a broker's home directory (``--data-dir``)::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import orjson
 
 from stream.errors import BrokerError, UsageError
+from stream.tools.javaservice import (
+    JavaService,
+    default_cache_dir,
+    default_home,
+    free_port,
+    port_in_use,
+    require_mvn,
+    run_maven,
+)
 
 KAFKA_VERSION = "4.1.1"
 # Kafka 4.x is built against slf4j 1.7 and its published POMs carry no logging backend (the release
@@ -112,33 +116,9 @@ log.segment.bytes=104857600
 """
 
 
-def default_cache_dir() -> Path:
-    """Where assembled broker jars live: $CAPI_STREAM_CACHE_DIR, else $XDG_CACHE_HOME or ~/.cache."""
-    if env := os.environ.get("CAPI_STREAM_CACHE_DIR"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "capi-stream"
-
-
 def default_data_dir() -> Path:
     """The default broker home: $XDG_STATE_HOME or ~/.local/state, then capi-stream/kafka."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "capi-stream" / "kafka"
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def port_in_use(port: int) -> bool:
-    """True when something accepts connections on 127.0.0.1:port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+    return default_home("kafka")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,12 +130,15 @@ class BrokerStatus:
     bootstrap: str | None
 
 
-class LocalKafka:
+class LocalKafka(JavaService):
     """One broker home directory: assemble jars, format, start, wait until ready, stop.
 
     `start()` is idempotent (an already running broker is left alone) and `stop()` always leaves no
     java process of this home behind.
     """
+
+    cmdline_marker = b"kafka.Kafka"
+    stop_timeout = STOP_TIMEOUT_S
 
     def __init__(self, data_dir: Path | None = None, cache_dir: Path | None = None) -> None:
         self.home = (data_dir or default_data_dir()).resolve()
@@ -184,25 +167,15 @@ class LocalKafka:
         marker = self.libs / ".complete"
         if marker.is_file():
             return self.libs
-        if shutil.which("mvn") is None:
-            raise UsageError("mvn not found on PATH: Maven is needed once to fetch the Kafka jars")
+        require_mvn("the Kafka jars")
         work = self.libs.parent
         work.mkdir(parents=True, exist_ok=True)
         pom = work / "pom.xml"
         pom.write_text(_POM.format(kafka=KAFKA_VERSION, log4j=LOG4J_VERSION, slf4j=SLF4J_VERSION))
         staging = work / "libs.partial"
         shutil.rmtree(staging, ignore_errors=True)
-        cmd = [
-            "mvn", "-B", "-q", "-f", str(pom),
-            f"{DEPENDENCY_PLUGIN}:copy-dependencies",
-            "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
-        ]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "ERROR" in ln] or [
-                "(no output)"
-            ]
-            raise BrokerError(f"Maven could not fetch Kafka {KAFKA_VERSION} jars: {lines[0].strip()}")
+        run_maven(["-f", str(pom), f"{DEPENDENCY_PLUGIN}:copy-dependencies",
+                   "-DincludeScope=runtime", f"-DoutputDirectory={staging}"], f"Kafka {KAFKA_VERSION} jars")
         if not any(staging.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
             raise BrokerError(f"Maven finished but kafka_2.13-{KAFKA_VERSION}.jar is missing in {staging}")
         shutil.rmtree(self.libs, ignore_errors=True)
@@ -211,23 +184,6 @@ class LocalKafka:
         return self.libs
 
     # -- state ---------------------------------------------------------------------------------
-    def _read_state(self) -> dict[str, int]:
-        if not self.state_file.is_file():
-            return {}
-        state: dict[str, int] = orjson.loads(self.state_file.read_bytes())
-        return state
-
-    def pid(self) -> int | None:
-        """The pid of this home's broker if it is alive, else None (a stale pid file is removed)."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        if _is_broker_process(pid):
-            return pid
-        self.pid_file.unlink(missing_ok=True)
-        return None
-
     def status(self) -> BrokerStatus:
         """Whether the broker of this home runs, and where."""
         pid = self.pid()
@@ -267,7 +223,7 @@ class LocalKafka:
             self._format(libs, props)
         self._launch(libs, props)
         bootstrap = f"127.0.0.1:{port}"
-        self._wait_ready(bootstrap, timeout)
+        self._wait_ready_at(bootstrap, timeout)
         return bootstrap, True
 
     def _java_base(self, libs: Path) -> list[str]:
@@ -301,49 +257,16 @@ class LocalKafka:
             base[0], f"-Xms{HEAP}", f"-Xmx{HEAP}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true", *base[1:], "kafka.Kafka", str(props),
         ]  # fmt: skip
-        out = (self.home / "logs" / "kafka.out").open("ab")
-        # a new session: the broker outlives this process and a Ctrl-C at the CLI does not reach it
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        out.close()
-        self.pid_file.write_text(f"{proc.pid}\n")
+        self._spawn(cmd, self.home / "logs" / "kafka.out")
 
-    def _wait_ready(self, bootstrap: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last_error = "no answer"
-        while time.monotonic() < deadline:
-            if self.pid() is None:
-                raise BrokerError(f"the Kafka broker exited during start-up; see {self.log_file}: "
-                                  f"{_last_error_line(self.log_file)}")
-            ok, last_error = probe(bootstrap)
-            if ok:
-                return
-            time.sleep(0.25)
-        self.stop()
-        raise BrokerError(f"Kafka at {bootstrap} not ready after {timeout:.0f}s ({last_error}); see {self.log_file}")
-
-    def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
-        """Stop the broker cleanly (SIGTERM, then SIGKILL after `timeout`). Returns True if one ran."""
-        pid = self.pid()
-        if pid is None:
-            return False
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        if not _wait_gone(pid, timeout):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            _wait_gone(pid, 10.0)
-        self.pid_file.unlink(missing_ok=True)
-        return True
-
-    def kill(self) -> None:
-        """SIGKILL the broker, as a crash would (chaos tests); the data dir is kept for a restart."""
-        pid = self.pid()
-        if pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        _wait_gone(pid, 10.0)
-        self.pid_file.unlink(missing_ok=True)
+    def _wait_ready_at(self, bootstrap: str, timeout: float) -> None:
+        self._wait_ready(
+            lambda: probe(bootstrap), timeout,
+            died=lambda: (f"the Kafka broker exited during start-up; see {self.log_file}: "
+                          f"{_last_error_line(self.log_file)}"),
+            late=lambda last: (f"Kafka at {bootstrap} not ready after {timeout:.0f}s ({last}); "
+                               f"see {self.log_file}"),
+        )  # fmt: skip
 
 
 def probe(bootstrap: str, timeout: float = 2.0) -> tuple[bool, str]:
@@ -371,32 +294,6 @@ def probe(bootstrap: str, timeout: float = 2.0) -> tuple[bool, str]:
     finally:
         consumer.close()
     return True, ""
-
-
-def _is_broker_process(pid: int) -> bool:
-    """True while `pid` is a live (not zombie) process running kafka.Kafka.
-
-    Right after exec the JVM's command line can read as empty for a moment; a live process with an
-    empty command line counts as ours.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    state = stat.rsplit(")", 1)[-1].split()[0] if ")" in stat else "?"
-    if state in ("Z", "X"):
-        return False
-    return not cmdline or b"kafka.Kafka" in cmdline
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _is_broker_process(pid):
-            return True
-        time.sleep(0.1)
-    return not _is_broker_process(pid)
 
 
 def _last_error_line(log: Path) -> str:

@@ -13,15 +13,12 @@ Layout of a registry's home directory (``--data-dir``)::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tarfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -29,7 +26,15 @@ from pathlib import Path
 import orjson
 
 from stream.errors import BrokerError, UsageError
-from stream.tools.kafka import default_cache_dir, free_port, port_in_use
+from stream.tools.javaservice import (
+    JavaService,
+    default_cache_dir,
+    default_home,
+    free_port,
+    port_in_use,
+    require_mvn,
+    run_maven,
+)
 
 APICURIO_VERSION = "3.3.3"
 # Maven Central carries the prebuilt Quarkus application as the `all` classifier of the app artifact
@@ -49,8 +54,7 @@ _JVM_DIR = Path("/usr/lib/jvm")
 
 def default_registry_dir() -> Path:
     """The default registry home: $XDG_STATE_HOME or ~/.local/state, then capi-stream/registry."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "capi-stream" / "registry"
+    return default_home("registry")
 
 
 def java_version(java: Path) -> int | None:
@@ -100,8 +104,11 @@ class RegistryStatus:
     home: Path
 
 
-class LocalRegistry:
+class LocalRegistry(JavaService):
     """One registry home: fetch the app once, start it, wait until ready, stop it."""
+
+    cmdline_marker = b"quarkus-run.jar"
+    stop_timeout = STOP_TIMEOUT_S
 
     def __init__(self, data_dir: Path | None = None, cache_dir: Path | None = None) -> None:
         self.home = (data_dir or default_registry_dir()).resolve()
@@ -125,13 +132,8 @@ class LocalRegistry:
         marker = self.app_dir / ".complete"
         if marker.is_file():
             return self.app_dir
-        if shutil.which("mvn") is None:
-            raise UsageError("mvn not found on PATH: Maven is needed once to fetch Apicurio Registry")
-        proc = subprocess.run(["mvn", "-B", "-q", "dependency:get", f"-Dartifact={ARTIFACT}", "-Dtransitive=false"],
-                              capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "ERROR" in ln] or ["(no output)"]
-            raise BrokerError(f"Maven could not fetch {ARTIFACT}: {lines[0].strip()}")
+        require_mvn("Apicurio Registry")
+        run_maven(["dependency:get", f"-Dartifact={ARTIFACT}", "-Dtransitive=false"], ARTIFACT)
         archive = (Path.home() / ".m2" / "repository" / "io" / "apicurio" / "apicurio-registry-app" /
                    APICURIO_VERSION / f"apicurio-registry-app-{APICURIO_VERSION}-all.tar.gz")
         if not archive.is_file():
@@ -150,27 +152,10 @@ class LocalRegistry:
         marker.write_text(APICURIO_VERSION + "\n")
         return self.app_dir
 
-    def _state(self) -> dict[str, int]:
-        if not self.state_file.is_file():
-            return {}
-        state: dict[str, int] = orjson.loads(self.state_file.read_bytes())
-        return state
-
-    def pid(self) -> int | None:
-        """The pid of this home's registry if it is alive, else None (a stale pid file is removed)."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        if _is_registry_process(pid):
-            return pid
-        self.pid_file.unlink(missing_ok=True)
-        return None
-
     def status(self) -> RegistryStatus:
         """Whether the registry of this home runs, and its Confluent-compatible URL."""
         pid = self.pid()
-        port = self._state().get("port")
+        port = self._read_state().get("port")
         url = f"http://127.0.0.1:{port}{CCOMPAT_PATH}" if pid and port else None
         return RegistryStatus(running=pid is not None, pid=pid, url=url, home=self.home)
 
@@ -184,7 +169,7 @@ class LocalRegistry:
             return current.url, False
         java = find_java()
         app = self.ensure_app()
-        port = port or self._state().get("port") or DEFAULT_PORT
+        port = port or self._read_state().get("port") or DEFAULT_PORT
         if port_in_use(port):
             raise UsageError(f"port {port} on 127.0.0.1 is already in use; pick another with --port")
         management = free_port()
@@ -194,42 +179,25 @@ class LocalRegistry:
                "-Dquarkus.http.host=127.0.0.1", f"-Dquarkus.http.port={port}",
                "-Dquarkus.management.host=127.0.0.1", f"-Dquarkus.management.port={management}",
                "-Dquarkus.http.access-log.enabled=false", "-jar", "quarkus-run.jar"]  # fmt: skip
-        with self.log_file.open("ab") as out:
-            # a new session: the registry outlives this process and a Ctrl-C at the CLI does not reach it
-            proc = subprocess.Popen(cmd, cwd=app, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        self.pid_file.write_text(f"{proc.pid}\n")
-        self._wait_ready(management, timeout)
+        self._spawn(cmd, self.log_file, cwd=app)
+        self._wait_ready_on(management, timeout)
         return f"http://127.0.0.1:{port}{CCOMPAT_PATH}", True
 
-    def _wait_ready(self, management: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        url = f"http://127.0.0.1:{management}/health/ready"
-        while time.monotonic() < deadline:
-            if self.pid() is None:
-                raise BrokerError(f"Apicurio Registry exited during start-up; see {self.log_file}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise BrokerError(f"Apicurio Registry not ready after {timeout:.0f}s; see {self.log_file}")
+    def _wait_ready_on(self, management: int, timeout: float) -> None:
+        self._wait_ready(
+            lambda: _health(management), timeout,
+            died=lambda: f"Apicurio Registry exited during start-up; see {self.log_file}",
+            late=lambda _last: f"Apicurio Registry not ready after {timeout:.0f}s; see {self.log_file}",
+        )
 
-    def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
-        """SIGTERM, then SIGKILL after `timeout`. Returns True if a registry ran."""
-        pid = self.pid()
-        if pid is None:
-            return False
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        if not _wait_gone(pid, timeout):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            _wait_gone(pid, 10.0)
-        self.pid_file.unlink(missing_ok=True)
-        return True
+
+def _health(management: int) -> tuple[bool, str]:
+    """Whether the registry's management port says it is ready."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{management}/health/ready", timeout=2) as resp:
+            return resp.status == 200, f"HTTP {resp.status}"
+    except (urllib.error.URLError, OSError) as exc:
+        return False, str(exc)
 
 
 def register_schema(url: str, subject: str, schema: str) -> int:
@@ -245,24 +213,3 @@ def register_schema(url: str, subject: str, schema: str) -> int:
                           f"{exc.read()[:200]!r}") from exc
     except (urllib.error.URLError, OSError) as exc:
         raise BrokerError(f"registry at {url} does not answer: {exc}") from exc
-
-
-def _is_registry_process(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    state = stat.rsplit(")", 1)[-1].split()[0] if ")" in stat else "?"
-    if state in ("Z", "X"):
-        return False
-    return not cmdline or b"quarkus-run.jar" in cmdline
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _is_registry_process(pid):
-            return True
-        time.sleep(0.1)
-    return not _is_registry_process(pid)
