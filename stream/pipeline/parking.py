@@ -138,6 +138,9 @@ class Parking:
     drained: int = 0  # events read back from the parking topic and finished
     oldest_event_time: int = 0  # event_time of the oldest event parked since the last drain ended (0: none)
     drain_paused: bool = False
+    # DRAINING with parked records to read back (entered by a transition, or records were read back);
+    # False for the quiet DRAINING a run starts in until its statistics show the parking topic's end
+    backlog: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -174,12 +177,16 @@ class Parking:
             if not halted and idle and waited:
                 return self._enter(Mode.DRAINING, now, "")
             return None
-        # DRAINING: a halt parks again at once; what the drain holds is bounded by pausing the parking
-        # partitions (partitions_paused), never by parking again what was just read back
-        if halted:
+        # DRAINING: a halt parks again at once when records are being read back (else it waits
+        # park_after_s, as when live); what the drain holds is bounded by pausing the parking partitions
+        # (partitions_paused), never by parking again what was just read back
+        if halted and self.backlog:
             return self._enter(Mode.PARKED, now, REASON_HALTED_DRAINING)
+        if halted and self.halted_since is not None and now - self.halted_since >= self.park_after_s:
+            return self._enter(Mode.PARKED, now, REASON_HALTED)
         if fresh and lag == 0:
             self.oldest_event_time = 0
+            self.backlog = False
             return self._enter(Mode.LIVE, now, "")
         return None
 
@@ -188,6 +195,7 @@ class Parking:
         self.reason = reason
         self.since = now
         self.drain_paused = False
+        self.backlog = mode is Mode.DRAINING
         return {Mode.PARKED: Change.PARK, Mode.DRAINING: Change.DRAIN, Mode.LIVE: Change.LIVE}[mode]
 
     def partitions_paused(self, held: int) -> bool:

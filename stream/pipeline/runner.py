@@ -609,6 +609,7 @@ class Pipeline:
                 self._finish(item)
                 continue
             if topic in self._parked_dest:
+                self.parking[self._parked_dest[topic]].backlog = True
                 origin = origin_of(msg.headers())
                 item.origin = (origin.topic, origin.partition, origin.offset) if origin else (topic, partition, offset)
             for dropped in prep.dropped:
@@ -803,6 +804,7 @@ class Pipeline:
                 # records parked by an earlier run or another member, found at start or on assignment
                 log.info("draining_started", destination=name, topic=park.topic, lag=lag)
                 self._drain_announced.add(name)
+                park.backlog = True
             if park.mode is Mode.PARKED:
                 self._park_held(name)  # batches a halted sender gave back, an open batch
             self._flush_park_queue(name, force=park.mode is not Mode.PARKED)
@@ -1124,7 +1126,8 @@ class Pipeline:
             state = sender.state
             if park is not None and park.mode is Mode.PARKED:
                 state = DestinationState.PARKED
-            elif park is not None and park.mode is Mode.DRAINING and state is not DestinationState.HALTED:
+            elif (park is not None and park.mode is Mode.DRAINING and park.backlog
+                  and state is not DestinationState.HALTED):
                 state = DestinationState.DRAINING
             out[name] = state
         return out

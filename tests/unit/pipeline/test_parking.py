@@ -69,6 +69,20 @@ class TestStateMachine:
         assert p.step(11.5, halted=True, held=5, idle=False, lag=5, lag_at=11.2) is Change.PARK
         assert (p.mode, p.reason) == (Mode.PARKED, REASON_HALTED_DRAINING)
 
+    def test_the_quiet_drain_a_run_starts_in_waits_park_after_s_on_a_halt(self) -> None:
+        """Nothing read back yet: a halt right after the start parks after park_after_s, as when live."""
+        p = Parking("b", "g.b.parking", 10.0, 100.0, mode=Mode.DRAINING)
+        assert p.step(1.0, halted=True, held=5, idle=False, lag=None, lag_at=0.0) is None
+        assert p.step(10.9, halted=True, held=5, idle=False, lag=None, lag_at=0.0) is None
+        assert p.step(11.0, halted=True, held=5, idle=False, lag=None, lag_at=0.0) is Change.PARK
+        assert p.reason == REASON_HALTED
+
+    def test_a_drain_with_records_read_back_parks_at_once_on_a_halt(self) -> None:
+        p = Parking("b", "g.b.parking", 10.0, 100.0, mode=Mode.DRAINING)
+        p.backlog = True
+        assert p.step(1.0, halted=True, held=5, idle=False, lag=None, lag_at=0.0) is Change.PARK
+        assert p.reason == REASON_HALTED_DRAINING
+
     def test_a_drain_is_never_parked_again_for_what_it_holds(self) -> None:
         """What the drain reads back is bounded by pausing the parking partitions, not by parking it again."""
         p = _parking(share_limit=100)
