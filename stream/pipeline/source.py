@@ -402,7 +402,7 @@ class KafkaSource:
         self.assignment.update(tps)
         self._call(self._handler.on_assigned(tps, self.generation), timeout=30)
         # the pause state of the new assignment is applied on the next loop turn (_apply_pause)
-        log.info("partitions_assigned", partitions=len(tps), generation=self.generation)
+        log.info("partitions_assigned", partitions=len(tps), generation=self.generation, group=self._kafka.group_id)
 
     def _revoke_cb(self, consumer: ConsumerLike, partitions: list[TopicPartition]) -> None:
         self.generation += 1
