@@ -105,21 +105,40 @@ class JavaService:
 
     cmdline_marker: bytes
     stop_timeout: float
-    home: Path
+    # the files in its home, by their path below it
+    pid_name: str
+    state_name: str
+    log_name: str
+
+    def __init__(self, home: Path, cache_dir: Path | None = None) -> None:
+        self.home = home.resolve()
+        self.cache_dir = (cache_dir or default_cache_dir()).resolve()
 
     @property
     def pid_file(self) -> Path:
-        raise NotImplementedError
+        return self.home / self.pid_name
 
     @property
     def state_file(self) -> Path:
-        raise NotImplementedError
+        """The JSON object of the ports it was last started with."""
+        return self.home / self.state_name
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / self.log_name
 
     def _read_state(self) -> dict[str, int]:
         if not self.state_file.is_file():
             return {}
         state: dict[str, int] = orjson.loads(self.state_file.read_bytes())
         return state
+
+    def _port_to_use(self, port: int | None, default: int) -> int:
+        """The port asked for, else the one of the last start, else `default`; UsageError when it is busy."""
+        chosen = port or self._read_state().get("port") or default
+        if port_in_use(chosen):
+            raise UsageError(f"port {chosen} on 127.0.0.1 is already in use; pick another with --port")
+        return chosen
 
     def pid(self) -> int | None:
         """The pid of this home's service if it is alive, else None (a stale pid file is removed)."""

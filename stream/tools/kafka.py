@@ -26,10 +26,8 @@ import orjson
 from stream.errors import BrokerError, UsageError
 from stream.tools.javaservice import (
     JavaService,
-    default_cache_dir,
     default_home,
     free_port,
-    port_in_use,
     require_mvn,
     run_maven,
 )
@@ -139,24 +137,13 @@ class LocalKafka(JavaService):
 
     cmdline_marker = b"kafka.Kafka"
     stop_timeout = STOP_TIMEOUT_S
+    pid_name = "kafka.pid"
+    state_name = "broker.json"
+    log_name = "logs/server.log"
 
     def __init__(self, data_dir: Path | None = None, cache_dir: Path | None = None) -> None:
-        self.home = (data_dir or default_data_dir()).resolve()
-        self.cache_dir = (cache_dir or default_cache_dir()).resolve()
+        super().__init__(data_dir or default_data_dir(), cache_dir)
         self.libs = self.cache_dir / f"kafka-{KAFKA_VERSION}" / "libs"
-
-    # -- paths -------------------------------------------------------------------------------
-    @property
-    def pid_file(self) -> Path:
-        return self.home / "kafka.pid"
-
-    @property
-    def state_file(self) -> Path:
-        return self.home / "broker.json"
-
-    @property
-    def log_file(self) -> Path:
-        return self.home / "logs" / "server.log"
 
     # -- jars ---------------------------------------------------------------------------------
     def ensure_libs(self) -> Path:
@@ -205,9 +192,7 @@ class LocalKafka(JavaService):
             raise UsageError("java not found on PATH: Java 17 or newer runs the Kafka broker")
         libs = self.ensure_libs()
         state = self._read_state()
-        port = port or state.get("port") or DEFAULT_PORT
-        if port_in_use(port):
-            raise UsageError(f"port {port} on 127.0.0.1 is already in use; pick another with --port")
+        port = self._port_to_use(port, DEFAULT_PORT)
         controller_port = state.get("controller_port") or free_port()
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "logs").mkdir(exist_ok=True)

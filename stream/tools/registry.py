@@ -28,10 +28,8 @@ import orjson
 from stream.errors import BrokerError, UsageError
 from stream.tools.javaservice import (
     JavaService,
-    default_cache_dir,
     default_home,
     free_port,
-    port_in_use,
     require_mvn,
     run_maven,
 )
@@ -109,23 +107,13 @@ class LocalRegistry(JavaService):
 
     cmdline_marker = b"quarkus-run.jar"
     stop_timeout = STOP_TIMEOUT_S
+    pid_name = "registry.pid"
+    state_name = "registry.json"
+    log_name = "registry.out"
 
     def __init__(self, data_dir: Path | None = None, cache_dir: Path | None = None) -> None:
-        self.home = (data_dir or default_registry_dir()).resolve()
-        self.cache_dir = (cache_dir or default_cache_dir()).resolve()
+        super().__init__(data_dir or default_registry_dir(), cache_dir)
         self.app_dir = self.cache_dir / f"apicurio-registry-{APICURIO_VERSION}"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.home / "registry.pid"
-
-    @property
-    def state_file(self) -> Path:
-        return self.home / "registry.json"
-
-    @property
-    def log_file(self) -> Path:
-        return self.home / "registry.out"
 
     def ensure_app(self) -> Path:
         """Fetch and unpack the application from Maven Central into the cache (once); return its dir."""
@@ -169,9 +157,7 @@ class LocalRegistry(JavaService):
             return current.url, False
         java = find_java()
         app = self.ensure_app()
-        port = port or self._read_state().get("port") or DEFAULT_PORT
-        if port_in_use(port):
-            raise UsageError(f"port {port} on 127.0.0.1 is already in use; pick another with --port")
+        port = self._port_to_use(port, DEFAULT_PORT)
         management = free_port()
         self.home.mkdir(parents=True, exist_ok=True)
         self.state_file.write_bytes(orjson.dumps({"port": port, "management_port": management}))
