@@ -127,6 +127,11 @@ class BrokerStatus:
     pid: int | None
     bootstrap: str | None
 
+    @property
+    def address(self) -> str | None:
+        """Where it answers (the bootstrap), under the name every local service's status shares."""
+        return self.bootstrap
+
 
 class LocalKafka(JavaService):
     """One broker home directory: assemble jars, format, start, wait until ready, stop.

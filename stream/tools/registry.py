@@ -101,6 +101,11 @@ class RegistryStatus:
     url: str | None
     home: Path
 
+    @property
+    def address(self) -> str | None:
+        """Where it answers (the Confluent-compatible URL), under the name every local service's status shares."""
+        return self.url
+
 
 class LocalRegistry(JavaService):
     """One registry home: fetch the app once, start it, wait until ready, stop it."""
