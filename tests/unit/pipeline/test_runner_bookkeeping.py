@@ -132,6 +132,30 @@ token_env = "TOK_B"
     gc.set_threshold(*thresholds)
 
 
+async def _twin_behind_its_first_copy(rig_factory: Callable[..., Any], meta: FakeMeta) -> Rig:
+    """A rig whose Meta holds its answers, with e1 sent on P0 and then its twin consumed behind it."""
+    meta.gate.clear()
+    rig: Rig = await rig_factory(meta)
+    rig.assign(P0)
+    rig.consume(P0, value("e1"))
+    await rig.until(lambda: bool(meta.requests), "the first copy's request")
+    rig.consume(P0, value("e1"))
+    await rig.until(lambda: rig.p.stats.consumed == 2, "the twin consumed")
+    return rig
+
+
+async def _three_requests_held(rig_factory: Callable[..., Any]) -> tuple[FakeMeta, Rig]:
+    """A rig on P0 and P1 whose Meta holds its answers, with e0 and e1 (P0) and f0 (P1) sent and unanswered."""
+    meta = FakeMeta()
+    meta.gate.clear()
+    rig: Rig = await rig_factory(meta)
+    rig.assign(P0, P1)
+    rig.consume(P0, value("e0"), value("e1"))
+    rig.consume(P1, value("f0"))
+    await rig.until(lambda: len(meta.sent()) == 3, "the requests")
+    return meta, rig
+
+
 class TestAck:
     """Acknowledged events are finished and their offsets stored."""
 
@@ -196,13 +220,7 @@ class TestDuplicates:
     ) -> None:
         """While e1 is in flight its twin waits (not sent, in flight); the ack finishes both."""
         meta = FakeMeta()
-        meta.gate.clear()
-        rig = await rig_factory(meta)
-        rig.assign(P0)
-        rig.consume(P0, value("e1"))
-        await rig.until(lambda: bool(meta.requests), "the first copy's request")
-        rig.consume(P0, value("e1"))
-        await rig.until(lambda: rig.p.stats.consumed == 2, "the twin consumed")
+        rig = await _twin_behind_its_first_copy(rig_factory, meta)
         assert rig.p.unfinished == 2
         assert rig.stored(P0) is None
         meta.gate.set()
@@ -215,13 +233,7 @@ class TestDuplicates:
         """Meta refuses the first copy (dead-lettered); the held twin is then sent and acked."""
         answers = iter([REFUSED])
         meta = FakeMeta(lambda dataset, ids, events: next(answers, None) or ack(dataset, ids, events))
-        meta.gate.clear()
-        rig = await rig_factory(meta)
-        rig.assign(P0)
-        rig.consume(P0, value("e1"))
-        await rig.until(lambda: bool(meta.requests), "the first copy's request")
-        rig.consume(P0, value("e1"))
-        await rig.until(lambda: rig.p.stats.consumed == 2, "the twin consumed")
+        rig = await _twin_behind_its_first_copy(rig_factory, meta)
         meta.gate.set()
         await rig.until(lambda: rig.stored(P0) == 2, "both finished")
         assert meta.sent() == ["e1", "e1"]
@@ -257,13 +269,7 @@ class TestRebalance:
 
     async def test_a_revoke_waits_for_the_batch_in_flight(self, rig_factory: Callable[..., Any]) -> None:
         """The revoke holds until Meta acks the batch in flight, then stores the partition's end."""
-        meta = FakeMeta()
-        meta.gate.clear()
-        rig = await rig_factory(meta)
-        rig.assign(P0, P1)
-        rig.consume(P0, value("e0"), value("e1"))
-        rig.consume(P1, value("f0"))
-        await rig.until(lambda: len(meta.sent()) == 3, "the requests")
+        meta, rig = await _three_requests_held(rig_factory)
         rig.consumer.script.put(("revoke", [P0]))
         await rig.until(lambda: rig.p.unfinished == 1, "the revoked partition out of the in-flight count")
         assert rig.stored(P0) is None
@@ -296,13 +302,7 @@ class TestRebalance:
 
     async def test_a_lost_partition_stores_nothing_and_forgets_its_work(self, rig_factory: Callable[..., Any]) -> None:
         """A lost partition's batch in flight neither counts nor stores when it is acked later."""
-        meta = FakeMeta()
-        meta.gate.clear()
-        rig = await rig_factory(meta)
-        rig.assign(P0, P1)
-        rig.consume(P0, value("e0"), value("e1"))
-        rig.consume(P1, value("f0"))
-        await rig.until(lambda: len(meta.sent()) == 3, "the requests")
+        meta, rig = await _three_requests_held(rig_factory)
         assert rig.p.unfinished == 3
         rig.consumer.script.put(("lost", [P0]))
         await rig.until(lambda: rig.p.unfinished == 1, "the lost partition out of the in-flight count")
