@@ -149,6 +149,24 @@ def sender_factory(token_file: Path) -> SenderFactory:
     return make
 
 
+def state_watching(
+    sender_factory: SenderFactory, meta: FakeMeta, hold: asyncio.Event | None = None
+) -> tuple[DestinationSender, Outcomes, list[DestinationState]]:
+    """A sender whose backoff sleep records its state (the state right after each answer that made it wait),
+    then returns at once, or once `hold` is set."""
+    seen: list[DestinationState] = []
+
+    async def watching_sleep(_delay: float) -> None:
+        seen.append(sender.state)
+        if hold is None:
+            await asyncio.sleep(0)
+        else:
+            await hold.wait()
+
+    sender, outcomes, _sleeps, _stats = sender_factory(meta, sleep=watching_sleep)
+    return sender, outcomes, seen
+
+
 async def until(condition: Callable[[], bool]) -> None:
     """Wait (bounded) until `condition` holds."""
     async with asyncio.timeout(BOUND_S):
@@ -159,6 +177,18 @@ async def until(condition: Callable[[], bool]) -> None:
 async def idle(sender: DestinationSender) -> None:
     async with asyncio.timeout(BOUND_S):
         await sender.wait_idle()
+
+
+async def states_through_one_batch(
+    sender_factory: SenderFactory, meta: FakeMeta
+) -> tuple[DestinationSender, Outcomes, list[DestinationState]]:
+    """One batch through a state-watching sender until it is idle and stopped."""
+    sender, outcomes, seen = state_watching(sender_factory, meta)
+    await sender.start()
+    sender.submit(make_batch(1))
+    await idle(sender)
+    await sender.stop()
+    return sender, outcomes, seen
 
 
 class TestAck:
@@ -259,14 +289,8 @@ class TestThrottle:
     async def test_throttled_state_shows_while_waiting_and_clears_on_ack(self, sender_factory: SenderFactory) -> None:
         """While the throttle wait runs the state is THROTTLED; the next ack makes it FLOWING again."""
         release = asyncio.Event()
-        seen: list[DestinationState] = []
         meta = FakeMeta(Scripted(throttled(None)))
-
-        async def held_sleep(_delay: float) -> None:
-            seen.append(sender.state)
-            await release.wait()
-
-        sender, outcomes, _sleeps, _stats = sender_factory(meta, sleep=held_sleep)
+        sender, outcomes, seen = state_watching(sender_factory, meta, hold=release)
         await sender.start()
         sender.submit(make_batch(1))
         await until(lambda: bool(seen))
@@ -471,13 +495,7 @@ class TestFailing:
     async def test_persistent_5xx_makes_the_destination_failing(self, sender_factory: SenderFactory) -> None:
         """After FAILING_AFTER failed requests in a row the state is FAILING; nothing is dropped meanwhile."""
         meta = FakeMeta(lambda _ids, _token: transient())
-        seen: list[DestinationState] = []
-
-        async def watching_sleep(_delay: float) -> None:
-            seen.append(sender.state)  # the state right after each failed request
-            await asyncio.sleep(0)
-
-        sender, outcomes, _sleeps, _stats = sender_factory(meta, sleep=watching_sleep)
+        sender, outcomes, seen = state_watching(sender_factory, meta)  # seen: the state after each failure
         await sender.start()
         sender.submit(make_batch(2))
         await until(lambda: len(seen) >= FAILING_AFTER + 3)
@@ -490,35 +508,14 @@ class TestFailing:
     async def test_an_ack_after_failures_makes_it_flowing_again(self, sender_factory: SenderFactory) -> None:
         """FAILING_AFTER + 2 failures, then an ack: the state returns to FLOWING and the batch is acked once."""
         meta = FakeMeta(Scripted(*(transient() for _ in range(FAILING_AFTER + 2))))
-        seen: list[DestinationState] = []
-
-        async def watching_sleep(_delay: float) -> None:
-            seen.append(sender.state)
-            await asyncio.sleep(0)
-
-        sender, outcomes, _sleeps, _stats = sender_factory(meta, sleep=watching_sleep)
-        await sender.start()
-        sender.submit(make_batch(1))
-        await idle(sender)
-        await sender.stop()
+        sender, outcomes, seen = await states_through_one_batch(sender_factory, meta)
         assert DestinationState.FAILING in seen
         assert sender.state is DestinationState.FLOWING
         assert len(outcomes.acked) == 1
 
-
     async def test_throttling_is_not_failing(self, sender_factory: SenderFactory) -> None:
         """Throttle answers, however many, show THROTTLED: Meta is answering, just asking us to slow down."""
         meta = FakeMeta(Scripted(*(throttled(0.01) for _ in range(FAILING_AFTER * 2))))
-        seen: list[DestinationState] = []
-
-        async def watching_sleep(_delay: float) -> None:
-            seen.append(sender.state)
-            await asyncio.sleep(0)
-
-        sender, outcomes, _sleeps, _stats = sender_factory(meta, sleep=watching_sleep)
-        await sender.start()
-        sender.submit(make_batch(1))
-        await idle(sender)
-        await sender.stop()
+        _sender, outcomes, seen = await states_through_one_batch(sender_factory, meta)
         assert set(seen) == {DestinationState.THROTTLED}
         assert len(outcomes.acked) == 1
