@@ -77,44 +77,33 @@ def _forever(answer: tuple[int, bytes]) -> Iterator[tuple[int, bytes]]:
 HTML = b"<html><body><h1>Welcome</h1></body></html>"
 
 
+# A 2xx that is not an ack is retried, and halts the destination after NOT_ACKED_HALT_AFTER in a row; a
+# request-level error (a retired version, a WAF page) halts it at once. Neither splits or dead-letters.
+NOT_ACKED = [(200, b""), (200, HTML), (204, b""), (200, b'{"events_received": 1}')]
+REQUEST_LEVEL = [
+    (400, orjson.dumps({"error": {"message": "Unknown path components: /v9.0/123/events", "type":
+                                  "OAuthException", "code": 2500, "fbtrace_id": "T"}})),
+    (400, orjson.dumps({"error": {"message": "API version retired", "code": 12}})),
+    (403, b"<html><title>403 Forbidden</title>blocked by the firewall</html>"),
+    (404, b"Not Found"),
+]
+
+
 @pytest.mark.parametrize(
-    "answer",
-    [(200, b""), (200, HTML), (204, b""), (200, b'{"events_received": 1}')],
-    ids=["200-empty", "200-html", "204", "200-short-count"],
+    ("answer", "posts"),
+    [(answer, NOT_ACKED_HALT_AFTER) for answer in NOT_ACKED] + [(answer, 1) for answer in REQUEST_LEVEL],
+    ids=["200-empty", "200-html", "204", "200-short-count", "2500", "12", "403-html", "404"],
 )
-async def test_repeated_2xx_without_an_ack_halt_the_destination_and_ack_nothing(
-    tmp_path: Path, answer: tuple[int, bytes]
+async def test_halting_answers_halt_the_destination_with_the_batch_kept(
+    tmp_path: Path, answer: tuple[int, bytes], posts: int
 ) -> None:
-    """Each is retried; after NOT_ACKED_HALT_AFTER in a row the destination halts with the batch kept."""
+    """Halted after `posts` requests: nothing acked, nothing split or dead-lettered, the batch back in the queue."""
     out = await _run(tmp_path, _forever(answer))
     assert out["acked"] == []
     assert out["rejected"] == []
     assert out["state"] is DestinationState.HALTED
-    assert out["posts"] == NOT_ACKED_HALT_AFTER
+    assert out["posts"] == posts
     assert out["queued"] == 4  # the batch is back in the queue, unacknowledged
-
-
-@pytest.mark.parametrize(
-    "answer",
-    [
-        (400, orjson.dumps({"error": {"message": "Unknown path components: /v9.0/123/events", "type":
-                                      "OAuthException", "code": 2500, "fbtrace_id": "T"}})),
-        (400, orjson.dumps({"error": {"message": "API version retired", "code": 12}})),
-        (403, b"<html><title>403 Forbidden</title>blocked by the firewall</html>"),
-        (404, b"Not Found"),
-    ],
-    ids=["2500", "12", "403-html", "404"],
-)
-async def test_request_level_errors_halt_without_splitting_or_dead_lettering(
-    tmp_path: Path, answer: tuple[int, bytes]
-) -> None:
-    """A retired version or a WAF page halts the destination at once: no split, no dead letter."""
-    out = await _run(tmp_path, _forever(answer))
-    assert out["rejected"] == []
-    assert out["acked"] == []
-    assert out["state"] is DestinationState.HALTED
-    assert out["posts"] == 1
-    assert out["queued"] == 4
 
 
 async def test_an_ack_after_a_few_non_acks_finishes_the_batch(tmp_path: Path) -> None:
