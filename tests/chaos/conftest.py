@@ -13,7 +13,8 @@ import pytest
 
 from stream.errors import CapiStreamError
 from stream.tools.kafka import LocalKafka, free_port, probe
-from tests.support.kafka import unavailable
+from tests.support.kafka import BROKER
+from tests.support.missing import unavailable
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +24,7 @@ def chaos_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafk
     try:
         broker.start(port=free_port())
     except CapiStreamError as exc:
-        unavailable(str(exc))  # fails in CI, skips elsewhere
+        unavailable(BROKER, str(exc))  # fails in CI, skips elsewhere
     yield broker
     broker.stop()
 
@@ -35,5 +36,5 @@ def kafka_bootstrap(chaos_broker: LocalKafka) -> str:
     assert bootstrap is not None, f"the chaos broker is not running; see {chaos_broker.log_file}"
     ok, reason = probe(bootstrap, timeout=10)
     if not ok:
-        unavailable(f"{bootstrap} does not answer ({reason})")
+        unavailable(BROKER, f"{bootstrap} does not answer ({reason})")
     return bootstrap

@@ -29,7 +29,8 @@ from stream.tools.kafka import LocalKafka, free_port
 from stream.tools.produce import ensure_topic
 from stream.tools.samples import generate
 from tests.support.harness import APPS_A, Dest, committed, end_offsets, wait_until, write_config
-from tests.support.kafka import unavailable
+from tests.support.kafka import BROKER
+from tests.support.missing import unavailable
 
 pytestmark = pytest.mark.kafka
 
@@ -77,7 +78,7 @@ def test_run_produce_and_demo_print_only_structlog_lines_through_a_broker_outage
     try:
         bootstrap, _ = broker.start(port=port)
     except CapiStreamError as exc:
-        unavailable(str(exc))
+        unavailable(BROKER, str(exc))
     procs: list[subprocess.Popen[bytes]] = []
     emulator = None
     try:

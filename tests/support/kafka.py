@@ -20,14 +20,10 @@ from stream.errors import CapiStreamError
 from stream.tools.kafka import LocalKafka, free_port, probe
 from stream.tools.produce import ensure_topic
 from tests.support.harness import APPS_A, APPS_B, Dest, Scenario, write_config
+from tests.support.missing import unavailable
 
 BOOTSTRAP_ENV = "CAPI_STREAM_BOOTSTRAP"
-
-
-def unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"Kafka broker missing in CI: {reason}", pytrace=False)
-    pytest.skip(f"no Kafka broker: {reason}")
+BROKER = "Kafka broker"  # the part unavailable() names
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +36,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafk
     try:
         broker.start(port=free_port())
     except CapiStreamError as exc:
-        unavailable(str(exc))
+        unavailable(BROKER, str(exc))
     yield broker
     broker.stop()
 
@@ -56,7 +52,7 @@ def kafka_bootstrap(kafka_broker: LocalKafka | None) -> str:
         bootstrap = status.bootstrap
     ok, reason = probe(bootstrap, timeout=10)
     if not ok:
-        unavailable(f"{bootstrap} does not answer ({reason})")
+        unavailable(BROKER, f"{bootstrap} does not answer ({reason})")
     return bootstrap
 
 

@@ -17,14 +17,9 @@ import pytest
 from stream.errors import CapiStreamError
 from stream.tools.kafka import free_port
 from stream.tools.registry import LocalRegistry, register_schema
+from tests.support.missing import unavailable
 
 REGISTRY_ENV = "CAPI_STREAM_REGISTRY_URL"
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"schema registry missing in CI: {reason}", pytrace=False)
-    pytest.skip(f"no schema registry: {reason}")
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +32,7 @@ def schema_registry_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     try:
         url, _ = registry.start(port=free_port())
     except CapiStreamError as exc:
-        _unavailable(str(exc))
+        unavailable("schema registry", str(exc))
     yield url
     registry.stop()
 
