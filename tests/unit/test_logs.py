@@ -199,8 +199,7 @@ def test_a_log_call_on_a_closed_pipe_does_not_raise_and_is_counted() -> None:
 
 def test_a_log_call_on_a_closed_file_object_does_not_raise() -> None:
     """A stream closed under the logger (ValueError on write) is a dropped line too."""
-    stream = io.StringIO()
-    logs.configure("info", "json", stream)
+    stream = _json_logs()
     stream.close()
     structlog.get_logger("test").error("after_close")
     assert logs.dropped_lines() >= 1
@@ -208,8 +207,7 @@ def test_a_log_call_on_a_closed_file_object_does_not_raise() -> None:
 
 def test_lines_still_reach_a_healthy_stream_as_json() -> None:
     """The safe sink writes one JSON line per event with its level."""
-    stream = io.StringIO()
-    logs.configure("info", "json", stream)
+    stream = _json_logs()
     structlog.get_logger("test").info("hello", n=1)
     line = orjson.loads(stream.getvalue().splitlines()[0])
     assert (line["event"], line["level"], line["n"]) == ("hello", "info", 1)
@@ -228,15 +226,31 @@ class FakeClock:
 def _lines(stream: io.StringIO) -> list[dict[str, object]]:
     return [orjson.loads(line) for line in stream.getvalue().splitlines()]
 
+def _json_logs(level: str = "info") -> io.StringIO:
+    """JSON logging at `level` into a fresh in-memory stream, which is returned."""
+    stream = io.StringIO()
+    logs.configure(level, "json", stream)
+    return stream
+
+
+def _kafka_logger(clock: FakeClock | None = None, level: str = "info") -> tuple[logs.KafkaLogger, io.StringIO]:
+    """The librdkafka logger over a 30 s repeat limiter on `clock`, logging JSON into the returned stream."""
+    stream = _json_logs(level)
+    return logs.KafkaLogger(logs.RepeatLimiter(30.0, clock or FakeClock())), stream
+
+
+def _rdkafka(kafka: logs.KafkaLogger, level: int, facility: str, client: str, message: str) -> None:
+    """A line as confluent-kafka hands it to its logger: `FAC [client] message` through a %-format."""
+    kafka.log(level, "%s [%s] %s", facility, client, message)
+
+
 
 def test_librdkafka_lines_become_structlog_events_with_a_level() -> None:
     """confluent-kafka's logger call turns into one JSON `librdkafka` event with level, facility and client."""
-    stream = io.StringIO()
-    logs.configure("debug", "json", stream)
-    kafka = logs.KafkaLogger(logs.RepeatLimiter(30.0, FakeClock()))
-    kafka.log(40, "%s [%s] %s", "FAIL", "rdkafka#consumer-1", "[thrd:x]: Connect to ipv4#127.0.0.1:1 failed")
-    kafka.log(30, "%s [%s] %s", "GETPID", "rdkafka#consumer-1", "Failed to get PID")
-    kafka.log(20, "%s [%s] %s", "CONFWARN", "rdkafka#producer-2", "Configuration property x is ignored")
+    kafka, stream = _kafka_logger(level="debug")
+    _rdkafka(kafka, 40, "FAIL", "rdkafka#consumer-1", "[thrd:x]: Connect to ipv4#127.0.0.1:1 failed")
+    _rdkafka(kafka, 30, "GETPID", "rdkafka#consumer-1", "Failed to get PID")
+    _rdkafka(kafka, 20, "CONFWARN", "rdkafka#producer-2", "Configuration property x is ignored")
     got = [(x["event"], x["level"], x["facility"], x["client"]) for x in _lines(stream)]
     assert got == [("librdkafka", "error", "FAIL", "rdkafka#consumer-1"),
                    ("librdkafka", "warning", "GETPID", "rdkafka#consumer-1"),
@@ -245,16 +259,14 @@ def test_librdkafka_lines_become_structlog_events_with_a_level() -> None:
 
 def test_repeated_connection_errors_are_one_line_per_interval_with_a_count() -> None:
     """Ten FAIL lines within the interval log once; the next after the interval reports the nine repeats."""
-    stream = io.StringIO()
-    logs.configure("info", "json", stream)
     clock = FakeClock()
-    kafka = logs.KafkaLogger(logs.RepeatLimiter(30.0, clock))
+    kafka, stream = _kafka_logger(clock)
     for _ in range(10):
-        kafka.log(40, "%s [%s] %s", "FAIL", "rdkafka#consumer-1", "Connect failed: Connection refused")
+        _rdkafka(kafka, 40, "FAIL", "rdkafka#consumer-1", "Connect failed: Connection refused")
         clock.now += 1.0
     assert len(_lines(stream)) == 1
     clock.now += 25.0
-    kafka.log(40, "%s [%s] %s", "FAIL", "rdkafka#consumer-1", "Connect failed: Connection refused")
+    _rdkafka(kafka, 40, "FAIL", "rdkafka#consumer-1", "Connect failed: Connection refused")
     lines = _lines(stream)
     assert len(lines) == 2
     assert lines[1]["repeated"] == 9
@@ -263,11 +275,9 @@ def test_repeated_connection_errors_are_one_line_per_interval_with_a_count() -> 
 
 def test_repeats_not_yet_reported_are_flushed_with_their_count() -> None:
     """At a client's close, repeats swallowed since the last line are reported in one line."""
-    stream = io.StringIO()
-    logs.configure("info", "json", stream)
-    kafka = logs.KafkaLogger(logs.RepeatLimiter(30.0, FakeClock()))
+    kafka, stream = _kafka_logger()
     for _ in range(4):
-        kafka.log(30, "%s [%s] %s", "REQTMOUT", "rdkafka#producer-1", "Timed out 1 in-flight request")
+        _rdkafka(kafka, 30, "REQTMOUT", "rdkafka#producer-1", "Timed out 1 in-flight request")
     kafka.flush()
     lines = _lines(stream)
     assert [(x["event"], x.get("repeated")) for x in lines] == [("librdkafka", None), ("librdkafka_repeats", 3)]
@@ -275,13 +285,11 @@ def test_repeats_not_yet_reported_are_flushed_with_their_count() -> None:
 
 def test_a_different_facility_is_not_suppressed_by_another_s_repeats() -> None:
     """Rate limiting is per (level, facility, client): a new kind of line always gets through."""
-    stream = io.StringIO()
-    logs.configure("info", "json", stream)
-    kafka = logs.KafkaLogger(logs.RepeatLimiter(30.0, FakeClock()))
-    kafka.log(40, "%s [%s] %s", "FAIL", "c1", "a")
-    kafka.log(40, "%s [%s] %s", "FAIL", "c1", "a")
-    kafka.log(40, "%s [%s] %s", "FAIL", "c2", "a")
-    kafka.log(30, "%s [%s] %s", "REQTMOUT", "c1", "b")
+    kafka, stream = _kafka_logger()
+    _rdkafka(kafka, 40, "FAIL", "c1", "a")
+    _rdkafka(kafka, 40, "FAIL", "c1", "a")
+    _rdkafka(kafka, 40, "FAIL", "c2", "a")
+    _rdkafka(kafka, 30, "REQTMOUT", "c1", "b")
     got = [(x["facility"], x["client"]) for x in _lines(stream)]
     assert got == [("FAIL", "c1"), ("FAIL", "c2"), ("REQTMOUT", "c1")]
 
@@ -290,8 +298,7 @@ def test_standard_logging_lines_go_through_structlog() -> None:
     """A line of the stdlib `logging` module (asyncio, aiohttp) comes out as a JSON structlog event."""
     import logging
 
-    stream = io.StringIO()
-    logs.configure("info", "json", stream)
+    stream = _json_logs()
     logging.getLogger("asyncio").error("Task exception was never retrieved")
     line = _lines(stream)[-1]
     assert (line["event"], line["level"], line["logger"]) == ("Task exception was never retrieved", "error", "asyncio")
@@ -305,8 +312,7 @@ def test_every_kafka_client_config_gets_the_structlog_logger() -> None:
 
 def test_flush_reports_repeats_of_other_kinds_sharing_the_limiter() -> None:
     """Repeats counted for the consumer's error callback (a two-part key) are flushed, not crashed on."""
-    stream = io.StringIO()
-    logs.configure("info", "json", stream)
+    stream = _json_logs()
     limiter = logs.RepeatLimiter(30.0, FakeClock())
     kafka = logs.KafkaLogger(limiter)
     for _ in range(3):
@@ -320,8 +326,7 @@ def test_an_exception_that_kills_a_thread_is_a_structlog_event() -> None:
     """A thread dying of an exception logs `thread_failed` as JSON instead of a raw traceback on stderr."""
     import threading
 
-    stream = io.StringIO()
-    logs.configure("info", "json", stream)
+    stream = _json_logs()
 
     def boom() -> None:
         raise RuntimeError("broken")
