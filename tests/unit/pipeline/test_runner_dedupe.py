@@ -43,6 +43,14 @@ def _batched(pipeline: Pipeline) -> list[tuple[str, int]]:
     return [(i.destination, i.offset) for i in pipeline.batcher.items()]
 
 
+def _admit_after_shop_acked(pipeline: Pipeline, destination: str) -> None:
+    """shop's Purchase 1001 (offset 0) batched and acked, then `destination`'s own Purchase 1001 at offset 1."""
+    pipeline._admit(_item(pipeline, "shop", 0), NOW)
+    (batch,) = pipeline.batcher.flush()
+    pipeline._acked(batch)
+    pipeline._admit(_item(pipeline, destination, 1), NOW)
+
+
 def test_key_includes_the_dataset() -> None:
     """The same (event_name, event_id) for two datasets gives two keys; the same dataset gives one."""
     assert dedupe_key("111", "Purchase", "1001") != dedupe_key("222", "Purchase", "1001")
@@ -52,10 +60,7 @@ def test_key_includes_the_dataset() -> None:
 def test_twin_for_another_dataset_is_sent_after_the_first_was_acked(pipeline_factory: Callable[..., Pipeline]) -> None:
     """Dataset A's Purchase 1001 was acked; dataset B's own Purchase 1001 is still batched, not dropped."""
     p = pipeline_factory()
-    p._admit(_item(p, "shop", 0), NOW)
-    (batch,) = p.batcher.flush()
-    p._acked(batch)
-    p._admit(_item(p, "fitness", 1), NOW)
+    _admit_after_shop_acked(p, "fitness")
     assert _batched(p) == [("fitness", 1)]
     assert p.stats.duplicates == 0
 
@@ -72,10 +77,7 @@ def test_twin_for_another_dataset_is_not_held_behind_a_pending_one(pipeline_fact
 def test_duplicate_within_one_dataset_is_still_dropped(pipeline_factory: Callable[..., Pipeline]) -> None:
     """A second copy for the same dataset is a duplicate once the first was acked."""
     p = pipeline_factory()
-    p._admit(_item(p, "shop", 0), NOW)
-    (batch,) = p.batcher.flush()
-    p._acked(batch)
-    p._admit(_item(p, "shop", 1), NOW)
+    _admit_after_shop_acked(p, "shop")
     assert _batched(p) == []
     assert p.stats.duplicates == 1
     assert p.dedupe.check(dedupe_key("111", "Purchase", "1001"), NOW) is Verdict.SENT
@@ -84,9 +86,6 @@ def test_duplicate_within_one_dataset_is_still_dropped(pipeline_factory: Callabl
 def test_two_destinations_of_one_dataset_share_the_key(pipeline_factory: Callable[..., Pipeline]) -> None:
     """Meta dedupes per dataset, so two destinations that send to the same dataset dedupe together."""
     p = pipeline_factory(datasets=("111", "111"))
-    p._admit(_item(p, "shop", 0), NOW)
-    (batch,) = p.batcher.flush()
-    p._acked(batch)
-    p._admit(_item(p, "fitness", 1), NOW)
+    _admit_after_shop_acked(p, "fitness")
     assert _batched(p) == []
     assert p.stats.duplicates == 1
