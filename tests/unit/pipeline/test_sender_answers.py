@@ -7,7 +7,7 @@ error about the request, and repeated 2xx answers without an ack halt the destin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,14 @@ def _batch(n: int) -> Batch:
     return Batch("d", items, 100, 0.0)
 
 
+async def _poll(condition: Callable[[], object], tries: int) -> None:
+    """Look every 5 ms, at most `tries` times, until `condition` holds; the caller asserts what it needs."""
+    for _ in range(tries):
+        if condition():
+            break
+        await asyncio.sleep(0.005)
+
+
 async def _run(tmp_path: Path, answers: Iterator[tuple[int, bytes]], events: int = 4) -> dict[str, Any]:
     token = tmp_path / "token"
     token.write_text("tok-1\n")
@@ -58,10 +66,7 @@ async def _run(tmp_path: Path, answers: Iterator[tuple[int, bytes]], events: int
                                lambda item, _a: rejected.append(item), seed=1)
     await sender.start()
     sender.submit(_batch(events))
-    for _ in range(500):
-        if sender.state is DestinationState.HALTED or acked:
-            break
-        await asyncio.sleep(0.005)
+    await _poll(lambda: sender.state is DestinationState.HALTED or acked, 500)
     state = sender.state
     queued = sender.queued_events
     await sender.stop()
@@ -127,16 +132,10 @@ async def test_a_halt_for_the_request_resumes_on_resume_and_a_token_halt_does_no
                                lambda *_: None)
     await sender.start()
     sender.submit(_batch(2))
-    for _ in range(200):
-        if sender.state is DestinationState.HALTED:
-            break
-        await asyncio.sleep(0.005)
+    await _poll(lambda: sender.state is DestinationState.HALTED, 200)
     assert sender.state is DestinationState.HALTED
     assert sender.resume()
-    for _ in range(200):
-        if acked:
-            break
-        await asyncio.sleep(0.005)
+    await _poll(lambda: acked, 200)
     await sender.stop()
     assert [len(b.items) for b in acked] == [2]
 
@@ -145,10 +144,7 @@ async def test_a_halt_for_the_request_resumes_on_resume_and_a_token_halt_does_no
                                lambda _b: None, lambda *_: None)  # type: ignore[arg-type]
     await sender.start()
     sender.submit(_batch(2))
-    for _ in range(200):
-        if sender.state is DestinationState.HALTED:
-            break
-        await asyncio.sleep(0.005)
+    await _poll(lambda: sender.state is DestinationState.HALTED, 200)
     assert sender.state is DestinationState.HALTED
     assert not sender.resume()
     assert sender.state is DestinationState.HALTED
