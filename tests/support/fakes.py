@@ -15,6 +15,35 @@ from confluent_kafka import KafkaError, TopicPartition
 from stream.pipeline.meta_client import Action, Answer
 
 TP = tuple[str, int]
+DATASET_A, DATASET_B = "111", "222"  # the datasets of destinations a and b in fakes_config()
+
+
+def fakes_config(topic: str, *, pipeline: str = "", batch: str = "", send: str = "") -> str:
+    """The TOML of a pipeline run over these fakes: a broker nobody dials, one source topic, the given
+    [pipeline], [batch] and [send] lines, the dedupe window in memory only, and two destinations:
+    a (app.a -> dataset 111, token $TOK_A) and b (app.b -> dataset 222, token $TOK_B)."""
+    return f"""
+[kafka]
+bootstrap_servers = "127.0.0.1:1"
+topics = ["{topic}"]
+[pipeline]
+{pipeline}
+[batch]
+{batch}
+[dedupe]
+# the changelog needs a broker: its order of effects is tested in tests/integration/test_dedupe_changelog.py
+changelog = false
+[send]
+{send}
+[destinations.a]
+dataset_id = "{DATASET_A}"
+app_ids = ["app.a"]
+token_env = "TOK_A"
+[destinations.b]
+dataset_id = "{DATASET_B}"
+app_ids = ["app.b"]
+token_env = "TOK_B"
+"""
 
 
 class FakeConsumer:

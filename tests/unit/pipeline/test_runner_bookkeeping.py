@@ -21,11 +21,10 @@ from stream.config import load
 from stream.pipeline.meta_client import Action, Answer
 from stream.pipeline.runner import Pipeline
 from stream.tools.samples import generate
-from tests.support.fakes import FakeConsumer, FakeMeta, FakeProducer, ack
+from tests.support.fakes import DATASET_A, DATASET_B, FakeConsumer, FakeMeta, FakeProducer, ack, fakes_config
 
 TOPIC = "events"
 P0, P1 = (TOPIC, 0), (TOPIC, 1)
-DATASET_A, DATASET_B = "111", "222"
 BOUND_S = 10.0
 NOW = int(time.time())
 REFUSED = Answer(Action.REJECTED, 400, 100, 2804019, title="Invalid parameter")
@@ -92,31 +91,12 @@ async def rig_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncI
 
     async def make(meta: FakeMeta | None = None, revoke_timeout_s: float = 5.0) -> Rig:
         path = tmp_path / f"capi-{len(started)}.toml"
-        path.write_text(f"""
-[kafka]
-bootstrap_servers = "127.0.0.1:1"
-topics = ["{TOPIC}"]
-[pipeline]
-revoke_timeout_s = {revoke_timeout_s}
-shutdown_deadline_s = 5.0
-[batch]
-linger_ms = 10
-[dedupe]
-# the changelog needs a broker: its order of effects is tested in tests/integration/test_dedupe_changelog.py
-changelog = false
-[send]
-rate_limit_rps = 0
-backoff_initial_s = 0.01
-token_check_interval_s = 3600
-[destinations.a]
-dataset_id = "{DATASET_A}"
-app_ids = ["app.a"]
-token_env = "TOK_A"
-[destinations.b]
-dataset_id = "{DATASET_B}"
-app_ids = ["app.b"]
-token_env = "TOK_B"
-""")
+        path.write_text(fakes_config(
+            TOPIC,
+            pipeline=f"revoke_timeout_s = {revoke_timeout_s}\nshutdown_deadline_s = 5.0",
+            batch="linger_ms = 10",
+            send="rate_limit_rps = 0\nbackoff_initial_s = 0.01\ntoken_check_interval_s = 3600",
+        ))
         consumer, producer, meta = FakeConsumer(), FakeProducer(), meta or FakeMeta()
         pipe = Pipeline(load(path, env={}), client=meta, consumer_factory=lambda _conf: consumer,
                         producer_factory=lambda _conf: producer)  # fmt: skip

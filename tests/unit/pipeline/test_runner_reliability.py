@@ -24,6 +24,7 @@ from stream.pipeline.items import Item
 from stream.pipeline.prepare import Kind, Prepared
 from stream.pipeline.runner import Pipeline
 from stream.pipeline.sender import DestinationState
+from tests.support.fakes import fakes_config
 
 TP = tuple[str, int]
 TOPIC = "t"
@@ -147,26 +148,7 @@ def settings(tmp_path: Path, pipeline: str = "", batch: str = "max_events = 1000
     """Two destinations (app.a -> a, app.b -> b), one source topic, the given [pipeline] and [batch], the
     dedupe window in memory only."""
     path = tmp_path / "capi.toml"
-    path.write_text(f"""
-[kafka]
-bootstrap_servers = "127.0.0.1:1"
-topics = ["{TOPIC}"]
-[pipeline]
-{pipeline}
-[batch]
-{batch}
-[dedupe]
-# the changelog's order of effects is covered over the real broker (tests/integration/test_dedupe_changelog.py)
-changelog = false
-[destinations.a]
-dataset_id = "111"
-app_ids = ["app.a"]
-token_env = "TOK_A"
-[destinations.b]
-dataset_id = "222"
-app_ids = ["app.b"]
-token_env = "TOK_B"
-""")
+    path.write_text(fakes_config(TOPIC, pipeline=pipeline, batch=batch))
     return load(path, env={})
 
 
