@@ -27,6 +27,7 @@ from tests.support.harness import (
     APPS_A,
     APPS_B,
     Scenario,
+    consenting,
     end_offsets,
     headers_of,
     metric,
@@ -81,17 +82,15 @@ def test_a_long_500_outage_of_one_destination_holds_memory_pauses_resumes_and_lo
         text = sc.config.read_text()
         sc.config.write_text(text.replace("[kafka]\n", f"[kafka]\nconsume_batch_size = {CONSUME_BATCH}\n", 1))
         now = int(time.time())
-        doomed = list(generate(DEADLINE_EVENTS, seed=41, now=now, app_ids=APPS_B))
+        doomed = consenting(generate(DEADLINE_EVENTS, seed=41, now=now, app_ids=APPS_B))
         for index, record in enumerate(doomed):
             record["event_id"] = f"doomed-{index}"
             record["event_time"] = now - SEVEN_DAYS + MARGIN_S + DEADLINE_IN_S
-        records = list(generate(EVENTS, seed=42, now=now, app_ids=APPS_A + APPS_B))
-        for record in [*doomed, *records]:
-            record["consent"] = True
+        records = consenting(generate(EVENTS, seed=42, now=now, app_ids=APPS_A + APPS_B))
         # the doomed events come first, so they hold the commit points until their deadline
         assert produce_records(sc.bootstrap, sc.topic, doomed) == DEADLINE_EVENTS
         assert produce_records(sc.bootstrap, sc.topic, records) == EVENTS
-        dataset = {app: d.dataset_id for d in sc.dests for app in d.app_ids}
+        dataset = sc.datasets
         expected = {(dataset[r["app_id"]], r["event_name"], r["event_id"]) for r in records}
         expected_shop = {k for k in expected if k[0] == shop.dataset_id}
 

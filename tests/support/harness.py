@@ -233,6 +233,14 @@ def deliverable(record: Mapping[str, Any], now: int) -> bool:
     return True
 
 
+def consenting(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records, each marked as carrying consent: every valid one must then reach Meta."""
+    marked = list(records)
+    for record in marked:
+        record["consent"] = True
+    return marked
+
+
 def expected_keys(records: Iterable[Mapping[str, Any]], now: int, routes: Mapping[str, tuple[str, str]]) -> set[Key]:
     """(dataset, event_name, event_id) of the records the pipeline must deliver: routed and `deliverable`.
 
@@ -269,6 +277,11 @@ class Scenario:
     @property
     def routes(self) -> dict[str, tuple[str, str]]:
         return {app: (d.dataset_id, d.default_country) for d in self.dests for app in d.app_ids}
+
+    @property
+    def datasets(self) -> dict[str, str]:
+        """app_id -> the dataset_id of its destination."""
+        return {app: d.dataset_id for d in self.dests for app in d.app_ids}
 
     def start(self) -> PipelineProcess:
         proc = PipelineProcess(self.config, self.tmp / f"run-{len(self.processes)}.log").start()
