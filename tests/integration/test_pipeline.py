@@ -17,6 +17,8 @@ from stream.tools.samples import generate
 from tests.support.harness import (
     APPS_A,
     APPS_B,
+    Key,
+    PipelineProcess,
     Scenario,
     expected_keys,
     headers_of,
@@ -261,15 +263,24 @@ def test_expired_token_halts_one_destination_without_committing_then_catches_up(
     assert set(counts) == expected_keys(first, now, sc.routes) | expected_second
 
 
-def test_sigkill_mid_stream_then_restart_loses_nothing(scenario_factory: Callable[..., Scenario]) -> None:
-    """After SIGKILL and a restart every event is accepted; only events past the committed offsets repeat."""
-    extra = "[send]\nconcurrency = 2\nrate_limit_rps = 40\ntimeout_s = 15.0\n[batch]\nmax_events = 200\n"
+def _midstream(
+    scenario_factory: Callable[..., Scenario], extra: str, *, events: int, seed: int, accepted: int
+) -> tuple[Scenario, set[Key], PipelineProcess]:
+    """A 4-partition scenario with `events` of both apps published and one member started, returned once Meta
+    accepted `accepted` of them; with the keys the pipeline must deliver in the end."""
     sc = scenario_factory(partitions=4, extra=extra)
-    records = _events(6000, seed=41, apps=APPS_A + APPS_B)
+    records = _events(events, seed=seed, apps=APPS_A + APPS_B)
     produce_records(sc.bootstrap, sc.topic, records)
     expected = expected_keys(records, int(time.time()), sc.routes)
     first = sc.start()
-    assert wait_until(lambda: sum(sc.counts().values()) >= 1500, 60)
+    assert wait_until(lambda: sum(sc.counts().values()) >= accepted, 60)
+    return sc, expected, first
+
+
+def test_sigkill_mid_stream_then_restart_loses_nothing(scenario_factory: Callable[..., Scenario]) -> None:
+    """After SIGKILL and a restart every event is accepted; only events past the committed offsets repeat."""
+    extra = "[send]\nconcurrency = 2\nrate_limit_rps = 40\ntimeout_s = 15.0\n[batch]\nmax_events = 200\n"
+    sc, expected, first = _midstream(scenario_factory, extra, events=6000, seed=41, accepted=1500)
     first.kill()
     at_kill = sc.committed()
     assert sum(max(o, 0) for o in at_kill.values()) < sum(sc.end().values()), "the kill must be mid-stream"
@@ -288,12 +299,7 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(scenario_factory: Callabl
 def test_a_second_instance_joins_and_leaves_without_loss(scenario_factory: Callable[..., Scenario]) -> None:
     """A member joining and leaving mid-stream causes no loss and no repeat outside in-flight batches."""
     extra = "[send]\nrate_limit_rps = 20\ntimeout_s = 15.0\n[batch]\nmax_events = 100\n"
-    sc = scenario_factory(partitions=4, extra=extra)
-    records = _events(8000, seed=51, apps=APPS_A + APPS_B)
-    produce_records(sc.bootstrap, sc.topic, records)
-    expected = expected_keys(records, int(time.time()), sc.routes)
-    first = sc.start()
-    assert wait_until(lambda: sum(sc.counts().values()) >= 1000, 60)
+    sc, expected, first = _midstream(scenario_factory, extra, events=8000, seed=51, accepted=1000)
     second = sc.start()
     assert wait_until(lambda: any(e.get("event") == "partitions_assigned" for e in second.log_lines()), 60)
     assert wait_until(lambda: sum(sc.counts().values()) >= 4000, 90)
