@@ -38,6 +38,7 @@ from tests.support.harness import (
     PipelineProcess,
     Publisher,
     Scenario,
+    consenting,
     metric,
     produce_records,
     read_topic,
@@ -101,6 +102,13 @@ class Group:
         self.ports[name] = free_port()
         self.members[name] = self.sc.start_member(self.ports[name])
 
+    def join(self, name: str) -> None:
+        """Once more events flow, member `name` joins; snapshot once the group settled (a handoff)."""
+        self.flowing(f"{name} joins")
+        self.start(name)
+        self.settle(f"{name} joined")
+        self.snapshot(f"{name} joined", handoff=True)
+
     def snapshot(self, label: str, *, kill: bool = False, handoff: bool = False) -> None:
         """Committed offsets first, then the ledger: whatever was committed was done before it was read."""
         committed = {p: max(o, 0) for p, o in self.sc.committed().items()}
@@ -119,10 +127,8 @@ def test_members_joining_leaving_and_a_sigkill_under_load_lose_nothing(
     pool = int(os.environ.get(POOL_ENV) or DEFAULT_POOL)
     seed = int(os.environ.get(SEED_ENV) or 7)
     sc = scenario_factory(partitions=PARTITIONS, extra=EXTRA, faults={"latency_ms": [20, 120], "seed": seed})
-    records = list(generate(pool, seed=seed, now=int(time.time()), app_ids=APPS_A + APPS_B, duplicate_rate=0.05))
-    for record in records:
-        record["consent"] = True
-    dataset = {app: d.dataset_id for d in sc.dests for app in d.app_ids}
+    records = consenting(generate(pool, seed=seed, now=int(time.time()), app_ids=APPS_A + APPS_B, duplicate_rate=0.05))
+    dataset = sc.datasets
     backlog = produce_records(sc.bootstrap, sc.topic, records[:BACKLOG])
     publisher = Publisher(sc, records, RATE, start=backlog)
     publisher.start()
@@ -130,20 +136,14 @@ def test_members_joining_leaving_and_a_sigkill_under_load_lose_nothing(
     try:
         group.start("A")
         group.settle("A started")
-        group.flowing("B joins")
-        group.start("B")
-        group.settle("B joined")
-        group.snapshot("B joined", handoff=True)
+        group.join("B")
         group.flowing("A is killed")
         group.peak_rss["A"] = group.members["A"].peak_rss_mb()
         group.members["A"].kill()
         time.sleep(SETTLE_S)
         group.snapshot("SIGKILL of A", kill=True)
         group.settle("A was killed")  # B owns everything once A's session expired
-        group.flowing("C joins")
-        group.start("C")
-        group.settle("C joined")
-        group.snapshot("C joined", handoff=True)
+        group.join("C")
         group.flowing("B leaves")
         group.peak_rss["B"] = group.members["B"].peak_rss_mb()
         assert group.members["B"].stop() == 0, f"B did not drain cleanly: {group.members['B'].log_lines()[-5:]}"

@@ -26,6 +26,7 @@ from tests.support.harness import (
     PipelineProcess,
     Publisher,
     Scenario,
+    consenting,
     metric,
     produce_records,
     scrape,
@@ -78,10 +79,8 @@ def test_members_joining_and_leaving_under_load_lose_nothing_and_leave_nothing_p
     pool = int(os.environ.get(POOL_ENV) or DEFAULT_POOL)
     rate = int(os.environ.get(RATE_ENV) or DEFAULT_RATE)
     sc = scenario_factory(partitions=PARTITIONS, extra=EXTRA, faults={"latency_ms": [100, 300], "seed": 5})
-    records = list(generate(pool, seed=23, now=int(time.time()), app_ids=APPS_A + APPS_B))
-    for record in records:
-        record["consent"] = True
-    dataset = {app: d.dataset_id for d in sc.dests for app in d.app_ids}
+    records = consenting(generate(pool, seed=23, now=int(time.time()), app_ids=APPS_A + APPS_B))
+    dataset = sc.datasets
 
     ports = [free_port() for _ in range(MEMBERS)]
     members: list[PipelineProcess] = []
