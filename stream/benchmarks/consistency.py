@@ -11,16 +11,12 @@ from __future__ import annotations
 import argparse
 import random
 import resource
-import subprocess
 import sys
 import time
 import tracemalloc
-from pathlib import Path
 from typing import Any
 
-import orjson
-
-from stream.errors import UsageError
+from stream.benchmarks import children
 from stream.pipeline.consistency import ConsistencyTracker, Identity, Outcome
 
 DEFAULT_SIZES = "1000000"
@@ -38,16 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_sizes(text: str) -> list[int]:
     """`"1000000,100000"` -> [1000000, 100000]; UsageError for anything but integers >= MIN_SIZE."""
-    sizes = []
-    for part in text.split(","):
-        try:
-            size = int(part.strip())
-        except ValueError:
-            raise UsageError(f"--ids: {part.strip()!r} is not an integer") from None
-        if size < MIN_SIZE:
-            raise UsageError(f"--ids: sizes must be at least {MIN_SIZE}, got {size}")
-        sizes.append(size)
-    return sizes
+    return children.parse_sizes(text, "--ids", MIN_SIZE)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,30 +60,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _child(mode: str, size: int, seed: int) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "stream.benchmarks.consistency", mode, str(size), str(seed)],
-        capture_output=True, check=False, cwd=Path(__file__).resolve().parents[2],
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(f"bench consistency child ({mode}, {size}) failed: {done.stderr.decode()[-2000:]}")
-    answer: dict[str, Any] = orjson.loads(done.stdout)
-    return answer
+    return children.run_child("consistency", mode, size, seed)
 
 
 def _identities(size: int, seed: int) -> list[Identity]:
     rng = random.Random(seed)  # noqa: S311 - benchmark data, not secrets
     return [(rng.getrandbits(60), rng.getrandbits(32) | 1, rng.getrandbits(32) | 1) for _ in range(size)]
-
-
-def _rss_bytes() -> int | None:
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return None
 
 
 def _measure_trace(size: int, seed: int) -> dict[str, Any]:
@@ -117,12 +86,12 @@ def _measure_time(size: int, seed: int) -> dict[str, Any]:
     repeats = [(x, em + 2 if i % SWITCH_EVERY == 0 else em, ph) for i, (x, em, ph) in enumerate(first)]
     tracker = ConsistencyTracker(WINDOW_S, size)
     observe = tracker.observe
-    rss_before = _rss_bytes()
+    rss_before = children.rss_bytes()
     started = time.perf_counter()
     for ident in first:
         observe(ident, T0)
     new_s = time.perf_counter() - started
-    rss_after = _rss_bytes()
+    rss_after = children.rss_bytes()
     started = time.perf_counter()
     first_time = Outcome.FIRST_INCONSISTENT
     inconsistent = sum(observe(ident, T0 + 1) is first_time for ident in repeats)
@@ -139,11 +108,5 @@ def _measure_time(size: int, seed: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _child_main(argv: list[str]) -> None:
-    mode, size, seed = argv[0], int(argv[1]), int(argv[2])
-    measure = {"trace": _measure_trace, "time": _measure_time}[mode]
-    sys.stdout.buffer.write(orjson.dumps(measure(size, seed)))
-
-
 if __name__ == "__main__":
-    _child_main(sys.argv[1:])
+    children.answer_child(sys.argv[1:], {"trace": _measure_trace, "time": _measure_time})

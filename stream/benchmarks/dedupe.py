@@ -29,17 +29,16 @@ import asyncio
 import os
 import random
 import resource
-import subprocess
 import sys
 import time
 import tracemalloc
 import uuid
 from array import array
-from pathlib import Path
 from typing import Any
 
 import orjson
 
+from stream.benchmarks import children
 from stream.errors import UsageError
 from stream.logs import kafka_config
 from stream.pipeline.dedupe import DedupeStore, Verdict, dedupe_key
@@ -78,16 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_sizes(text: str) -> list[int]:
     """`"1000000,10_000_000"` -> [1000000, 10000000]; UsageError for anything but positive integers."""
-    sizes = []
-    for part in text.split(","):
-        try:
-            size = int(part.strip())
-        except ValueError:
-            raise UsageError(f"--keys: {part.strip()!r} is not an integer") from None
-        if size < CHUNK:
-            raise UsageError(f"--keys: sizes must be at least {CHUNK}, got {size}")
-        sizes.append(size)
-    return sizes
+    return children.parse_sizes(text, "--keys", CHUNK)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -186,7 +176,7 @@ def _measure_restore(size: int, seed: int, bootstrap: str, topic: str, trace: bo
     store = DedupeStore(max_keys=max(size, 1))
     restore = dedupelog.Restore(store, part=0, now=time.time())
     changelog = Changelog(bootstrap, {topic: topic}, "bench")
-    rss_before = _rss_bytes() or 0
+    rss_before = children.rss_bytes() or 0
     cpu_before = time.process_time()
     if trace:
         tracemalloc.start()
@@ -199,7 +189,7 @@ def _measure_restore(size: int, seed: int, bootstrap: str, topic: str, trace: bo
         tracemalloc.stop()
         held = max(len(store), 1)
         return {"traced_bytes_per_key": (current - before) / held, "peak_bytes_per_key": (peak - before) / held}
-    rss_after = _rss_bytes() or 0
+    rss_after = children.rss_bytes() or 0
     return {"keys": len(store), "records": restore.records, "bytes": restore.nbytes, "seconds": seconds,
             "records_per_s": restore.records / seconds, "cpu_s": time.process_time() - cpu_before,
             "rss_bytes_per_key": (rss_after - rss_before) / max(len(store), 1)}  # fmt: skip
@@ -207,14 +197,7 @@ def _measure_restore(size: int, seed: int, bootstrap: str, topic: str, trace: bo
 
 def _child(mode: str, size: int, seed: int, *extra: str) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter and return its JSON answer."""
-    done = subprocess.run(
-        [sys.executable, "-m", "stream.benchmarks.dedupe", mode, str(size), str(seed), *extra],
-        capture_output=True, check=False, cwd=Path(__file__).resolve().parents[2],
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(f"bench dedupe child ({mode}, {size}) failed: {done.stderr.decode()[-2000:]}")
-    answer: dict[str, Any] = orjson.loads(done.stdout)
-    return answer
+    return children.run_child("dedupe", mode, size, seed, *extra)
 
 
 def _keys(size: int, seed: int) -> array[int]:
@@ -236,18 +219,6 @@ def _fill(store: DedupeStore, keys: array[int]) -> None:
         for key in keys[start : start + CHUNK]:
             if check(key, now) is new:
                 confirm(key, now)
-
-
-def _rss_bytes() -> int | None:
-    """Resident set size of this process (Linux /proc), or None elsewhere."""
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return None
 
 
 def _measure_trace(size: int, seed: int) -> dict[str, Any]:
@@ -290,12 +261,12 @@ def _measure_time(size: int, seed: int) -> dict[str, Any]:
     everything = _keys(size + extra, seed)
     keys, more = everything[:size], everything[size:]
     store = DedupeStore(max_keys=size)
-    rss_before = _rss_bytes()
+    rss_before = children.rss_bytes()
     cpu_before = time.process_time()
     started = time.perf_counter()
     _fill(store, keys)
     fill_s = time.perf_counter() - started
-    rss_after = _rss_bytes()
+    rss_after = children.rss_bytes()
     now = T0 + SPREAD_S
     check, sent = store.check, Verdict.SENT
     started = time.perf_counter()
@@ -347,8 +318,7 @@ def _child_main(argv: list[str]) -> None:
         answer = _measure_restore(size, seed, argv[3], argv[4], trace=mode == "restore-trace")
         sys.stdout.buffer.write(orjson.dumps(answer))
         return
-    measure = {"trace": _measure_trace, "steady": _measure_steady, "time": _measure_time}[mode]
-    sys.stdout.buffer.write(orjson.dumps(measure(size, seed)))
+    children.answer_child(argv, {"trace": _measure_trace, "steady": _measure_steady, "time": _measure_time})
 
 
 if __name__ == "__main__":
