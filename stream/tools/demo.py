@@ -81,7 +81,9 @@ async def _run_pipeline(settings: config_mod.Settings, end: dict[tuple[str, int]
     try:
         while time.monotonic() < deadline:
             await asyncio.sleep(0.25)
-            points = {(p.topic, p.partition): p.commit_point for p in pipeline.tracker.partitions()}
+            # the demo's own topic only: the tracker also holds the destinations' parking partitions
+            points = {(p.topic, p.partition): p.commit_point for p in pipeline.tracker.partitions()
+                      if (p.topic, p.partition) in end}
             done = sum(v or 0 for v in points.values())
             s = pipeline.stats
             line = (f"  consumed {s.consumed:>6}/{total}  acked {s.events_acked:>6}  "
