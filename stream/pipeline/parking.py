@@ -65,17 +65,21 @@ class Origin:
     offset: int
 
 
-def park_reason(*, halted_for: float | None, held: int, park_after_s: float, share_limit: float) -> str | None:
+def park_reason(*, halted_for: float | None, held: int, park_after_s: float, share_limit: float,
+                struggling: bool) -> str | None:
     """Why a LIVE destination is to be parked now, or None.
 
     `halted_for`: seconds it has been halted (None: not halted); `held`: its events in memory;
-    `share_limit`: send.park_share x pipeline.max_in_flight_events. park_after_s <= 0: never.
+    `share_limit`: send.park_share x pipeline.max_in_flight_events; `struggling`: it is halted, failing or
+    throttled. Only a struggling destination is parked for what it holds: a flowing one holding most of the
+    bound is the busiest, not the broken one, and parking it would only add a round trip through Kafka.
+    park_after_s <= 0: never.
     """
     if park_after_s <= 0:
         return None
     if halted_for is not None and halted_for >= park_after_s:
         return REASON_HALTED
-    if held > share_limit:
+    if struggling and held > share_limit:
         return REASON_HELD_SHARE
     return None
 
@@ -147,9 +151,10 @@ class Parking:
         return self.park_after_s > 0
 
     def step(self, now: float, *, halted: bool, held: int, idle: bool, lag: int | None,
-             lag_at: float) -> Change | None:
+             lag_at: float, struggling: bool = False) -> Change | None:
         """Advance on the destination's current state; return the transition made, if any.
 
+        `struggling`: failing or throttled (a halted destination is struggling too);
         `held`: its events in memory; `idle`: its sender has nothing queued or in flight; `lag`: records
         of its parking partitions (assigned here) not committed yet, as the consumer's statistics of
         time `lag_at` say (None: unknown).
@@ -164,7 +169,8 @@ class Parking:
         fresh = lag is not None and lag_at > self.since
         if self.mode is Mode.LIVE:
             reason = park_reason(halted_for=None if self.halted_since is None else now - self.halted_since,
-                                 held=held, park_after_s=self.park_after_s, share_limit=self.share_limit)
+                                 held=held, park_after_s=self.park_after_s, share_limit=self.share_limit,
+                                 struggling=struggling or halted)
             if reason is not None:
                 return self._enter(Mode.PARKED, now, reason)
             if fresh and lag:

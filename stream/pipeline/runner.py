@@ -785,7 +785,8 @@ class Pipeline:
             lag_at = stats_at - self._stats_settle_s if stats_at else 0.0
             was = park.mode
             since = park.since
-            change = park.step(now, halted=sender.is_halted(), held=held, idle=held == 0, lag=lag, lag_at=lag_at)
+            change = park.step(now, halted=sender.is_halted(), held=held, idle=held == 0, lag=lag, lag_at=lag_at,
+                               struggling=sender.state is not DestinationState.FLOWING)
             if change is Change.PARK:
                 log.warning("parking_started", destination=name, reason=park.reason, topic=park.topic, held=held,
                             action="the destination's events go to its parking topic and are sent once it "

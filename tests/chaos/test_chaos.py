@@ -338,6 +338,9 @@ def test_kills_a_broker_restart_faults_and_a_token_rotation_lose_nothing(
         chaos.apply(step)
     end = sc.end()
     chaos.await_(lambda: sc.committed() == end, "every partition committed to its end")
+    # a kill can be the last step, and the committed offsets can be at their end already: a SIGTERM before
+    # the new process has installed its handlers ends it by default (-15), which would say nothing of its drain
+    chaos.await_(lambda: chaos.logged("pipeline_started"), "the last pipeline process to start")
     assert chaos.proc.stop() == 0, f"the last pipeline process did not drain cleanly: {chaos.tail()}"
 
     counts = sc.counts()

@@ -29,17 +29,26 @@ def _parking(park_after_s: float = 10.0, share_limit: float = 100.0) -> Parking:
 
 class TestParkReason:
     def test_halted_long_enough_parks(self) -> None:
-        assert park_reason(halted_for=10.0, held=0, park_after_s=10.0, share_limit=100) == REASON_HALTED
+        reason = park_reason(halted_for=10.0, held=0, park_after_s=10.0, share_limit=100, struggling=True)
+        assert reason == REASON_HALTED
 
     def test_halted_not_long_enough_does_not(self) -> None:
-        assert park_reason(halted_for=9.9, held=0, park_after_s=10.0, share_limit=100) is None
+        assert park_reason(halted_for=9.9, held=0, park_after_s=10.0, share_limit=100, struggling=True) is None
 
-    def test_holding_more_than_the_share_parks_even_when_not_halted(self) -> None:
-        assert park_reason(halted_for=None, held=101, park_after_s=10.0, share_limit=100) == REASON_HELD_SHARE
-        assert park_reason(halted_for=None, held=100, park_after_s=10.0, share_limit=100) is None
+    def test_holding_more_than_the_share_parks_a_struggling_destination_even_when_not_halted(self) -> None:
+        assert park_reason(halted_for=None, held=101, park_after_s=10.0, share_limit=100,
+                           struggling=True) == REASON_HELD_SHARE
+        assert park_reason(halted_for=None, held=100, park_after_s=10.0, share_limit=100, struggling=True) is None
+
+    def test_a_flowing_destination_is_never_parked_for_what_it_holds(self) -> None:
+        """Under backpressure the busiest healthy destination holds most of the bound: that is load, not a fault."""
+        assert park_reason(halted_for=None, held=10**6, park_after_s=10.0, share_limit=100, struggling=False) is None
+        p = _parking(park_after_s=10.0, share_limit=100)
+        assert p.step(0.0, halted=False, held=10**6, idle=False, lag=None, lag_at=0.0) is None
+        assert p.step(1.0, halted=False, struggling=True, held=101, idle=False, lag=None, lag_at=0.0) is Change.PARK
 
     def test_zero_disables_parking(self) -> None:
-        assert park_reason(halted_for=1e9, held=10**9, park_after_s=0, share_limit=100) is None
+        assert park_reason(halted_for=1e9, held=10**9, park_after_s=0, share_limit=100, struggling=True) is None
 
 
 class TestStateMachine:
@@ -92,7 +101,7 @@ class TestStateMachine:
 
     def test_parked_for_its_share_waits_park_after_s_before_draining(self) -> None:
         p = _parking(park_after_s=10.0, share_limit=100)
-        assert p.step(0.0, halted=False, held=101, idle=False, lag=None, lag_at=0.0) is Change.PARK
+        assert p.step(0.0, halted=False, struggling=True, held=101, idle=False, lag=None, lag_at=0.0) is Change.PARK
         assert p.reason == REASON_HELD_SHARE
         assert p.step(5.0, halted=False, held=0, idle=True, lag=None, lag_at=0.0) is None
         assert p.step(10.0, halted=False, held=0, idle=True, lag=None, lag_at=0.0) is Change.DRAIN
