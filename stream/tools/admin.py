@@ -79,7 +79,11 @@ def _wait(future: Any, what: str) -> Any:
     try:
         return future.result(timeout=TIMEOUT_S)
     except KafkaException as exc:
-        raise AdminError(f"{what}: {exc.args[0].str() if exc.args else exc}") from exc
+        error = exc.args[0] if exc.args else None
+        if isinstance(error, KafkaError) and error.code() == KafkaError._TIMED_OUT:
+            # librdkafka's own "Local: Timed out" says nothing of where: say it like a Python timeout
+            raise AdminError(f"{what}: no answer from the broker within {TIMEOUT_S:g} s") from exc
+        raise AdminError(f"{what}: {error.str() if isinstance(error, KafkaError) else exc}") from exc
     except TimeoutError as exc:
         raise AdminError(f"{what}: no answer from the broker within {TIMEOUT_S:g} s") from exc
 
