@@ -106,6 +106,18 @@ def test_pure_module_imports_no_io_library(name: str) -> None:
     assert bad == []
 
 
+# Stores whose every method takes `now`: they may not even import a clock module.
+NO_CLOCK_MODULES = ("pipeline.dedupe", "pipeline.dedupelog")
+
+
+@pytest.mark.parametrize("name", NO_CLOCK_MODULES)
+def test_clockless_stores_import_no_clock_module(name: str) -> None:
+    """The dedupe store and its changelog records import neither time nor datetime: time is a parameter."""
+    imported = [m for m, _ in _imports(name)]
+    assert imported, "the import walk sees the module's real imports"
+    assert sorted({m.split(".")[0] for m in imported} & {"time", "datetime"}) == []
+
+
 @pytest.mark.parametrize("name", _pure_modules())
 def test_pure_module_reads_no_clock(name: str) -> None:
     """The module never calls time.time(), monotonic(), datetime.now() and the like: now is a parameter."""
