@@ -29,6 +29,11 @@ from stream.pipeline.deadletters import HEADER_OFFSET, HEADER_PARTITION, HEADER_
 
 HEADER_DESTINATION = "capi.destination"
 HEADER_EVENT_TIME = "capi.event_time"
+# where a dead letter of an event read back from a parking topic was parked (its capi.source_* headers
+# name the position it was first consumed at, as for any other letter)
+HEADER_PARKING_TOPIC = "capi.parking_topic"
+HEADER_PARKING_PARTITION = "capi.parking_partition"
+HEADER_PARKING_OFFSET = "capi.parking_offset"
 
 # why an event was parked (the `capi.reason` header)
 REASON_HALTED = "destination_halted"  # halted for send.park_after_s
@@ -93,6 +98,12 @@ def parked_record(origin: Origin, key: bytes | None, value: bytes | None, destin
         extra.append((HEADER_EVENT_TIME, str(event_time)))
     return DeadLetter(origin.topic, origin.partition, origin.offset, key, value, reason,
                       event_name=event_name, event_id=event_id, extra=tuple(extra))
+
+
+def drained_letter_extra(topic: str, partition: int, offset: int) -> tuple[tuple[str, str], ...]:
+    """The headers a dead letter of a drained event carries beside its origin: where it was parked."""
+    return ((HEADER_PARKING_TOPIC, topic), (HEADER_PARKING_PARTITION, str(partition)),
+            (HEADER_PARKING_OFFSET, str(offset)))
 
 
 def origin_of(headers: Iterable[tuple[str, bytes | str | None]] | Mapping[str, bytes | str | None] | None,

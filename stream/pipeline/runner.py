@@ -42,7 +42,16 @@ from stream.pipeline.items import Item, TopicPartition
 from stream.pipeline.meta_client import Answer, MetaClient
 from stream.pipeline.metrics import MetricsServer, metrics_client_id
 from stream.pipeline.offsets import OffsetTracker, PartitionOffsets
-from stream.pipeline.parking import Change, Mode, Origin, Parking, log_lag, origin_of, parked_record
+from stream.pipeline.parking import (
+    Change,
+    Mode,
+    Origin,
+    Parking,
+    drained_letter_extra,
+    log_lag,
+    origin_of,
+    parked_record,
+)
 from stream.pipeline.prepare import Kind, PrepareContext, Prepared, Preparer, init_worker, prepare_in_worker
 from stream.pipeline.progress import Progress, Snapshot
 from stream.pipeline.quality import Quality, Targets
@@ -929,11 +938,16 @@ class Pipeline:
     def _dead_letter(self, item: Item, reason: str, detail: str, *, code: int | None = None,
                      subcode: int | None = None, event_name: str = "", event_id: Any = None) -> None:
         self.stats.dead_lettered[reason] += 1
-        letter = DeadLetter(item.topic, item.partition, item.offset, item.key, item.value, reason, detail,
+        # an event read back from a parking topic names the position it was first consumed at (what `dlq
+        # show` prints and `dlq redrive` goes back to), and where it was parked beside it
+        topic, partition, offset = item.origin or (item.topic, item.partition, item.offset)
+        extra = drained_letter_extra(item.topic, item.partition, item.offset) if item.origin else ()
+        letter = DeadLetter(topic, partition, offset, item.key, item.value, reason, detail,
                             code, subcode, event_name if isinstance(event_name, str) else "",
-                            event_id if isinstance(event_id, str) else None)
-        log.info("dead_lettered", reason=reason, topic=item.topic, partition=item.partition, offset=item.offset,
-                 code=code, subcode=subcode)
+                            event_id if isinstance(event_id, str) else None, extra=extra)
+        log.info("dead_lettered", reason=reason, topic=topic, partition=partition, offset=offset,
+                 code=code, subcode=subcode, **({"parked_at": f"{item.topic}[{item.partition}]@{item.offset}"}
+                                                if item.origin else {}))
 
         tp = item.tp
         self._letters[tp] += 1

@@ -299,8 +299,35 @@ def test_a_parked_event_past_metas_7_days_is_dead_lettered(scenario_factory: Cal
     letters = read_topic(sc.bootstrap, sc.dlq_topic, len(old), timeout=30)
     reasons = sorted(headers_of(m)[HEADER_REASON] for m in letters)
     assert reasons == ["event_too_old"] * len(old)
-    assert {headers_of(m)["capi.source_topic"] for m in letters} == {parking}
+    # each letter names the source position it was first consumed at (its bytes are that record's),
+    # and where it was parked beside it
+    source = {(m.partition(), m.offset()): m.value()
+              for m in read_topic(sc.bootstrap, sc.topic, sum(sc.end().values()))}
+    for letter in letters:
+        h = headers_of(letter)
+        assert h["capi.source_topic"] == sc.topic
+        assert h["capi.parking_topic"] == parking
+        assert source[(int(h["capi.source_partition"]), int(h["capi.source_offset"]))] == letter.value()
     drained_at = int(time.time())
     counts = sc.counts()
     assert expected_keys(fresh + probe, drained_at, sc.routes) == set(counts)
+    # `dlq show` lists them from the source topic; `dlq redrive --to` the source topic sends them back
+    # through the pipeline, which dead-letters them again at their new source positions
+    shown = _cli(sc, "dlq", "show", "--format", "json")
+    assert {orjson.loads(line)["source_topic"] for line in shown.splitlines()} == {sc.topic}
+    end = sum(sc.end().values())
+    _cli(sc, "dlq", "redrive", "--to", sc.topic, "--execute")
+    assert wait_until(lambda: sum(sc.end().values()) == end + len(old), 30)
+    every = read_topic(sc.bootstrap, sc.dlq_topic, 2 * len(old), timeout=30)
+    again = [headers_of(m) for m in every if "capi.parking_topic" not in headers_of(m)]
+    assert len(again) == len(old), "redriven from the source topic: dead-lettered there, never parked"
+    assert {h["capi.source_topic"] for h in again} == {sc.topic}
+    assert sorted(h[HEADER_REASON] for h in again) == ["event_too_old"] * len(old)
     assert proc.stop() == 0
+
+
+def _cli(sc: Scenario, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "stream", *args, "--config", str(sc.config)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
