@@ -177,6 +177,13 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
 # librdkafka repeats a failing connection's error at every reconnect (every second or so per broker);
 # one line per facility and interval, with the count of the repeats it stands for, is enough to act on.
 REPEAT_INTERVAL_S = 30.0
+# Broker answers that mean "not ready yet, ask again", which librdkafka retries on its own: a broker that
+# just started loads its group and transaction coordinators and elects the leaders of new partitions. A
+# line naming one is info for TRANSIENT_GRACE_S after that kind of line (facility, client) first appeared,
+# then at its own level: a condition that lasts is no longer a start-up state.
+TRANSIENT_ANSWERS = ("Coordinator load in progress", "Coordinator not available", "Not coordinator",
+                     "Leader not available", "Not leader for partition", "Not leader or follower")
+TRANSIENT_GRACE_S = 30.0
 
 
 def _level_name(level: int) -> str:
@@ -203,6 +210,10 @@ class RepeatLimiter:
         self._suppressed: dict[tuple[str, ...], int] = {}
         self._lock = threading.Lock()
 
+    def now(self) -> float:
+        """The limiter's clock."""
+        return float(self._clock())
+
     def admit(self, key: tuple[str, ...]) -> int | None:
         """None: a repeat inside the interval (counted); else the repeats it now reports."""
         now = self._clock()
@@ -226,12 +237,21 @@ class KafkaLogger:
 
     confluent-kafka calls `log(level, "%s [%s] %s", facility, client, message)` from the thread that
     polls the client. Each line becomes a `librdkafka` event at its level with the facility, client and
-    message as fields; repeats of one (level, facility, client) are rate-limited (RepeatLimiter).
+    message as fields; repeats of one (level, facility, client) are rate-limited (RepeatLimiter). A
+    warning that names a transient broker answer (TRANSIENT_ANSWERS) is info during its grace period.
     """
 
     def __init__(self, limiter: RepeatLimiter | None = None) -> None:
         self.limiter = limiter or RepeatLimiter()
         self._log = structlog.get_logger("capi_stream.librdkafka")
+        self._transient_since: dict[tuple[str, str], float] = {}
+
+    def _transient(self, facility: str, client: str, message: str) -> bool:
+        """True while a line naming a transient broker answer is inside its kind's grace period."""
+        if not any(answer in message for answer in TRANSIENT_ANSWERS):
+            return False
+        now = self.limiter.now()
+        return now - self._transient_since.setdefault((facility, client), now) < TRANSIENT_GRACE_S
 
     def log(self, level: int, fmt: str, *args: Any) -> None:
         """One librdkafka line (logging.Logger.log's signature)."""
@@ -239,6 +259,8 @@ class KafkaLogger:
             facility, client, message = (str(a) for a in args) if len(args) == 3 else ("", "", fmt % args)
         except (TypeError, ValueError):
             facility, client, message = "", "", str(fmt)
+        if level >= logging.WARNING and self._transient(facility, client, message):
+            level = logging.INFO
         name = _level_name(level)
         repeats = self.limiter.admit(("librdkafka", name, facility, client))
         if repeats is None:

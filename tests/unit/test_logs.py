@@ -257,6 +257,22 @@ def test_librdkafka_lines_become_structlog_events_with_a_level() -> None:
                    ("librdkafka", "info", "CONFWARN", "rdkafka#producer-2")]
 
 
+def test_a_fresh_broker_s_transient_answers_are_info_while_they_last_briefly() -> None:
+    """librdkafka retrying a broker's 'not ready yet' answer (a fresh broker loading its coordinators) is info,
+    not a warning a newcomer reads as a failure; the same condition past its grace period is at its own level,
+    and a real failure (a refused connection) always is."""
+    clock = FakeClock()
+    kafka, stream = _kafka_logger(clock)
+    loading = ("[thrd:main]: Failed to acquire idempotence PID from broker 127.0.0.1:9092/1: "
+               "Broker: Coordinator load in progress: retrying")
+    _rdkafka(kafka, 30, "GETPID", "rdkafka#producer-5", loading)
+    _rdkafka(kafka, 40, "FAIL", "rdkafka#producer-5", "[thrd:x]: Connect to ipv4#127.0.0.1:1 failed: Connection refused")
+    clock.now += logs.TRANSIENT_GRACE_S + 1.0
+    _rdkafka(kafka, 30, "GETPID", "rdkafka#producer-5", loading)
+    got = [(x["level"], x["facility"]) for x in _lines(stream)]
+    assert got == [("info", "GETPID"), ("error", "FAIL"), ("warning", "GETPID")]
+
+
 def test_repeated_connection_errors_are_one_line_per_interval_with_a_count() -> None:
     """Ten FAIL lines within the interval log once; the next after the interval reports the nine repeats."""
     clock = FakeClock()
