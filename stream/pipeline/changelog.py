@@ -50,6 +50,8 @@ RESTORE_PREFETCH_KB: Final = 4096
 # A restore read that makes no progress for this long starts again (the broker may be restarting).
 STALL_S: Final = 30.0
 ADMIN_TIMEOUT_S: Final = 30.0
+# How often a topic just created or grown is looked up until each of its partitions has a leader.
+LEADER_POLL_S: Final = 0.1
 
 
 class ChangelogError(CapiStreamError):
@@ -68,8 +70,26 @@ def _admin_wait(future: Any, what: str) -> Any:
         raise ChangelogError(f"{what}: no answer within {ADMIN_TIMEOUT_S:g} s") from exc
 
 
+def _await_leaders(admin: AdminClient, name: str, partitions: int) -> None:
+    """Return once topic `name` has `partitions` partitions, each with a leader (a broker creates a topic
+    before it elects its leaders: a read meanwhile fails with 'Unknown partition' or 'Not leader').
+    Raises ChangelogError after ADMIN_TIMEOUT_S."""
+    deadline = time.monotonic() + ADMIN_TIMEOUT_S
+    while True:
+        info = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics.get(name)
+        found = {} if info is None or info.error is not None else info.partitions
+        missing = [p for p in range(partitions) if p not in found or found[p].leader < 0]
+        if not missing:
+            return
+        if time.monotonic() >= deadline:
+            raise ChangelogError(f"changelog topic {name}: no leader for partitions {missing} "
+                                 f"after {ADMIN_TIMEOUT_S:g} s")
+        time.sleep(LEADER_POLL_S)
+
+
 def ensure_topic(admin: AdminClient, name: str, partitions: int, configs: Mapping[str, str]) -> str:
     """Create changelog topic `name` with `partitions` partitions, or grow it to that many; what was done.
+    A topic it created or grew has a leader for every partition when it returns.
 
     An existing topic with other settings is left as it is (an operator may have tuned it) and logged.
     Blocking: call it from a thread. Raises ChangelogError.
@@ -85,12 +105,15 @@ def ensure_topic(admin: AdminClient, name: str, partitions: int, configs: Mappin
             err = exc.args[0] if exc.args else None
             if not (isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS):
                 raise ChangelogError(f"create changelog topic {name}: {err}") from exc
+            _await_leaders(admin, name, partitions)
             return "exists"  # another member created it meanwhile
+        _await_leaders(admin, name, partitions)
         return "created"
     have = len(info.partitions)
     if have < partitions:
         futures = admin.create_partitions([NewPartitions(name, partitions)], request_timeout=ADMIN_TIMEOUT_S)
         _admin_wait(futures[name], f"grow changelog topic {name} to {partitions} partitions")
+        _await_leaders(admin, name, partitions)
         return "grown"
     resource = ConfigResource(ConfigResource.Type.TOPIC, name)
     described = _admin_wait(admin.describe_configs([resource])[resource], f"describe {name}")
