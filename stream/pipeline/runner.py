@@ -183,6 +183,7 @@ class Pipeline:
         self._part_tps: dict[int, TP] = {}
         self._restoring: dict[TP, list[tuple[Message, Prepared, int]]] = {}
         self._restores: dict[TP, asyncio.Task[None]] = {}
+        self._changelog_topics: asyncio.Task[None] | None = None  # creating the changelog topics at start
         # offsets the changelog says were dead-lettered -> (time, fingerprint of the message value)
         self._dead: dict[TP, dict[int, tuple[float, int | None]]] = {}
         # assigned partitions until their revoke ends: their acks and dead letters still go to the changelog
@@ -281,7 +282,8 @@ class Pipeline:
         if self.changelog is not None:
             # in the background: a broker that is slow to answer must not hold up the start (or a stop);
             # a restore that finds its changelog topic missing creates it itself
-            self._tasks.append(asyncio.create_task(self._ensure_changelog_topics(), name="changelog-topics"))
+            self._changelog_topics = asyncio.create_task(self._ensure_changelog_topics(), name="changelog-topics")
+            self._tasks.append(self._changelog_topics)
         for task in self._tasks:
             task.add_done_callback(self._task_done)
         if self.settings.metrics.port:
@@ -1036,6 +1038,9 @@ class Pipeline:
         changelog = self.changelog
         part = self._part(tp)
         attempt = 0
+        if self._changelog_topics is not None:
+            # the start creates the changelog topics and waits for their leaders: a read meanwhile fails
+            await asyncio.wait([self._changelog_topics])
         while True:
             started = time.monotonic()
             restore = dedupelog.Restore(self.dedupe, part, self.clock())
@@ -1049,8 +1054,10 @@ class Pipeline:
                 attempt += 1
                 self.stats.restore_failures += 1
                 self.dedupe.drop_part(part)
-                log.warning("dedupe_restore_failed", topic=tp[0], partition=tp[1], attempt=attempt,
-                            error=str(exc)[:200])
+                # a first failure is retried at once after creating what is missing (a source topic that
+                # appeared after the start has no changelog topic yet): info; a second one is a warning
+                getattr(log, "info" if attempt == 1 else "warning")(
+                    "dedupe_restore_failed", topic=tp[0], partition=tp[1], attempt=attempt, error=str(exc)[:200])
                 if attempt == 1:
                     # the topic may be missing (the source topic appeared after the start): create it
                     continue
