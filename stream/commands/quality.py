@@ -42,7 +42,7 @@ def parse(text: str) -> Any:
         "capi_stream_quality_identity_ids": q.ids, "capi_stream_quality_identity_inconsistent_ids": q.ids_inconsistent,
         "capi_stream_quality_identity_evictions": q.evictions,
     }  # fmt: skip
-    targets: dict[str, float] = {}
+    targets: dict[str, Any] = {}  # [quality] fields read from the exported gauges
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = sample.labels

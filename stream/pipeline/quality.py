@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+from stream.config import QualitySettings
+from stream.contract import meta
 from stream.pipeline.consistency import ConsistencyTracker, Identity, Outcome
 
 # The match keys the report shows, in Meta's order of importance for app events
@@ -22,7 +24,7 @@ MATCH_KEYS = ("em", "ph", "external_id", "madid", "anon_id", "client_ip_address"
 # Events that carry money: value and currency are expected on every one
 REVENUE_EVENTS = frozenset({"Purchase", "Subscribe"})
 # Meta's dedupe horizon, the window consistency is judged over unless the runner says otherwise
-DEFAULT_WINDOW_S = 48 * 3600.0
+DEFAULT_WINDOW_S = float(meta.DEDUPE_WINDOW_S)
 
 Key = tuple[str, str]  # destination, event_name
 
@@ -42,15 +44,9 @@ class Signed(Protocol):
     @property
     def has_value(self) -> bool: ...
 
-@dataclasses.dataclass(frozen=True)
-class Targets:
-    """The figures the report holds the shares to ([quality] in the config; these are its defaults)."""
-
-    identifier_share: float = 0.95
-    revenue_value_share: float = 0.90
-    acceptance_rate: float = 0.99
-    user_consistency: float = 0.95
-    latency_threshold_s: float = 5.0
+# The figures the report holds the shares to: the config's [quality] table, its one source of truth (the
+# defaults there are the report's, the demo's and the alert rules' defaults).
+Targets = QualitySettings
 
 
 @dataclasses.dataclass
@@ -79,7 +75,7 @@ class Quality:
     trackers: dict[str, ConsistencyTracker] = dataclasses.field(default_factory=dict)
     evictions: Counter[str] = dataclasses.field(default_factory=Counter)
     window_s: float = DEFAULT_WINDOW_S
-    max_ids: int = 1_000_000
+    max_ids: int = QualitySettings.consistency_max_ids
     targets: Targets = dataclasses.field(default_factory=Targets)
 
     def valid(self, destination: str, event: Mapping[str, Any]) -> None:

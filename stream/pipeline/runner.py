@@ -54,7 +54,7 @@ from stream.pipeline.parking import (
 )
 from stream.pipeline.prepare import Kind, PrepareContext, Prepared, Preparer, init_worker, prepare_in_worker
 from stream.pipeline.progress import Progress, Snapshot
-from stream.pipeline.quality import Quality, Targets
+from stream.pipeline.quality import Quality
 from stream.pipeline.sender import DestinationSender, DestinationState, Poster
 from stream.pipeline.source import ConsumerLike, KafkaSource, check_consumer_config, ensure_topics
 from stream.pipeline.stats import Stats
@@ -111,9 +111,7 @@ def _norm_settings(d: Destination) -> NormalizeSettings:
 def quality_for(settings: Settings) -> Quality:
     """The signal-quality counters with the config's targets, window and tracker bound."""
     q = settings.quality
-    targets = Targets(q.identifier_share, q.revenue_value_share, q.acceptance_rate, q.user_consistency,
-                      q.latency_threshold_s)
-    return Quality(window_s=settings.dedupe.window_s, max_ids=q.consistency_max_ids, targets=targets)
+    return Quality(window_s=settings.dedupe.window_s, max_ids=q.consistency_max_ids, targets=q)
 
 
 def consumer_settings(settings: Settings) -> KafkaSettings:

@@ -266,7 +266,7 @@ def test_a_fresh_broker_s_transient_answers_are_info_while_they_last_briefly() -
     loading = ("[thrd:main]: Failed to acquire idempotence PID from broker 127.0.0.1:9092/1: "
                "Broker: Coordinator load in progress: retrying")
     _rdkafka(kafka, 30, "GETPID", "rdkafka#producer-5", loading)
-    _rdkafka(kafka, 40, "FAIL", "rdkafka#producer-5", "[thrd:x]: Connect to ipv4#127.0.0.1:1 failed: Connection refused")
+    _rdkafka(kafka, 40, "FAIL", "rdkafka#producer-5", "[thrd:x]: Connect to 127.0.0.1:1 failed: Connection refused")
     clock.now += logs.TRANSIENT_GRACE_S + 1.0
     _rdkafka(kafka, 30, "GETPID", "rdkafka#producer-5", loading)
     got = [(x["level"], x["facility"]) for x in _lines(stream)]

@@ -150,15 +150,17 @@ def test_the_quality_command_reads_consistency_latency_and_targets_back() -> Non
     assert back.evictions == {"shop": 0}
 
 
-def test_the_targets_default_to_the_config_defaults() -> None:
-    """The report's default targets and the [quality] table's defaults are the same figures."""
+def test_the_targets_are_the_config_s_quality_table() -> None:
+    """One source of truth: the report's targets are the [quality] table's type, so its defaults cannot drift
+    from the config's; the defaults are the figures the README documents."""
     from stream.config import QualitySettings
 
+    assert Targets() == QualitySettings()
+    assert Quality().targets == QualitySettings()
+    assert Quality().max_ids == QualitySettings().consistency_max_ids
     s = QualitySettings()
-    assert Targets() == Targets(s.identifier_share, s.revenue_value_share, s.acceptance_rate, s.user_consistency,
-                                s.latency_threshold_s)
-    assert (s.identifier_share, s.revenue_value_share, s.acceptance_rate, s.latency_threshold_s) == (
-        0.95, 0.90, 0.99, 5.0)
+    assert (s.identifier_share, s.revenue_value_share, s.acceptance_rate, s.user_consistency,
+            s.latency_threshold_s) == (0.95, 0.90, 0.99, 0.95, 5.0)
 
 
 def test_the_runner_builds_the_counters_from_the_quality_table(tmp_path: Path) -> None:
@@ -171,7 +173,7 @@ def test_the_runner_builds_the_counters_from_the_quality_table(tmp_path: Path) -
                     "user_consistency = 0.85\nlatency_threshold_s = 2.0\nconsistency_max_ids = 3\n"
                     "[dedupe]\nwindow_s = 600\n")
     q = quality_for(config.load(path, env={}))
-    assert q.targets == Targets(0.9, 0.8, 0.97, 0.85, 2.0)
+    assert q.targets == Targets(0.9, 0.8, 0.97, 0.85, 2.0, 3)
     assert (q.max_ids, q.window_s) == (3, 600.0)
     for uid in ("a", "b", "c", "d"):
         ident = identity({"external_id": [uid], "em": [_h(uid)]})
