@@ -34,12 +34,16 @@ from stream.avro.wire import encode
 from stream.emulator.flags import latency_range, probability
 from stream.errors import UsageError
 from stream.logs import kafka_config
+from stream.pipeline.stats import PART_STRIDE
 from stream.tools.admin import committed_offsets, end_offsets
 from stream.tools.javaservice import free_port, port_in_use
 from stream.tools.kafka import LocalKafka, default_data_dir
 from stream.tools.produce import ensure_topic
 from stream.tools.samples import generate
 
+# the parts of the added latency (stats.PARTS) as the table names them
+PART_LABELS = {"kafka": "append->loop", "prepare": "wait+prepare", "batch": "batch fill", "slot": "request slot",
+               "retry": "retries"}
 TOKEN = "bench-token-0123456789"  # noqa: S105 - the emulator accepts any token
 APPS = ("com.example.shop", "com.example.game", "com.example.fitness")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -243,6 +247,8 @@ def _run_pipelines(tmp: Path, config: Path, instances: int, bootstrap: str, grou
         "added_p50_ms": max((s.get("added_p50_ms") or 0) for s in stats) if stats else None,
         "added_p99_ms": max((s.get("added_p99_ms") or 0) for s in stats) if stats else None,
         "added_max_ms": max((s.get("added_max_ms") or 0) for s in stats) if stats else None,
+        # the parts of one process's added latency (with several instances they differ per process)
+        "added_parts": stats[0].get("added_parts") or {} if len(stats) == 1 else {},
         "cpu_s": sum(f[0] for f in figures), "peak_rss_mib": max((f[1] for f in figures), default=0.0),
         "main_cpu_s": main_cpu, "worker_cpu_s": worker_cpu,
         "events_per_cpu_s": per_cpu_second(consumed, main_cpu + worker_cpu),
@@ -291,7 +297,8 @@ def run(args: argparse.Namespace) -> int:
             stats = orjson.loads((tmp / "rate.json").read_bytes())
             result.update(rate=args.rate, offered=n, acked=stats["acked"], p50_ms=stats["p50_ms"],
                           p99_ms=stats["p99_ms"], max_ms=stats["max_ms"], added_p50_ms=stats["added_p50_ms"],
-                          added_p99_ms=stats["added_p99_ms"], added_max_ms=stats["added_max_ms"], cpu_s=cpu,
+                          added_p99_ms=stats["added_p99_ms"], added_max_ms=stats["added_max_ms"],
+                          added_parts=stats.get("added_parts") or {}, cpu_s=cpu,
                           peak_rss_mib=rss, main_cpu_s=stats["cpu_s"], worker_cpu_s=worker_cpu,
                           events_per_cpu_s=per_cpu_second(stats["consumed"], stats["cpu_s"] + worker_cpu),
                           main_us_per_event=stats["cpu_s"] / stats["consumed"] * 1e6 if stats["consumed"] else 0.0,
@@ -359,6 +366,12 @@ def table(result: dict[str, Any]) -> list[str]:
     lines.append(f"latency append->ack: p50 {_ms(p['p50_ms'])}, p99 {_ms(p['p99_ms'])}, max {_ms(p['max_ms'])}; "
                  f"added by capi-stream (minus Meta's request time): p50 {_ms(p['added_p50_ms'])}, "
                  f"p99 {_ms(p['added_p99_ms'])}, max {_ms(p['added_max_ms'])}")
+    if parts := p.get("added_parts"):
+        lines.append("added latency by part, ms p50 / p99 / mean of the slowest 1% (every "
+                     f"{PART_STRIDE}th acked event): " + ", ".join(
+                         f"{PART_LABELS[name]} {v['p50_ms']:,.0f} / {v['p99_ms']:,.0f} / "
+                         f"{v['slowest_1pct_mean_ms']:,.0f}"
+                         for name, v in parts.items() if name in PART_LABELS))
     lines.append(f"process lifetime CPU {p['cpu_s']:.1f} s; peak RSS {p['peak_rss_mib']:.0f} MiB")
     if "baseline" in result:
         b = result["baseline"]

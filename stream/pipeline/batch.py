@@ -28,6 +28,9 @@ class Batch:
     attempts: int = 0
     # seconds spent waiting for Meta's answers to this batch's requests so far (every attempt)
     meta_s: float = 0.0
+    # the batcher's clock when the batch closed, and when its first request started (0: not yet)
+    closed_at: float = 0.0
+    sent_at: float = 0.0
 
     def body(self, access_token: str, test_event_code: str = "") -> bytes:
         """The JSON request body: `{"data": [...], "access_token": ..., "test_event_code": ...}`."""
@@ -47,8 +50,10 @@ class Batch:
         mid = len(self.items) // 2
         left, right = self.items[:mid], self.items[mid:]
         return (
-            Batch(self.destination, left, _size(left), self.opened_at, meta_s=self.meta_s),
-            Batch(self.destination, right, _size(right), self.opened_at, meta_s=self.meta_s),
+            Batch(self.destination, left, _size(left), self.opened_at, meta_s=self.meta_s,
+                  closed_at=self.closed_at, sent_at=self.sent_at),
+            Batch(self.destination, right, _size(right), self.opened_at, meta_s=self.meta_s,
+                  closed_at=self.closed_at, sent_at=self.sent_at),
         )
 
 
@@ -74,7 +79,7 @@ class Batcher:
         closed: list[Batch] = []
         batch = self._open.get(item.destination)
         if batch is not None and batch.nbytes + size > self.max_bytes:
-            closed.append(self._open.pop(item.destination))
+            closed.append(self._close(item.destination, now))
             batch = None
         if batch is None:
             batch = Batch(item.destination, [], _ENVELOPE_BYTES, now)
@@ -82,13 +87,18 @@ class Batcher:
         batch.items.append(item)
         batch.nbytes += size
         if len(batch.items) >= self.max_events:
-            closed.append(self._open.pop(item.destination))
+            closed.append(self._close(item.destination, now))
         return closed
+
+    def _close(self, destination: str, now: float) -> Batch:
+        batch = self._open.pop(destination)
+        batch.closed_at = now
+        return batch
 
     def due(self, now: float) -> list[Batch]:
         """Close and return the batches that have waited `linger_s` or longer."""
         ready = [d for d, b in self._open.items() if now - b.opened_at >= self.linger_s]
-        return [self._open.pop(d) for d in ready]
+        return [self._close(d, now) for d in ready]
 
     def next_due(self) -> float | None:
         """When the oldest open batch will be due, or None when nothing is open."""

@@ -32,6 +32,10 @@ class Item:
     dedupe_key: int | None = None
     # (topic, partition, offset) where a record read back from a parking topic was first consumed
     origin: tuple[str, int, int] | None = None
+    # wall-clock seconds when the consumer thread handed its consumed batch to the loop, and when the
+    # loop applied it (prepared, tracked, admitted): the parts of the added latency (stats.PARTS)
+    handed_at: float = 0.0
+    applied_at: float = 0.0
 
     @property
     def tp(self) -> TopicPartition:

@@ -57,7 +57,7 @@ from stream.pipeline.progress import Progress, Snapshot
 from stream.pipeline.quality import Quality
 from stream.pipeline.sender import DestinationSender, DestinationState, Poster
 from stream.pipeline.source import ConsumerLike, KafkaSource, check_consumer_config, ensure_topics
-from stream.pipeline.stats import Stats
+from stream.pipeline.stats import PART_STRIDE, Stats
 from stream.pipeline.tasks import cancel_and_wait
 
 log = structlog.get_logger("capi_stream.runner")
@@ -165,7 +165,7 @@ class Pipeline:
         # replaced, never changed in place: worker mode pickles it on the executor's thread
         self._writer_schemas: Mapping[int, Any] = {}
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
-        self._prepared: asyncio.Queue[tuple[asyncio.Future[list[Prepared]], list[Message], int]] = asyncio.Queue(
+        self._prepared: asyncio.Queue[tuple[asyncio.Future[list[Prepared]], list[Message], int, float]] = asyncio.Queue(
             maxsize=max(2, settings.pipeline.workers * 2))
         self.changelog: Changelog | None = None
         if settings.dedupe.changelog:
@@ -234,7 +234,7 @@ class Pipeline:
             parking_kafka = dataclasses.replace(kafka, topics=tuple(self.parking_topics.values()),
                                                 group_id=parking_group(settings))
             self.parking_source = KafkaSource(parking_kafka, settings.pipeline, self, on_error=self._fail)
-        self._inbox: asyncio.Queue[tuple[list[Message], int]] = asyncio.Queue()
+        self._inbox: asyncio.Queue[tuple[list[Message], int, float]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._failure: BaseException | None = None
@@ -435,9 +435,9 @@ class Pipeline:
             log.error("stage_failed", error=type(exc).__name__, detail=str(exc)[:200])
 
     # -- SourceHandler ---------------------------------------------------------------------------
-    def on_messages(self, messages: list[Message], generation: int) -> None:
-        """Called on the loop by the source thread with a consumed batch."""
-        self._inbox.put_nowait((messages, generation))
+    def on_messages(self, messages: list[Message], generation: int, handed_at: float) -> None:
+        """Called on the loop by the source thread with a consumed batch, handed over at `handed_at` (wall)."""
+        self._inbox.put_nowait((messages, generation, handed_at))
 
     async def on_assigned(self, partitions: list[TopicPartition], generation: int) -> None:
         for topic, partition in partitions:
@@ -538,7 +538,7 @@ class Pipeline:
         """Hand each consumed batch to the preparer (inline or a worker), in consumption order."""
         loop = asyncio.get_running_loop()
         while True:
-            messages, generation = await self._inbox.get()
+            messages, generation, handed_at = await self._inbox.get()
             self.stats.consumed_first(self.clock())  # before the first batch is prepared: its CPU counts
             if self._draining:
                 self._source_for(messages[0].topic()).taken(len(messages))
@@ -553,19 +553,19 @@ class Pipeline:
                 future.set_result(self.preparer.prepare(values, now))
             else:
                 future = loop.run_in_executor(self._pool, prepare_in_worker, values, now, self.worker_schemas())
-            await self._prepared.put((future, messages, generation))
+            await self._prepared.put((future, messages, generation, handed_at))
 
     async def _apply(self) -> None:
         """Apply prepared batches in order: track offsets, dead-letter, dedupe, batch."""
         while True:
-            future, messages, generation = await self._prepared.get()
+            future, messages, generation, handed_at = await self._prepared.get()
             try:
                 prepared = await future
             finally:
                 self._source_for(messages[0].topic()).taken(len(messages))
             if self._draining:
                 continue
-            self._handle(messages, generation, prepared)
+            self._handle(messages, generation, prepared, handed_at)
             self._after_change()
 
     async def _fetch_schemas(self, messages: list[Message]) -> None:
@@ -591,7 +591,10 @@ class Pipeline:
         self._writer_schemas = {**self._writer_schemas, schema_id: schema}
         self.preparer.add_writer_schemas({schema_id: schema})
 
-    def _handle(self, messages: list[Message], generation: int, prepared: list[Prepared]) -> None:
+    def _handle(self, messages: list[Message], generation: int, prepared: list[Prepared],
+                handed_at: float = 0.0) -> None:
+        """Track, dead-letter, dedupe and batch one prepared consumed batch; `handed_at`: when the source
+        handed it over (wall clock; 0: not known, the event is left out of the added latency's parts)."""
         now = self.clock()
         sent: list[Prepared] = []  # valid events, counted for signal quality once per batch
         for msg, prep in zip(messages, prepared, strict=True):
@@ -611,6 +614,8 @@ class Pipeline:
             self._unfinished += 1
             self.stats.consumed += 1
             item = Item(topic, partition, offset, msg.key(), msg.value(), msg.timestamp()[1], part)
+            item.handed_at = handed_at
+            item.applied_at = now
             dead = self._dead.get(tp)
             if dead is not None and dedupelog.dead_letter_seen(dead, offset, item.value):
                 # dead-lettered before a crash or a rebalance (the changelog says so): not a second time
@@ -878,6 +883,12 @@ class Pipeline:
         # figures per batch: one call each, the loops inside them
         latencies = [now_ms - item.append_ms for item in items]
         self.stats.latencies(latencies, batch.meta_s * 1000)
+        if batch.closed_at and batch.sent_at:
+            # the batch's times are on the monotonic clock; the items' on the wall clock
+            shift = now - self.monotonic()
+            self.stats.added_parts([(item.append_ms / 1000, item.handed_at, item.applied_at)
+                                    for item in items[::PART_STRIDE] if item.handed_at],
+                                   batch.closed_at + shift, batch.sent_at + shift, now, batch.meta_s)
         self.quality.acknowledged_batch(batch.destination, [item.event_name for item in items],
                                         [ms / 1000 for ms in latencies])
         self.stats.freshness.observe_many([now - item.event_time for item in items])

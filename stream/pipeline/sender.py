@@ -367,6 +367,8 @@ class DestinationSender:
             self._stats.batches_sent += 1
             self._stats.events_sent += len(batch.items)
             started = time.monotonic()
+            if not batch.sent_at:
+                batch.sent_at = started
             answer = await self._client.post(self._url, body, len(batch.items))
             waited = time.monotonic() - started
             batch.meta_s += waited

@@ -95,7 +95,7 @@ class ConsumerLike(Protocol):
 class SourceHandler(Protocol):
     """What the pipeline provides to the source (called on the event loop)."""
 
-    def on_messages(self, messages: list[Message], generation: int) -> None: ...
+    def on_messages(self, messages: list[Message], generation: int, handed_at: float) -> None: ...
 
     async def on_assigned(self, partitions: list[TP], generation: int) -> None: ...
 
@@ -268,7 +268,7 @@ class KafkaSource:
                 good = [m for m in messages if not self._is_error(m)]
                 if good:
                     self._handed += len(good)
-                    self._loop.call_soon_threadsafe(self._handler.on_messages, good, self.generation)
+                    self._loop.call_soon_threadsafe(self._handler.on_messages, good, self.generation, time.time())
         except Exception as exc:  # noqa: BLE001 - the thread must report any failure, not die silently
             log.error("source_failed", error=type(exc).__name__, detail=str(exc)[:200])
             if self._on_error is not None:

@@ -7,9 +7,22 @@ import dataclasses
 import random
 import time
 from collections import Counter
+from typing import Generic, TypeVar
 
 # Latency samples kept for percentiles; past this a seeded reservoir keeps a uniform sample
 MAX_LATENCY_SAMPLES = 200_000
+# The parts of the added latency are recorded for every PART_STRIDE-th event of each acknowledged batch
+# (a sample: a tuple per event would cost CPU per event), at most this many
+PART_STRIDE = 8
+MAX_PART_SAMPLES = 50_000
+# What the latency capi-stream adds is made of, in order (each in ms; they sum to the added latency):
+#   kafka    the message's timestamp -> the consumer thread handed its consumed batch to the loop (the
+#            producer's own delay when the timestamp is its CreateTime, the broker, the fetch wait, consume())
+#   prepare  handed -> applied: waiting for the loop, then decode/normalize of the consumed batch it came in
+#   batch    applied -> its batch closed (full, or batch.linger_ms after it opened)
+#   slot     closed -> its first request started (the sender's queue: request slots, the rate limit)
+#   retry    first request started -> acknowledged, less Meta's time on every attempt (backoff, splits)
+PARTS = ("kafka", "prepare", "batch", "slot", "retry")
 
 
 # Meta answers in < 600 ms typically and we time out at 1.5 s by default
@@ -50,16 +63,19 @@ class Histogram:
         return out
 
 
+T = TypeVar("T", float, tuple[float, ...])
+
+
 @dataclasses.dataclass
-class Reservoir:
+class Reservoir(Generic[T]):
     """A uniform sample of at most `size` values (seeded), for percentiles."""
 
     size: int = MAX_LATENCY_SAMPLES
-    values: list[float] = dataclasses.field(default_factory=list)
+    values: list[T] = dataclasses.field(default_factory=list)
     seen: int = 0
     _rng: random.Random = dataclasses.field(default_factory=lambda: random.Random(7))  # noqa: S311
 
-    def add(self, value: float) -> None:
+    def add(self, value: T) -> None:
         """Keep `value` (or, once full, give it its fair chance to replace a kept one)."""
         self.seen += 1
         if len(self.values) < self.size:
@@ -69,7 +85,7 @@ class Reservoir:
         if slot < self.size:
             self.values[slot] = value
 
-    def add_many(self, values: list[float]) -> None:
+    def add_many(self, values: list[T]) -> None:
         """Keep each of `values` as `add` would (one list extend while there is room)."""
         if len(self.values) + len(values) <= self.size:
             self.values.extend(values)
@@ -78,7 +94,7 @@ class Reservoir:
         for value in values:
             self.add(value)
 
-    def percentile(self, q: float) -> float | None:
+    def percentile(self, q: float) -> T | None:
         """The q-th percentile (0..100) of the kept values, or None when there are none."""
         if not self.values:
             return None
@@ -120,9 +136,12 @@ class Stats:
     # CPU seconds of this process (every thread) when the first message was consumed / the last ack came
     cpu_at_first_consume: float = 0.0
     cpu_at_last_ack: float = 0.0
-    _latencies: Reservoir = dataclasses.field(default_factory=Reservoir)
+    _latencies: Reservoir[float] = dataclasses.field(default_factory=Reservoir)
     # append -> ack minus the time Meta spent on the event's requests: what capi-stream itself adds
-    _added: Reservoir = dataclasses.field(default_factory=Reservoir)
+    _added: Reservoir[float] = dataclasses.field(default_factory=Reservoir)
+    # (added, *PARTS) in ms for a sample of the acknowledged events (see PARTS)
+    _parts: Reservoir[tuple[float, ...]] = dataclasses.field(
+        default_factory=lambda: Reservoir[tuple[float, ...]](size=MAX_PART_SAMPLES))
 
     def consumed_first(self, now: float) -> None:
         """Mark the first consumed message (once)."""
@@ -145,6 +164,35 @@ class Stats:
         self._latencies.add_many(ms)
         self._added.add_many([m - meta_ms for m in ms])
 
+    def added_parts(self, times: list[tuple[float, float, float]], closed: float, sent: float, acked: float,
+                    meta_s: float) -> None:
+        """Record the parts of the added latency (PARTS) of sampled events of one acknowledged batch.
+
+        `times`: (append, handed to the loop, applied) of each sampled event; `closed`: when its batch
+        closed, `sent`: when its first request started, `acked`: now; all wall-clock seconds. `meta_s`:
+        the time the batch's requests waited for Meta's answers, every attempt.
+        """
+        retry = (acked - sent - meta_s) * 1000
+        slot = (sent - closed) * 1000
+        self._parts.add_many([((acked - append - meta_s) * 1000, (handed - append) * 1000,
+                               (applied - handed) * 1000, (closed - applied) * 1000, slot, retry)
+                              for append, handed, applied in times])
+
+    def parts_summary(self) -> dict[str, dict[str, float]]:
+        """Per part of the added latency: its p50 and p99 over the sample, and its mean over the slowest 1%
+        of the sampled events by added latency (at least one: what they waited for); empty without samples."""
+        sample = self._parts.values
+        if not sample:
+            return {}
+        out: dict[str, dict[str, float]] = {}
+        tail = sorted(sample, reverse=True)[:max(1, len(sample) // 100)]
+        for index, name in enumerate(PARTS, start=1):
+            values = sorted(s[index] for s in sample)
+            out[name] = {"p50_ms": values[round(0.5 * (len(values) - 1))],
+                         "p99_ms": values[round(0.99 * (len(values) - 1))],
+                         "slowest_1pct_mean_ms": sum(s[index] for s in tail) / len(tail)}
+        return out
+
     def percentile(self, q: float) -> float | None:
         """The q-th percentile (0..100) of recorded append -> ack latencies in ms, or None."""
         return self._latencies.percentile(q)
@@ -153,7 +201,7 @@ class Stats:
         """The q-th percentile of the latency capi-stream adds to Meta's (append -> ack minus requests)."""
         return self._added.percentile(q)
 
-    def summary(self) -> dict[str, float | int | None]:
+    def summary(self) -> dict[str, object]:
         """The figures a benchmark reads after a run (JSON-friendly)."""
         span = self.last_acked_at - self.first_consumed_at if self.last_acked_at else 0.0
         return {
@@ -163,7 +211,8 @@ class Stats:
             "last_acked_at": self.last_acked_at, "span_s": span,
             "p50_ms": self.percentile(50), "p99_ms": self.percentile(99), "max_ms": self.percentile(100),
             "added_p50_ms": self.added_percentile(50), "added_p99_ms": self.added_percentile(99),
-            "added_max_ms": self.added_percentile(100),
+            "added_max_ms": self.added_percentile(100), "added_parts": self.parts_summary(),
+            "part_samples": self._parts.seen,
             "cpu_s": max(0.0, self.cpu_at_last_ack - self.cpu_at_first_consume) if self.last_acked_at else 0.0,
         }  # fmt: skip
 

@@ -56,8 +56,20 @@ def test_table_gives_both_contenders_per_cpu_second_and_the_added_latency() -> N
     assert "990 events per request" in text
     assert "added by capi-stream (minus Meta's request time): p50 80 ms, p99 240 ms, max 900 ms" in text
     assert "SDK loop: 1,600 events/s" in text
+    assert "by part" not in text  # no parts, no line
     assert "1,000 refused and lost), 6,250 events per CPU second" in text
     assert "5.00x events/s, 2.00x events per CPU second" in text
+
+
+def test_table_breaks_the_added_latency_into_its_parts() -> None:
+    parts = {name: {"p50_ms": 10.0 * i, "p99_ms": 100.0 * i, "slowest_1pct_mean_ms": 50.0 * i}
+             for i, name in enumerate(("kafka", "prepare", "batch", "slot", "retry"), start=1)}
+    result = {"events": 1000, "partitions": 4, "instances": 1, "workers": 0, "cores": 2, "latency_ms": None,
+              "http_500": 0.0, "pipeline": _pipeline(added_parts=parts)}
+    text = "\n".join(e2e.table(result))
+    assert ("added latency by part, ms p50 / p99 / mean of the slowest 1% (every 8th acked event): "
+            "append->loop 10 / 100 / 50, wait+prepare 20 / 200 / 100, batch fill 30 / 300 / 150, "
+            "request slot 40 / 400 / 200, retries 50 / 500 / 250") in text
 
 
 def test_table_with_workers_gives_the_one_process_ceiling() -> None:

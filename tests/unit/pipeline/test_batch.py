@@ -125,3 +125,16 @@ def test_a_batch_may_fill_max_bytes_exactly() -> None:
     tight = Batcher(max_events=10, max_bytes=exact - 1, linger_s=5)
     tight.add(first, 0)
     assert [len(b.items) for b in tight.add(second, 0)] == [1]
+
+
+def test_a_batch_knows_when_it_closed_and_its_halves_keep_it() -> None:
+    """closed_at is the batcher's clock at the close (full, or lingered): the added latency's parts read it."""
+    batcher = Batcher(max_events=2, max_bytes=10_000, linger_s=1.0)
+    batcher.add(_item("a", 0), 0.0)
+    (full,) = batcher.add(_item("a", 1), 0.4)
+    assert full.closed_at == 0.4
+    batcher.add(_item("b", 2), 1.0)
+    (due,) = batcher.due(2.5)
+    assert due.closed_at == 2.5
+    full.sent_at = 0.7
+    assert all((h.closed_at, h.sent_at) == (0.4, 0.7) for h in full.split())

@@ -149,6 +149,20 @@ class TestAck:
         assert rig.p.unfinished == 0
         assert rig.p.stats.events_acked == 3
 
+    async def test_an_acked_batch_records_the_parts_of_its_added_latency(self, rig_factory: Callable[..., Any]) -> None:
+        """Every 8th event of an acknowledged batch (the first among them) gives its parts, in order."""
+        rig = await rig_factory()
+        rig.assign(P0)
+        rig.consume(P0, *(value(f"e{i}") for i in range(9)))
+        await rig.until(lambda: rig.stored(P0) == 9, "commit point after the ack")
+        samples = rig.p.stats._parts.values
+        assert len(samples) == 2  # events 0 and 8 of the one batch
+        for added, kafka, prepare, batch, slot, retry in samples:
+            # appended at NOW (whole seconds) by the fake; handed over, applied, closed, sent in this order
+            assert kafka > -1_000
+            assert min(prepare, batch, slot, retry) >= 0
+            assert abs(added - (kafka + prepare + batch + slot + retry)) < 0.01  # ms, wall-clock float error
+
     async def test_nothing_is_stored_before_meta_answers(self, rig_factory: Callable[..., Any]) -> None:
         """While the request is held, the events count in flight and no offset is stored."""
         meta = FakeMeta()

@@ -49,7 +49,7 @@ class FakeHandler:
         self.lost: list[list[TP]] = []
         self.finished: dict[TP, int] = {}
 
-    def on_messages(self, messages: list[Any], generation: int) -> None:
+    def on_messages(self, messages: list[Any], generation: int, handed_at: float) -> None:
         self.batches.append(([(m.topic(), m.offset()) for m in messages], generation))
 
     async def on_assigned(self, partitions: list[TP], generation: int) -> None:

@@ -75,3 +75,26 @@ def test_histogram_observe_many_counts_as_observe() -> None:
     many.observe_many(values)
     assert one.counts == many.counts
     assert one.total == many.total
+
+
+def test_the_parts_of_the_added_latency_sum_to_it_and_name_what_the_slowest_waited_for() -> None:
+    """Each sampled event's parts (kafka, prepare, batch, slot, retry) add up to append -> ack minus Meta's
+    time; the tail figures are the means over the events at or above the added p99."""
+    stats = Stats()
+    assert stats.parts_summary() == {}
+    # 99 quick events: appended at 10.0, handed 10.01, applied 10.02; batch closed 10.05, sent 10.06,
+    # acked 10.56 after 0.5 s with Meta
+    stats.added_parts([(10.0, 10.01, 10.02)] * 99, closed=10.05, sent=10.06, acked=10.56, meta_s=0.5)
+    # one slow event: its batch waited 0.2 s for a slot and 0.3 s of backoff on top of Meta's 0.5 s
+    stats.added_parts([(20.0, 20.01, 20.02)], closed=20.05, sent=20.25, acked=21.05, meta_s=0.5)
+    parts = stats.parts_summary()
+    assert list(parts) == ["kafka", "prepare", "batch", "slot", "retry"]
+    assert round(parts["kafka"]["p50_ms"]) == 10
+    assert round(parts["batch"]["p99_ms"]) == 30
+    assert round(parts["slot"]["p50_ms"]) == 10
+    assert round(parts["slot"]["slowest_1pct_mean_ms"]) == 200
+    assert round(parts["retry"]["slowest_1pct_mean_ms"]) == 300
+    assert round(parts["retry"]["p50_ms"]) == 0
+    for added, *rest in stats._parts.values:
+        assert round(added, 6) == round(sum(rest), 6)
+    assert stats.summary()["part_samples"] == 100
