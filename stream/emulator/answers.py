@@ -182,13 +182,14 @@ def expired_token(expired_at: float, now: float) -> ErrorAnswer:
     )  # fmt: skip
 
 
-def unknown_object(dataset_id: str) -> ErrorAnswer:
-    """A dataset that does not exist or the token may not use (100 / 33) [6.2]."""
+def unknown_object(dataset_id: str, method: str = "post") -> ErrorAnswer:
+    """A dataset that does not exist or the token may not use (100 / 33) [6.2]; Meta names the request's
+    method ("Unsupported post request." to events, "Unsupported get request." to a read)."""
     return ErrorAnswer(
         status=HTTP_BAD_REQUEST, code=CODE_INVALID_PARAMETER, subcode=SUBCODE_OBJECT_NOT_FOUND,
         type=_GRAPH_METHOD,
         message=(
-            f"Unsupported post request. Object with ID '{dataset_id}' does not exist, cannot be loaded "
+            f"Unsupported {method} request. Object with ID '{dataset_id}' does not exist, cannot be loaded "
             "due to missing permissions, or does not support this operation. Please read the Graph API "
             "documentation at https://developers.facebook.com/docs/graph-api"
         ),

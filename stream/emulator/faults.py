@@ -42,7 +42,8 @@ class FaultKind(StrEnum):
 _KINDS: Final = tuple(FaultKind)
 _KEYS: Final = frozenset(
     {k.value for k in FaultKind}
-    | {"latency_ms", "token_expired", "seed", "reject_event_ids", "timeout_hold_s", "throttle_regain_minutes"}
+    | {"latency_ms", "token_expired", "seed", "reject_event_ids", "timeout_hold_s", "throttle_regain_minutes",
+       "denied_datasets"}
 )
 
 
@@ -90,6 +91,9 @@ class FaultSpec:
     reject_event_ids: frozenset[str] = field(default_factory=frozenset)
     timeout_hold_s: float = DEFAULT_TIMEOUT_HOLD_S
     throttle_regain_minutes: int = 0
+    # Datasets whose permission is revoked: a valid token gets Meta's 100 / 33 ("cannot be loaded due to
+    # missing permissions") for events and reads of them, until the faults are replaced (re-granted).
+    denied_datasets: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
         total = sum(self.probability(kind) for kind in _KINDS)
@@ -122,11 +126,14 @@ class FaultSpec:
         regain = body.get("throttle_regain_minutes", 0)
         if type(regain) is not int or regain < 0:
             raise FaultSpecError(f"throttle_regain_minutes: an integer >= 0 is needed, got {regain!r}")
+        denied = body.get("denied_datasets", [])
+        if not isinstance(denied, list) or any(type(i) is not str for i in denied):
+            raise FaultSpecError("denied_datasets: a list of dataset id strings is needed")
         return cls(
             **{kind.value: _probability(body, kind.value) for kind in _KINDS},
             latency_ms=_latency(body.get("latency_ms")),
             token_expired=token_expired, seed=seed, reject_event_ids=frozenset(ids),
-            timeout_hold_s=float(hold), throttle_regain_minutes=regain,
+            timeout_hold_s=float(hold), throttle_regain_minutes=regain, denied_datasets=frozenset(denied),
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,6 +146,7 @@ class FaultSpec:
             "reject_event_ids": sorted(self.reject_event_ids),
             "timeout_hold_s": self.timeout_hold_s,
             "throttle_regain_minutes": self.throttle_regain_minutes,
+            "denied_datasets": sorted(self.denied_datasets),
         }
 
 

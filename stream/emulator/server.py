@@ -1,4 +1,5 @@
-"""The emulator's HTTP server: Meta's `/{version}/{dataset_id}/events` plus `/_emulator/*` (I/O).
+"""The emulator's HTTP server: Meta's `/{version}/{dataset_id}/events`, a read of a dataset
+(`GET /{version}/{dataset_id}?fields=id`, capi-stream's probe), plus `/_emulator/*` (I/O).
 
 `Emulator` has the lifecycle of every I/O component here: `start()` refuses to run twice, `stop()` is
 idempotent, `async with` works. `EmulatorThread` runs one in a background thread for synchronous code
@@ -254,9 +255,16 @@ class Emulator:
         self.fast_requests += 1
         return self._accepted(len(request.names))
 
+    def _authorize(self, dataset_id: str, access_token: object, now: float, method: str) -> ErrorAnswer | None:
+        """Meta's refusal of the token, or of its permission on `dataset_id` (fault denied_datasets), or None."""
+        problem = self.tokens.check(dataset_id, access_token, now, method)
+        if problem is None and dataset_id in self._plan.spec.denied_datasets:
+            problem = answers.unknown_object(dataset_id, method)
+        return problem
+
     def _admit(self, dataset_id: str, access_token: object, test_event_code: object, now: float) -> Reply | None:
-        """Meta's refusal of the token or the test_event_code parameter, or None."""
-        problem = self.tokens.check(dataset_id, access_token, now)
+        """Meta's refusal of the token, its permission or the test_event_code parameter, or None."""
+        problem = self._authorize(dataset_id, access_token, now, "post")
         if problem is not None:
             return self._refuse(problem)
         if test_event_code is not None and type(test_event_code) is not str:
@@ -334,6 +342,33 @@ class Emulator:
         if not _VERSION.fullmatch(request.match_info["version"]):
             return self._meta_error(answers.unknown_path(request.path), count=True)
         return _answer(*self.handle(dataset_id, content_type, body, query, now))
+
+    def read(self, dataset_id: str, version: str, path: str, access_token: object, now: float) -> Reply:
+        """Meta's answer to `GET /{version}/{dataset_id}?fields=id`: the dataset's id when the token may read
+        it, else the error POST events would get (the same token and permission checks); no event."""
+        if not _VERSION.fullmatch(version):
+            return self._refuse(answers.unknown_path(path))
+        problem = self._authorize(dataset_id, access_token, now, "get")
+        if problem is not None:
+            return self._refuse(problem)
+        trace = _trace_id()
+        return 200, orjson.dumps({"id": dataset_id}), {"x-fb-trace-id": trace}
+
+    async def _read(self, request: web.Request) -> web.StreamResponse:
+        self.ledger.count_read()
+        decision = self._plan.draw()
+        if decision.latency_s:
+            await self._hold(decision.latency_s)
+        if decision.fault is not None:
+            self.ledger.count_fault(decision.fault.value)
+            return await self._inject(request, decision.fault, decision.throttle_code, request.match_info["dataset_id"])
+        now = self._clock()
+        if self._plan.spec.token_expired:
+            self.ledger.count_fault("token_expired")
+            return self._meta_error(answers.expired_token(now, now))
+        return _answer(*self.read(request.match_info["dataset_id"], request.match_info["version"], request.path,
+                                  _bearer(request.headers.get("Authorization")) or request.query.get("access_token"),
+                                  now))
 
     def _meta_error(self, problem: ErrorAnswer, count: bool = False) -> web.Response:
         if count:
@@ -437,9 +472,19 @@ class Emulator:
             web.post("/_emulator/faults", self._post_faults),
             web.post("/_emulator/tokens", self._post_tokens),
             web.get("/", self._page),
+            # after /_emulator/*, which the same pattern would match
+            web.get("/{version}/{dataset_id}", self._read),
             web.route("*", "/{tail:.*}", self._unknown_path),
         ])  # fmt: skip
         return app
+
+
+def _bearer(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` (or Graph's `OAuth <token>`) header, else None."""
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    return (token.strip() or None) if scheme.lower() in ("bearer", "oauth") else None
 
 
 def _decode_kept(raw: bytes | str) -> list[dict[str, Any]]:

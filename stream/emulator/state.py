@@ -64,6 +64,8 @@ class Ledger:
         self._recent: deque[tuple[str, float, Any, bool, int, str | None]] = deque()
         self._recent_events = 0
         self.requests = 0
+        # reads of a dataset (GET /{version}/{dataset_id}: capi-stream's probe), apart from event requests
+        self.reads = 0
         self.accepted_requests = 0
         self.events_received = 0
         self.duplicates = 0
@@ -79,6 +81,10 @@ class Ledger:
     def count_request(self) -> None:
         """One request arrived at the events endpoint."""
         self.requests += 1
+
+    def count_read(self) -> None:
+        """One read of a dataset arrived (it carries no event)."""
+        self.reads += 1
 
     def count_error(self, key: str) -> None:
         """The request was answered with the Meta error `key` ("code/subcode")."""
@@ -243,6 +249,7 @@ class Ledger:
         return {
             "requests": self.requests,
             "accepted_requests": self.accepted_requests,
+            "reads": self.reads,
             "events_received": self.events_received,
             "distinct_keys": sum(map(len, self._starts.values())),
             "duplicates": self.duplicates,

@@ -48,8 +48,8 @@ class TokenBook:
         self._expired.get(dataset_id, {}).pop(token, None)
         self._valid[dataset_id] = token
 
-    def check(self, dataset_id: str, token: object, now: float) -> ErrorAnswer | None:
-        """Meta's error for using `token` on `dataset_id`, or None when it may."""
+    def check(self, dataset_id: str, token: object, now: float, method: str = "post") -> ErrorAnswer | None:
+        """Meta's error for using `token` on `dataset_id` in a `method` request, or None when it may."""
         if type(token) is not str or not token:
             return answers.missing_token()
         expected = self._valid.get(dataset_id)
@@ -62,13 +62,13 @@ class TokenBook:
             if self._open:
                 return None
             if self._known(token):
-                return answers.unknown_object(dataset_id)
+                return answers.unknown_object(dataset_id, method)
             return answers.invalid_token()
         if self._open:
             # In open mode every token was valid before the rotation, so any other one has expired.
             return answers.expired_token(now, now)
         if self._known(token):
-            return answers.unknown_object(dataset_id)
+            return answers.unknown_object(dataset_id, method)
         return answers.invalid_token()
 
     def _known(self, token: str) -> bool:

@@ -1,4 +1,5 @@
-"""POST batches to Meta's `/{version}/{dataset_id}/events` and classify the answer.
+"""POST batches to Meta's `/{version}/{dataset_id}/events` and classify the answer; read a dataset
+(`GET /{version}/{dataset_id}?fields=id`, the probe of a halted destination, which sends no event).
 
 The only aiohttp client in capi-stream. Answers are classified by HTTP status, `code`, `error_subcode`
 and `is_transient`, never by message text (Meta localises the text):
@@ -118,6 +119,25 @@ def classify(status: int, body: bytes, headers: Mapping[str, str], sent: int) ->
     return answer(Action.RETRY, "transient")
 
 
+def classify_read(status: int, body: bytes, headers: Mapping[str, str], object_id: str) -> Answer:
+    """Classify Meta's answer to `GET /{version}/{object_id}?fields=id` (a probe that sends no event; pure).
+
+    Acked only when the body is Graph's JSON naming `object_id`; any other 2xx (a proxy's or a portal's
+    page, another object) is RETRY `not_acked`; an error is classified as for POST events (`classify`).
+    """
+    if 200 <= status < 300:
+        try:
+            doc = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            doc = None
+        if isinstance(doc, dict) and "error" not in doc:
+            if doc.get("id") == object_id:
+                return Answer(Action.ACKED, status)
+            return Answer(Action.RETRY, status, retry_class=NOT_ACKED, excerpt=_excerpt(body[:1000].decode(
+                "utf-8", "replace")))
+    return classify(status, body, headers, 0)
+
+
 def _without_graph_error(status: int) -> tuple[Action, str]:
     """What to do with a non-2xx answer whose body is not a Graph error."""
     if status == 429:
@@ -199,6 +219,27 @@ class MetaClient:
             return Answer(Action.RETRY, retry_class="timeout")
         except (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError):
             return Answer(Action.RETRY, retry_class="connection")
+
+    async def get(self, url: str, token: str, object_id: str) -> Answer:
+        """GET `url` (a read of `object_id`) with `token` in the Authorization header, never in the URL.
+
+        Classified by `classify_read`; network failures become RETRY answers, never exceptions.
+        """
+        if self._session is None:
+            raise RuntimeError("MetaClient not started")
+        try:
+            async with self._session.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
+                payload = await resp.read()
+                return classify_read(resp.status, payload, resp.headers, object_id)
+        except TimeoutError:
+            return Answer(Action.RETRY, retry_class="timeout")
+        except (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError):
+            return Answer(Action.RETRY, retry_class="connection")
+
+
+def dataset_url(base_url: str, api_version: str, dataset_id: str) -> str:
+    """`{base}/{version}/{dataset_id}?fields=id`: a read of the dataset that sends no event (the probe)."""
+    return f"{base_url.rstrip('/')}/{api_version}/{dataset_id}?fields=id"
 
 
 def events_url(base_url: str, api_version: str, dataset_id: str) -> str:

@@ -218,6 +218,77 @@ async def test_token_answers(emulator_factory: EmulatorFactory, http: aiohttp.Cl
     assert emu.ledger.stats()["errors"] == {"100/33": 2, "190": 1, "190/463": 1}
 
 
+def _read_url(emu: Emulator, dataset: str = DATASET, version: str = GRAPH_API_VERSION) -> str:
+    return f"{emu.url}/{version}/{dataset}?fields=id"
+
+
+async def _read(http: aiohttp.ClientSession, url: str, token: str | None, how: str = "bearer") -> str:
+    """GET a dataset as capi-stream's probe does; "200:<id>" or "<status>:<code>/<subcode>/<type>"."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None and how == "bearer" else {}
+    if token is not None and how == "query":
+        url += f"&access_token={token}"
+    async with http.get(url, headers=headers) as r:
+        text = await r.text()
+        assert token is None or token not in text, "the token is never in an answer"
+        body = orjson.loads(text)
+        if r.status == 200:
+            assert set(body) == {"id"}
+            return f"200:{body['id']}"
+        error = body["error"]
+        assert error["fbtrace_id"] == r.headers["x-fb-trace-id"]
+        return f"{r.status}:{error['code']}/{error.get('error_subcode', '-')}/{error['type']}"
+
+
+async def test_a_read_of_the_dataset_answers_with_the_token_checks_of_events(
+    emulator_factory: EmulatorFactory, http: aiohttp.ClientSession
+) -> None:
+    """GET /{version}/{dataset_id}?fields=id (capi-stream's probe): the dataset's id for its token, in the
+    Authorization header or the query; the same errors as POST events otherwise; no event is recorded."""
+    emu = await emulator_factory(tokens={DATASET: TOKEN, "999": "tok-999"})
+    assert await _read(http, _read_url(emu), TOKEN) == f"200:{DATASET}"
+    assert await _read(http, _read_url(emu), TOKEN, how="query") == f"200:{DATASET}"
+    assert await _read(http, _read_url(emu), "tok-999") == "400:100/33/GraphMethodException"
+    assert await _read(http, _read_url(emu, "555"), TOKEN) == "400:100/33/GraphMethodException"
+    assert await _read(http, _read_url(emu), "nonsense") == "400:190/-/OAuthException"
+    assert await _read(http, _read_url(emu), None) == f"400:{answers.CODE_TOKEN_MISSING}/-/OAuthException"
+    assert (await _read(http, _read_url(emu, version="26.0"), TOKEN)).startswith(f"400:{answers.CODE_UNKNOWN_PATH}/")
+    emu.rotate_token(DATASET, "tok-new")
+    assert await _read(http, _read_url(emu), TOKEN) == "400:190/463/OAuthException"
+    assert await _read(http, _read_url(emu), "tok-new") == f"200:{DATASET}"
+    stats = emu.ledger.stats()
+    assert (stats["requests"], stats["events_received"], stats["test_events_received"]) == (0, 0, 0)
+    assert stats["reads"] == 9
+
+
+async def test_a_read_says_get_where_events_say_post(
+    emulator_factory: EmulatorFactory, http: aiohttp.ClientSession
+) -> None:
+    """Meta's 100/33 message names the request's method ("Unsupported get request.")."""
+    emu = await emulator_factory(tokens={DATASET: TOKEN})
+    async with http.get(_read_url(emu, "555"), headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+        assert (await r.json())["error"]["message"].startswith("Unsupported get request. Object with ID '555'")
+
+
+async def test_denied_datasets_refuse_events_and_reads_until_lifted(
+    emulator: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """A permission revoked on demand (fault denied_datasets) answers 100/33 to events and reads of those
+    datasets only; lifting it (a permission re-granted in Business Manager) lets both through again."""
+    await _set_faults(http, emulator, {"denied_datasets": [DATASET]})
+    assert await _outcome(http, emulator) == "400:100/33"
+    assert await _read(http, _read_url(emulator), TOKEN) == "400:100/33/GraphMethodException"
+    assert await _read(http, _read_url(emulator, "555"), TOKEN) == "200:555"
+    await _set_faults(http, emulator, {})
+    assert await _outcome(http, emulator) == "200"
+    assert await _read(http, _read_url(emulator), TOKEN) == f"200:{DATASET}"
+
+
+async def test_token_expired_refuses_reads_too(emulator: Emulator, http: aiohttp.ClientSession) -> None:
+    """The token_expired fault answers 190/463 to a read as to events."""
+    await _set_faults(http, emulator, {"token_expired": True})
+    assert await _read(http, _read_url(emulator), TOKEN) == "400:190/463/OAuthException"
+
+
 @pytest.mark.parametrize("body", [b"{}", b'{"dataset_id": "1"}', b'{"dataset_id": "", "token": "t"}', b"[", b"[]"])
 async def test_bad_token_rotation_bodies_are_refused(
     body: bytes, emulator: Emulator, http: aiohttp.ClientSession
@@ -384,7 +455,7 @@ async def test_inspection_endpoints(emulator: Emulator, http: aiohttp.ClientSess
                                                           "access_token": TOKEN})  # fmt: skip
     await _post_json(http, _events_url(emulator), {"access_token": TOKEN})
     stats = await _get(http, f"{emulator.url}/_emulator/stats")
-    assert stats == {"requests": 3, "accepted_requests": 2, "events_received": 5, "distinct_keys": 5,
+    assert stats == {"requests": 3, "accepted_requests": 2, "reads": 0, "events_received": 5, "distinct_keys": 5,
                      "duplicates": 0, "errors": {"100": 1}, "faults": {},
                      "events_by_dataset": {DATASET: 3, "777": 2}, "test_events_received": 0,
                      "test_events_by_dataset": {}}  # fmt: skip

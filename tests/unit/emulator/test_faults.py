@@ -24,6 +24,8 @@ BAD_BODIES: list[tuple[dict[str, Any], str]] = [
     ({"reject_event_ids": [1]}, "reject_event_ids"),
     ({"timeout_hold_s": -1}, "timeout_hold_s"),
     ({"throttle_regain_minutes": 1.5}, "throttle_regain_minutes"),
+    ({"denied_datasets": "123"}, "denied_datasets"),
+    ({"denied_datasets": [123]}, "denied_datasets"),
     ({"http_502": 0.1}, "unknown fault option(s): http_502"),
 ]
 
@@ -40,7 +42,7 @@ def test_full_body_round_trips() -> None:
     body = {"http_500": 0.1, "http_503": 0.1, "throttle": 0.2, "timeout": 0.05, "reset": 0.05,
             "ok_empty": 0.05, "ok_html": 0.05, "no_content": 0.05, "bad_version": 0.05, "waf_403": 0.05,
             "latency_ms": [5.0, 10.0], "token_expired": True, "seed": 42, "reject_event_ids": ["a", "b"],
-            "timeout_hold_s": 0.5, "throttle_regain_minutes": 3}  # fmt: skip
+            "timeout_hold_s": 0.5, "throttle_regain_minutes": 3, "denied_datasets": ["1", "2"]}  # fmt: skip
     assert FaultSpec.from_mapping(body).to_dict() == body
 
 

@@ -125,13 +125,14 @@ def test_reset_forgets_everything() -> None:
     ledger = Ledger()
     events = sample_events(2, NOW)
     ledger.count_request()
+    ledger.count_read()
     ledger.count_error("100/2804003")
     ledger.count_fault("reset")
     ledger.accept("ds", events, NOW)
     ledger.accept("ds", events, NOW, test_event_code="TEST1")
     ledger.reset()
-    assert ledger.stats() == {"requests": 0, "accepted_requests": 0, "events_received": 0, "distinct_keys": 0,
-                              "duplicates": 0, "errors": {}, "faults": {}, "events_by_dataset": {},
+    assert ledger.stats() == {"requests": 0, "accepted_requests": 0, "reads": 0, "events_received": 0,
+                              "distinct_keys": 0, "duplicates": 0, "errors": {}, "faults": {}, "events_by_dataset": {},
                               "test_events_received": 0, "test_events_by_dataset": {}}  # fmt: skip
     assert ledger.received(test=True) == []
     assert ledger.accept("ds", events, NOW) == 0

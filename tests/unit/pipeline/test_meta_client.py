@@ -7,7 +7,7 @@ import random
 import orjson
 import pytest
 
-from stream.pipeline.meta_client import Action, classify, describe, retry_after_hint
+from stream.pipeline.meta_client import Action, classify, classify_read, dataset_url, describe, retry_after_hint
 from stream.pipeline.sender import backoff_delay
 
 
@@ -124,3 +124,34 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
         delay = backoff_delay(attempt, 0.2, 30.0, None, rng)
         assert base / 2 <= delay <= base
     assert backoff_delay(0, 0.2, 30.0, 60.0, rng) == 60.0
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "action"),
+    [
+        (200, b'{"id": "123456"}', Action.ACKED),
+        (200, b'{"id": "999"}', Action.RETRY),  # another object: not the dataset asked for
+        (200, b"", Action.RETRY),
+        (200, b"<html>Sign in to the network</html>", Action.RETRY),  # a captive portal's 200
+        (204, b"", Action.RETRY),
+        (400, _error(190, 463), Action.HALT),
+        (400, _error(100, 33), Action.HALT),
+        (403, _error(200), Action.HALT),
+        (400, _error(2500), Action.HALT),
+        (403, b"<html>403 Forbidden</html>", Action.HALT),  # a WAF's page
+        (500, _error(1, 99, transient=True), Action.RETRY),
+        (400, _error(80004), Action.RETRY),
+    ],
+)
+def test_a_read_of_the_dataset_is_acked_only_by_its_own_id(status: int, body: bytes, action: Action) -> None:
+    """The probe's GET /{version}/{dataset_id}?fields=id succeeds only with Meta's JSON naming that dataset;
+    an error is classified exactly like an answer to POST events."""
+    answer = classify_read(status, body, {}, "123456")
+    assert answer.action is action
+    if action is Action.HALT and body.startswith(b"{"):
+        assert answer == classify(status, body, {}, 1)
+
+
+def test_the_dataset_url_carries_no_token() -> None:
+    """The read's URL names the version, the dataset and the one field; the token goes in a header."""
+    assert dataset_url("https://graph.facebook.com/", "v26.0", "123") == "https://graph.facebook.com/v26.0/123?fields=id"
