@@ -130,6 +130,12 @@ class SendSettings:
     # A destination holding more than this share of pipeline.max_in_flight_events is parked too (halted
     # or not), so one slow destination alone never fills the memory bound that pauses the others
     park_share: float = 0.5
+    # While a destination is halted, it is probed this often (a request that counts no event: its canary
+    # event with the test event code, else a read of its dataset); a probe Meta acknowledges resumes it,
+    # like a new token. Each failed probe doubles the wait up to probe_max_interval_s. 0: no probes (only a
+    # new token or SIGHUP resumes a halted destination).
+    probe_interval_s: float = 60.0
+    probe_max_interval_s: float = 900.0
 
     def capacity(self, latency_s: float, events_per_request: int = meta.MAX_EVENTS_PER_REQUEST) -> float:
         """Events/s one destination can have acknowledged when Meta answers in `latency_s`.
@@ -526,6 +532,9 @@ def _check(s: Settings) -> None:
     need(s.send.token_check_interval_s > 0, "send.token_check_interval_s", "must be > 0")
     need(s.send.park_after_s >= 0, "send.park_after_s", "must be >= 0 (0 = no parking)")
     need(0 < s.send.park_share <= 1, "send.park_share", "must be a share above 0 and at most 1")
+    need(s.send.probe_interval_s >= 0, "send.probe_interval_s", "must be >= 0 (0 = no probes of a halted destination)")
+    need(s.send.probe_interval_s == 0 or s.send.probe_max_interval_s >= s.send.probe_interval_s,
+         "send.probe_max_interval_s", "must be >= send.probe_interval_s (the backoff's cap)")
     if s.send.park_after_s > 0:
         try:
             parked = parking_topics(s)

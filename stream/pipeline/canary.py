@@ -4,7 +4,8 @@ A dataset that sees a few events a day learns that its token expired only when t
 fails. With `[destinations.X] canary_interval_s`, capi-stream sends one synthetic, valid app event
 every interval (the first at start-up) through the destination's own sender: the same client, the same
 classification, the same halting rules. A token or permission answer halts the destination, and so
-flips /readyz, exactly as a real failure would; a new token resumes it as usual.
+flips /readyz, exactly as a real failure would; a new token, SIGHUP or the sender's own probe of the
+halted destination (sender.probe_halted, which sends this same event) resumes it as usual.
 
 Canary requests always carry a test event code (config validation refuses a canary without one), so
 Meta shows them in Events Manager's Test Events tab and counts none of them as a real event. They never
@@ -124,7 +125,8 @@ class Canary:
         now = self._clock()
         self.state.last_run_at = now
         if self._halted():
-            # the halt is known and the token watcher resumes it; a probe would only repeat the error
+            # the halt is known: the sender probes it on its own schedule (backing off) and the token watcher
+            # resumes it on a new token; a canary now would only repeat the error
             self.state.runs["skipped"] += 1
             return "skipped"
         self._seq += 1

@@ -121,6 +121,7 @@ class PipelineView(Protocol):
     def oldest_unacked_event_time(self) -> int | None: ...
     def destination_states(self) -> Mapping[str, DestinationState]: ...
     def parking_rows(self) -> list[tuple[str, int, int, int, int]]: ...
+    def probe_outcomes(self) -> Mapping[tuple[str, str], int]: ...
     @property
     def canaries(self) -> Mapping[str, Canary]: ...
 
@@ -217,6 +218,10 @@ class PipelineCollector(Collector):
                 states.add_metric([name, candidate.value], 1.0 if state == candidate else 0.0)
         yield states
         yield from parking_families(p.parking_rows(), p.clock())
+        yield _labelled(CounterMetricFamily, "probes",
+                        "probes of a halted destination by outcome: ok (it resumed), refused (still halted: token, "
+                        "permission or request), no_answer (5xx, throttled, timeout, not Meta's answer)",
+                        ["destination", "outcome"], dict(p.probe_outcomes().items()))
         yield _labelled(CounterMetricFamily, "quality_events", "valid events (duplicates included)",
                         ["destination", "event_name"], dict(q.events.items()))
         yield _labelled(CounterMetricFamily, "quality_match_key", "valid events carrying a match key",

@@ -1170,6 +1170,11 @@ class Pipeline:
         return [(name, park.parked, park.drained, log_lag(bounds, park.topic)[0], park.oldest_event_time)
                 for name, park in self.parking.items()]
 
+    def probe_outcomes(self) -> dict[tuple[str, str], int]:
+        """(destination, outcome) -> probes of the halted destination with that outcome (sender.probe_halted)."""
+        return {(name, outcome): count for name, sender in self.senders.items()
+                for outcome, count in sender.probes.items()}
+
     def _sources(self) -> list[KafkaSource]:
         return [self.source] if self.parking_source is None else [self.source, self.parking_source]
 

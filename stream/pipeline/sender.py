@@ -7,8 +7,12 @@ given back because its partitions were revoked (`take_partitions`). Transient fa
 are retried until the deadline of each event; a token error halts the destination until its token
 changes. An error about the request (a version Meta retired, a proxy's 404 or 403 page) halts it too, as
 do repeated 2xx answers that acknowledge nothing (a proxy or captive portal answering for Meta): then a
-SIGHUP, after the cause is fixed, resumes it (a new token does too). Every task of a sender is watched:
-one that dies reports to `on_failure`, never silently.
+SIGHUP, after the cause is fixed, resumes it (a new token does too). While halted, the destination is
+probed every `send.probe_interval_s`, backing off (probing.py), with a request Meta counts as no event:
+its canary event with the test event code when it has one, else a read of the dataset; a probe Meta
+acknowledges resumes it as a new token does (a permission re-granted, a token fixed on Meta's side, a
+proxy's 403 gone). Every task of a sender is watched: one that dies reports to `on_failure`, never
+silently.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import asyncio
 import enum
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -27,8 +31,10 @@ import structlog
 from stream.config import Destination, SendSettings
 from stream.contract import meta
 from stream.pipeline.batch import Batch
+from stream.pipeline.canary import canary_event
 from stream.pipeline.items import Item
-from stream.pipeline.meta_client import NOT_ACKED, Action, Answer, describe, events_url
+from stream.pipeline.meta_client import NOT_ACKED, Action, Answer, dataset_url, describe, events_url
+from stream.pipeline.probing import ProbeOutcome, ProbeSchedule, probe_outcome
 from stream.pipeline.stats import Stats
 from stream.pipeline.tasks import cancel_and_wait
 
@@ -42,6 +48,8 @@ NOT_ACKED_HALT_AFTER = 5
 
 # consecutive failed requests with no ack between them after which a destination is `failing`
 FAILING_AFTER = 5
+# the probe task looks at its schedule at least this often (a halt or resume meanwhile moves it)
+PROBE_RECHECK_S = 1.0
 
 
 class DestinationState(enum.StrEnum):
@@ -61,12 +69,15 @@ class DestinationState(enum.StrEnum):
 
 
 class Poster(Protocol):
-    """What a sender needs of the Meta client (`sink.MetaClient`): POST a body, get a classified answer.
+    """What a sender needs of the Meta client (`meta_client.MetaClient`): POST a body, or read an object
+    (the probe of a halted destination), and get a classified answer.
 
     Network trouble comes back as a RETRY answer, never as an exception.
     """
 
     async def post(self, url: str, body: bytes, events: int) -> Answer: ...
+
+    async def get(self, url: str, token: str, object_id: str) -> Answer: ...
 
 
 class RateLimiter:
@@ -148,6 +159,15 @@ class DestinationSender:
         self._failures = 0  # consecutive failed requests (not throttling) since the last ack
         self._runner: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        # probes of a halted destination: None when send.probe_interval_s is 0
+        self.probe_schedule = (ProbeSchedule(settings.probe_interval_s, settings.probe_max_interval_s)
+                               if settings.probe_interval_s > 0 else None)
+        self.probes: Counter[str] = Counter()  # probe outcomes (metrics)
+        self._read_url = dataset_url(dest.base_url, dest.api_version, dest.dataset_id)
+        self._probe_wake = asyncio.Event()
+        self._prober: asyncio.Task[None] | None = None
+        self._probe_seq = 0
+        self._last_probe_failure: tuple[object, ...] = ()
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -159,11 +179,14 @@ class DestinationSender:
         self._watcher = asyncio.create_task(self._watch_token(), name=f"token-{self.dest.name}")
         self._runner.add_done_callback(self._task_done)
         self._watcher.add_done_callback(self._task_done)
+        if self.probe_schedule is not None:
+            self._prober = asyncio.create_task(self._probe_loop(), name=f"probe-{self.dest.name}")
+            self._prober.add_done_callback(self._task_done)
 
     async def stop(self) -> None:
         """Cancel every task of this sender (idempotent); unsent batches stay unacknowledged."""
-        await cancel_and_wait([self._runner, self._watcher, *self._tasks])
-        self._runner = self._watcher = None
+        await cancel_and_wait([self._runner, self._watcher, self._prober, *self._tasks])
+        self._runner = self._watcher = self._prober = None
         self._tasks.clear()
 
     # -- feeding ---------------------------------------------------------------------------------
@@ -233,12 +256,48 @@ class DestinationSender:
             return None
         await self._limiter.acquire()
         sent_with = self._token
-        body = b"".join((b'{"data":[', event, b'],"access_token":', orjson.dumps(sent_with),
-                         b',"test_event_code":', orjson.dumps(test_event_code), b"}"))
-        answer = await self._client.post(self._url, body, 1)
+        answer = await self._client.post(self._url, _test_body(event, sent_with, test_event_code), 1)
         if answer.action is Action.HALT and sent_with == self._token:
             self._halt(answer, "found by the canary")
         return answer
+
+    async def probe_halted(self) -> ProbeOutcome | None:
+        """Probe a halted destination once, with its current token; a probe Meta acknowledges resumes it.
+
+        The probe is the canary event with the destination's test event code when it has one (the events
+        endpoint itself; Meta counts no test event as real), else `GET /{version}/{dataset_id}?fields=id`
+        (no event at all). Not counted as sent events, never retried. None when there was nothing to
+        probe (not halted, probes off) or when a new token or SIGHUP resumed the destination meanwhile.
+        """
+        schedule = self.probe_schedule
+        if schedule is None or not self._halted():
+            return None
+        await self._limiter.acquire()
+        sent_with = self._token
+        code = self.dest.canary_code
+        if code:
+            self._probe_seq += 1
+            event = canary_event(self.dest, int(self._clock()), self._probe_seq)
+            answer = await self._client.post(self._url, _test_body(event, sent_with, code), 1)
+        else:
+            answer = await self._client.get(self._read_url, sent_with, self.dest.dataset_id)
+        if not self._halted() or sent_with != self._token:
+            return None  # resumed meanwhile: this answer speaks of a halt that is over
+        outcome = probe_outcome(answer)
+        self.probes[outcome.value] += 1
+        if outcome is ProbeOutcome.OK:
+            self._resume("probe")
+            return outcome
+        now = self._clock()
+        schedule.failed(now, answer.retry_after)
+        wait = schedule.due_in(now)
+        # the first failure and each change of answer at info; repeats (every backed-off probe) at debug
+        seen = (outcome, answer.status, answer.code, answer.subcode, answer.retry_class)
+        say = log.info if seen != self._last_probe_failure else log.debug
+        self._last_probe_failure = seen
+        say("probe_failed", destination=self.dest.name, outcome=outcome.value, probe="canary" if code else "read",
+            next_probe_s=round(wait or 0.0, 1), halt_reason=self.halt_reason, **describe(answer, sent_with))
+        return outcome
 
     def reload_token(self) -> bool:
         """Re-read the token (SIGHUP or the watcher). A changed token resumes a halted destination."""
@@ -273,6 +332,9 @@ class DestinationSender:
             self.halt_reason = ""
             self._halted_on_token = False
             self._not_acked = 0
+            if self.probe_schedule is not None:
+                self.probe_schedule.resumed(self._clock(), by_probe=why == "probe")
+            self._last_probe_failure = ()  # the next halt's first failed probe is news again
             log.warning("destination_resumed", destination=self.dest.name, why=why)
             self._wake.set()
 
@@ -330,6 +392,21 @@ class DestinationSender:
             self.reload_token()
             if self.state is DestinationState.HALTED:
                 self._expire_queued()
+
+    async def _probe_loop(self) -> None:
+        """Probe while halted, when the schedule says; sleep on `_probe_wake` while flowing."""
+        schedule = self.probe_schedule
+        assert schedule is not None
+        while True:
+            await self._probe_wake.wait()
+            due = schedule.due_in(self._clock())
+            if due is None or not self._halted():
+                self._probe_wake.clear()
+                continue
+            if due > 0:
+                await asyncio.sleep(min(due, PROBE_RECHECK_S))
+                continue
+            await self.probe_halted()
 
     async def _run(self) -> None:
         while True:
@@ -419,6 +496,9 @@ class DestinationSender:
     def _halt(self, answer: Answer, why: str) -> None:
         if self.state is not DestinationState.HALTED:
             self._stats.halts += 1
+            if self.probe_schedule is not None:
+                self.probe_schedule.halted(self._clock())
+                self._probe_wake.set()
         self.state = DestinationState.HALTED
         self._halted_on_token = answer.code in TOKEN_HALT_CODES
         if self._halted_on_token:
@@ -432,6 +512,8 @@ class DestinationSender:
             self.halt_reason = why or f"http {answer.status}"
             action = ("something other than Meta's API answers at base_url (a proxy, a firewall, a wrong URL): "
                       "fix it, then SIGHUP; offsets are held meanwhile")
+        if self.probe_schedule is not None:
+            action += f"; probed every {self._settings.probe_interval_s:g} s or more: resumes once Meta accepts"
         log.error("destination_halted", destination=self.dest.name, dataset_id=self.dest.dataset_id,
                   url=self._url, action=action, why=why or "request-level error", **describe(answer, self._token))
 
@@ -444,3 +526,9 @@ class DestinationSender:
         log.info("batch_split", destination=self.dest.name, events=len(batch.items), **describe(answer, self._token))
         self.submit(right, front=True)
         self.submit(left, front=True)
+
+
+def _test_body(event: bytes, token: str, test_event_code: str) -> bytes:
+    """The body of a one-event request with `test_event_code` (a canary or a probe): Meta counts it as no real event."""
+    return b"".join((b'{"data":[', event, b'],"access_token":', orjson.dumps(token),
+                     b',"test_event_code":', orjson.dumps(test_event_code), b"}"))

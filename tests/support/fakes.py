@@ -155,6 +155,7 @@ class FakeMeta:
     def __init__(self, decide: Decide = ack) -> None:
         self.decide = decide
         self.requests: list[tuple[str, list[str]]] = []  # dataset id, event ids
+        self.reads: list[str] = []  # dataset ids read (probes)
         self.gate = asyncio.Event()
         self.gate.set()
         self.started = self.stopped = False
@@ -171,6 +172,12 @@ class FakeMeta:
         self.requests.append((dataset, ids))
         await self.gate.wait()
         return self.decide(dataset, ids, events)
+
+    async def get(self, url: str, token: str, object_id: str) -> Answer:
+        """A read of a dataset (the probe of a halted destination): acknowledged, recorded with no event ids."""
+        self.reads.append(object_id)
+        await self.gate.wait()
+        return Answer(Action.ACKED, 200)
 
     def sent(self) -> list[str]:
         """Every event id in every request, in order."""

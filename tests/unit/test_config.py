@@ -59,6 +59,8 @@ def test_the_example_config_is_valid_and_documents_the_defaults() -> None:
         ("[pipeline]\nmax_held_per_partition = 0\n", "'pipeline.max_held_per_partition' must be at least 1"),
         ("[send]\ndeadline_margin_s = 604800.0\n", "'send.deadline_margin_s' must be >= 0 and below 604800"),
         ("[send]\ndeadline_margin_s = -1.0\n", "'send.deadline_margin_s'"),
+        ("[send]\nprobe_interval_s = -1\n", "'send.probe_interval_s' must be >= 0"),
+        ("[send]\nprobe_interval_s = 60\nprobe_max_interval_s = 30\n", "'send.probe_max_interval_s' must be >="),
     ],
 )
 def test_each_config_error_names_the_key_and_the_file(tmp_path: Path, text: str, message: str) -> None:
