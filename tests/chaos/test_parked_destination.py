@@ -5,7 +5,9 @@ destinations' events keep arriving on shared partitions, with Meta faults (500s,
 and duplicates in the stream. The pipeline is SIGKILLed once while fitness is parked and once while it
 drains. Still: the source partitions commit to their end while fitness is parked, every valid event of
 both destinations is accepted by Meta, and the group's offsets of the source and of the parking topic
-end at their ends. Repeats (events accepted more than once) are counted and reported.
+end at their ends. Repeats (events accepted more than once) are counted and reported. While parked,
+fitness is probed every fraction of a second; the probes carry the same refused token, so none
+resumes it before its token file is fixed.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ backoff_initial_s = 0.05
 backoff_max_s = 0.5
 token_check_interval_s = 0.5
 park_after_s = 1.0
+# the halted destination is probed (with the same, still refused token) under the same faults
+probe_interval_s = 0.3
+probe_max_interval_s = 1.0
 """
 FAULTS = {"http_500": 0.05, "throttle": 0.05, "timeout": 0.03, "timeout_hold_s": 3.0}
 
@@ -92,10 +97,14 @@ def test_a_destination_halted_longer_than_park_after_s_under_kills_and_faults(
     produce_records(sc.bootstrap, sc.topic, records[half:])
     assert wait_until(lambda: _logged(proc, "parking_started"), WAIT_S), "fitness parked"
     assert wait_until(lambda: sum(end_offsets(sc.bootstrap, parking, PARTITIONS).values()) > 0, WAIT_S)
+    assert wait_until(lambda: _logged(proc, "probe_failed"), WAIT_S), "the halted destination is probed"
+    first = proc
     proc.kill()  # SIGKILL while parked
     proc = sc.start()
     assert sc.all_committed(WAIT_S), "the source commits to its end while fitness is parked"
 
+    resumed = [e for p in (first, proc) for e in p.log_lines() if e.get("event") == "destination_resumed"]
+    assert resumed == [], "a probe with the same refused token resumes nothing"
     # the token file is fixed: fitness drains; SIGKILL in the middle of the drain
     fitness.token_file.write_text(token + "\n")
     assert wait_until(lambda: _logged(proc, "draining_started"), WAIT_S)

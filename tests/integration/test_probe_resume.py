@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 
 from stream.config import parking_topic_name
@@ -27,6 +28,7 @@ from tests.support.harness import (
     committed,
     end_offsets,
     expected_keys,
+    http_get,
     metric,
     produce_records,
     scrape,
@@ -110,6 +112,8 @@ def test_a_permission_regranted_resumes_a_parked_destination_by_probe(
     assert metric(samples, "capi_stream_destination_state", destination=fitness.name, state="parked") == 1
     assert metric(samples, "capi_stream_probes_total", destination=fitness.name, outcome="ok") == 0
     assert not _logged(proc, "destination_resumed")
+    status, body = http_get(f"http://127.0.0.1:{port}/readyz")
+    assert (status, orjson.loads(body)["halted"]) == (503, [fitness.name])
     # the permission is re-granted in Business Manager: no token file change, no SIGHUP
     regranted = time.monotonic()
     sc.emulator.set_faults({})
@@ -125,6 +129,7 @@ def test_a_permission_regranted_resumes_a_parked_destination_by_probe(
     assert metric(samples, "capi_stream_probes_total", destination=fitness.name, outcome="ok") == 1
     assert metric(samples, "capi_stream_probes_total", destination=shop.name, outcome="refused") == 0
     assert metric(samples, "capi_stream_destination_state", destination=fitness.name, state="flowing") == 1
+    assert wait_until(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, 30), "ready again"
     stats = sc.emulator.stats()
     assert stats["reads"] >= 3, "the probes are reads of the dataset"
     assert stats["test_events_received"] == 0, "no probe is an event"

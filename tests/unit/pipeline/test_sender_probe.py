@@ -315,3 +315,19 @@ async def test_repeated_failed_probes_log_once_per_change(tmp_path: Path, logs: 
     assert [e["log_level"] for e in failed] == ["info", *["debug"] * 9, "info", "debug"]
     assert [e["outcome"] for e in failed if e["log_level"] == "info"] == ["refused", "no_answer"]
     assert all("next_probe_s" in e for e in failed)
+
+
+async def test_the_first_failed_probe_of_a_new_halt_is_news_again(tmp_path: Path, logs: list[dict[str, Any]]) -> None:
+    """After a resume, the next halt's first refused probe logs at info even with the same answer as before."""
+    graph = Graph([DENIED], [DENIED, DENIED])
+    rig = Rig(tmp_path, graph)
+    await rig.sender.start()
+    try:
+        await rig.halt()
+        await rig.sender.probe_halted()
+        assert rig.sender.resume()  # SIGHUP: the held batch is sent and refused again
+        await until(rig.sender.is_halted)
+        await rig.sender.probe_halted()
+    finally:
+        await rig.sender.stop()
+    assert [e["log_level"] for e in logs if e["event"] == "probe_failed"] == ["info", "info"]
