@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from stream.contract import meta
-from stream.errors import ConfigError
+from stream.errors import ConfigError, SchemaError
 from stream.logs import register_secret
 
 ENV_PREFIX = "CAPI_STREAM_"
@@ -498,6 +498,9 @@ def _check(s: Settings) -> None:
          "decode.schema_registry_url", "is required when decode.wire_format is 'confluent'")
     need(not s.decode.schema_path or Path(s.decode.schema_path).is_file(), "decode.schema_path",
          f"names no file ({s.decode.schema_path})")
+    if s.decode.schema_path:
+        problem = _schema_problem(s.decode.schema_path)
+        need(problem is None, "decode.schema_path", problem or "")
     need(s.pipeline.max_in_flight_events >= 1, "pipeline.max_in_flight_events", "must be at least 1")
     need(s.pipeline.max_held_per_partition >= 1, "pipeline.max_held_per_partition", "must be at least 1")
     need(s.pipeline.revoke_timeout_s >= 0, "pipeline.revoke_timeout_s", "must be >= 0")
@@ -577,6 +580,23 @@ def _check(s: Settings) -> None:
         for app in d.app_ids:
             need(app not in seen, f"{key}.app_ids", f"app_id {app!r} is already routed to {seen.get(app)}")
             seen[app] = d.name
+
+
+def _schema_problem(path: str) -> str | None:
+    """Why the Avro schema file at `path` cannot be the reader schema of ConversionEvents, or None: not a
+    valid Avro record schema, or without a field that the bundled schema's records always carry."""
+    from stream.avro.schema import load_schema  # fastavro: only when a schema file is named
+
+    try:
+        schema = load_schema(path)
+    except SchemaError as exc:
+        return f"is not a valid Avro schema: {exc}"
+    required = [f["name"] for f in load_schema(None)["fields"] if "default" not in f]
+    have = {f.get("name") for f in schema.get("fields", ())}
+    missing = [name for name in required if name not in have]
+    if missing:
+        return f"lacks the fields {', '.join(missing)} every ConversionEvent carries ({path})"
+    return None
 
 
 def _is_country(code: str) -> bool:

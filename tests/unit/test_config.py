@@ -71,6 +71,37 @@ def test_each_config_error_names_the_key_and_the_file(tmp_path: Path, text: str,
     assert str(tmp_path / "c.toml") in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        ("not json {", "is not a valid Avro schema"),
+        ('{"type": "record", "name": "X", "fields": [{"name": "a", "type": "nosuchtype"}]}',
+         "is not a valid Avro schema"),
+        ('"string"', "is not an Avro record schema"),
+        ('{"type": "record", "name": "X", "fields": [{"name": "a", "type": "string"}]}',
+         "lacks the fields event_name, event_time, app_id, user_data"),
+    ],
+)
+def test_a_schema_file_that_cannot_read_conversion_events_is_a_config_error(tmp_path: Path, schema: str,
+                                                                           message: str) -> None:
+    """decode.schema_path is loaded by the config check: a file that is no Avro schema, or a record without
+    the fields every ConversionEvent has, is exit 2 before the start (check-config passed it; `run` then
+    exited 1 with 'invalid Avro schema', or ran and dead-lettered every record as bad_avro)."""
+    (tmp_path / "s.avsc").write_text(schema)
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, f"[decode]\nschema_path = '{tmp_path / 's.avsc'}'\n")
+    assert "'decode.schema_path'" in str(info.value)
+    assert message in str(info.value)
+
+
+def test_the_bundled_schema_is_a_valid_schema_path(tmp_path: Path) -> None:
+    """The bundled schema, named explicitly, passes the same check."""
+    from stream.avro.schema import default_schema_path
+
+    settings = _load(tmp_path, f"[decode]\nschema_path = '{default_schema_path()}'\n")
+    assert settings.decode.schema_path == str(default_schema_path())
+
+
 def test_environment_overrides_are_typed(tmp_path: Path) -> None:
     """CAPI_STREAM_SECTION__KEY overrides the file, converted to the key's type."""
     settings = _load(tmp_path, DEST, env={
