@@ -353,10 +353,12 @@ class KafkaSource:
             return False
         if err.code() != KafkaError._PARTITION_EOF:
             self.last_error = err.name()
-            repeats = KAFKA_LOGGER.limiter.admit(("consume_error", err.name()))
+            topic = message.topic() or ""
+            repeats = KAFKA_LOGGER.limiter.admit(("consume_error", err.name(), topic))
             if repeats is not None or err.fatal():
-                log.warning("consume_error", error=err.name(), fatal=err.fatal(),
-                            **({"repeated": repeats} if repeats else {}))
+                # the topic and librdkafka's words: 'UNKNOWN_TOPIC_OR_PART' alone does not say which topic
+                log.warning("consume_error", error=err.name(), fatal=err.fatal(), topic=topic or None,
+                            detail=err.str()[:300], **({"repeated": repeats} if repeats else {}))
             if err.fatal() and self._on_error is not None and self._loop is not None:
                 self._loop.call_soon_threadsafe(self._on_error, KafkaException(err))
         return True

@@ -209,6 +209,21 @@ class TestMessages:
         await until(lambda: bool(rig.errors))
         assert rig.handler.batches == []
 
+    async def test_a_consume_error_names_its_topic_and_librdkafka_s_words(self, rig: Rig) -> None:
+        """A source topic that does not exist is one warning naming the topic and librdkafka's text (it said
+        only 'UNKNOWN_TOPIC_OR_PART': which of the config's topics was it?)."""
+        from structlog.testing import capture_logs
+
+        missing = KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART,
+                             "Subscribed topic not available: no.such.topic.7f3: Broker: Unknown topic or partition")
+        with capture_logs() as logged:
+            rig.play("messages", [FakeMessage(("no.such.topic.7f3", 0), -1, missing)])
+            await until(lambda: any(e["event"] == "consume_error" for e in logged))
+        (line,) = [e for e in logged if e["event"] == "consume_error"]
+        assert (line["log_level"], line["error"], line["topic"]) == ("warning", "UNKNOWN_TOPIC_OR_PART",
+                                                                     "no.such.topic.7f3")
+        assert "Subscribed topic not available" in line["detail"]
+
     async def test_store_reaches_the_consumer_on_its_thread(self, rig: Rig) -> None:
         """store() from the loop becomes a store_offsets call with the commit points."""
         rig.source.store({T0: 11, T1: 2})
