@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -55,3 +56,17 @@ def test_docker_compose_config_accepts_the_file() -> None:
         pytest.skip("neither `docker compose` nor docker-compose is installed")
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_sample_producer_feeds_what_the_pipeline_reads() -> None:
+    """The samples service's records are routed by the capi-stream service's config (every destination gets
+    events) and go to its topic at its broker: the pipeline reads the same file, so they cannot drift apart.
+    (It named no config: inside the image `samples` fell back to built-in app ids, and produce to its own
+    topic and bootstrap flags.)"""
+    command = COMPOSE["services"]["capi-stream"]["command"]
+    run_config = command[command.index("--config") + 1]
+    (line,) = COMPOSE["services"]["samples"]["command"]
+    samples, produce = (build_parser().parse_args(shlex.split(part)[1:]) for part in line.split("|"))
+    assert (samples.command, produce.command) == ("samples", "produce")
+    assert str(samples.config) == str(produce.config) == run_config
+    assert (samples.app_ids, produce.topic, produce.bootstrap) == (None, None, None)  # all from the config
