@@ -108,6 +108,13 @@ def produce_lines(
                 break
             except BufferError:
                 producer.poll(0.1)  # local queue full: serve delivery reports, then try again
+            except KafkaException as exc:
+                # refused before it was sent, a record above the producer's message.max.bytes: this
+                # line alone; the lines before it are still delivered by the flush below
+                err = exc.args[0] if exc.args else None
+                reason = err.str() if isinstance(err, KafkaError) else str(exc)
+                report.skipped.append((lineno, f"not produced: {reason} ({len(value):,} bytes)"))
+                break
         producer.poll(0)
     remaining = producer.flush(timeout_s)
     if remaining:
