@@ -67,11 +67,14 @@ def run(args: argparse.Namespace) -> int:
     schema = load_schema(str(args.schema) if args.schema else None)
     if args.file is not None:
         try:
-            stream = args.file.open(encoding="utf-8")
+            # surrogateescape: a line that is not UTF-8 fails as that line ("not JSON"), not as the run
+            stream = args.file.open(encoding="utf-8", errors="surrogateescape")
         except OSError as exc:
             raise UsageError(f"cannot read {args.file}: {exc.strerror}") from exc
     else:
-        stream = sys.stdin
+        import io
+
+        stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape")
     with stream:
         report = produce_lines(
             stream, topic=topic, bootstrap=bootstrap, schema=schema,

@@ -89,9 +89,10 @@ def test_produce_consume_commit_and_resume(
 def test_produce_reports_malformed_lines_with_their_number(
     kafka_bootstrap: str, topic_factory: Callable[..., str], tmp_path: Path
 ) -> None:
-    """A line that is not JSON, does not fit the schema or is larger than the producer may send is skipped,
-    named by line number, and exit is 1; the lines around it are delivered (an oversized line aborted the
-    whole run with 'Unable to produce message', and the lines queued before it were never delivered)."""
+    """A line that is not JSON (or not UTF-8), does not fit the schema or is larger than the producer may
+    send is skipped, named by line number, and exit is 1; the lines around it are delivered (an oversized
+    line aborted the whole run with 'Unable to produce message', and the lines queued before it were never
+    delivered; a line that is not UTF-8 ended it with a traceback)."""
     topic = topic_factory(partitions=1)
     now = int(time.time())
     lines = tmp_path / "mixed.jsonl"
@@ -103,15 +104,18 @@ def test_produce_reports_malformed_lines_with_their_number(
         orjson.dumps({**_record(5, now), "event_source_url": "https://x.example/" + "a" * 1_100_000}).decode(),
         orjson.dumps(_record(6, now)).decode(),
     ]) + "\n")  # fmt: skip
+    with lines.open("ab") as f:  # and a line that is not UTF-8 (it ended the run with a traceback)
+        f.write(b'{"event_name": "Purchase\xff"}\n')
     proc = subprocess.run([*CLI, "produce", "--topic", topic, "--bootstrap", kafka_bootstrap, str(lines)],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 1
     events = [orjson.loads(line) for line in proc.stderr.splitlines()]
     skipped = {e["line"]: e["reason"] for e in events if e["event"] == "line_skipped"}
-    assert sorted(skipped) == [2, 3, 5], proc.stderr[-2000:]
+    assert sorted(skipped) == [2, 3, 5, 7], proc.stderr[-2000:]
     assert skipped[2].startswith("not JSON")
     assert skipped[3].startswith("event_time")
     assert "too large" in skipped[5]
+    assert skipped[7].startswith("not JSON")
     assert all(e["level"] == "warning" for e in events if e["event"] == "line_skipped")
     assert "produced 3 records" in proc.stdout
     consumer, got = _consume(kafka_bootstrap, "g-malformed-" + topic, topic, want=3, timeout=15)
