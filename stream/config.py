@@ -176,10 +176,13 @@ class Destination:
         """The current access token from the env variable or file; ConfigError when there is none."""
         if self.token_file:
             try:
-                token = Path(self.token_file).read_text().strip()
+                token = Path(self.token_file).read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise ConfigError(f"destination {self.name}: cannot read token_file {self.token_file}: "
                                   f"{exc.strerror}") from exc
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"destination {self.name}: token_file {self.token_file} is not UTF-8 text "
+                                  f"(byte {exc.start})") from exc
         else:
             token = os.environ.get(self.token_env, "").strip()
         if not token:
@@ -335,6 +338,8 @@ def load(path: Path | str | None, env: Mapping[str, str] | None = None) -> Setti
             raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"{source}: cannot read: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{source}: not UTF-8 text (byte {exc.start}): TOML files are UTF-8") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
     _apply_env(raw, env, source)

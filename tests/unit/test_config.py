@@ -102,6 +102,27 @@ def test_the_bundled_schema_is_a_valid_schema_path(tmp_path: Path) -> None:
     assert settings.decode.schema_path == str(default_schema_path())
 
 
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    """A config saved as UTF-16 (a Windows editor's BOM) is one line naming the file, not a traceback."""
+    path = tmp_path / "c.toml"
+    path.write_bytes("[kafka]\ntopics = ['t']\n".encode("utf-16"))
+    with pytest.raises(ConfigError, match="not UTF-8") as info:
+        config.load(path, env={})
+    assert str(path) in str(info.value)
+
+
+def test_a_token_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    """A token file written as UTF-16 is a ConfigError naming the destination and the file (check-config and
+    run exit 2; the token watcher logs token_reload_failed), never a traceback, and never the bytes."""
+    token = tmp_path / "token"
+    token.write_bytes("SECRET-TOKEN-42".encode("utf-16"))
+    settings = _load(tmp_path, DEST.replace('token_env = "T"', f"token_file = '{token}'"))
+    with pytest.raises(ConfigError, match="not UTF-8") as info:
+        settings.destinations[0].read_token()
+    assert "destination main" in str(info.value)
+    assert str(token) in str(info.value)
+
+
 def test_environment_overrides_are_typed(tmp_path: Path) -> None:
     """CAPI_STREAM_SECTION__KEY overrides the file, converted to the key's type."""
     settings = _load(tmp_path, DEST, env={
