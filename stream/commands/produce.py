@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stream.commands import Subparsers
-from stream.errors import UsageError
+from stream.errors import SchemaError, UsageError
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
@@ -64,7 +64,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--partitions must be at least 1")
     bootstrap = (args.bootstrap or (settings.kafka.bootstrap_servers if settings else None)
                  or os.environ.get("CAPI_STREAM_BOOTSTRAP") or DEFAULT_BOOTSTRAP)
-    schema = load_schema(str(args.schema) if args.schema else None)
+    try:
+        schema = load_schema(str(args.schema) if args.schema else None)
+    except SchemaError as exc:
+        if args.schema is None:
+            raise  # the bundled schema missing: an installation problem, not the command line
+        raise UsageError(f"--schema: {exc}") from exc
     if args.file is not None:
         try:
             # surrogateescape: a line that is not UTF-8 fails as that line ("not JSON"), not as the run

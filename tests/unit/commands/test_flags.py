@@ -101,3 +101,21 @@ def test_kafka_status_and_down_name_the_directory_they_looked_at(tmp_path: Path)
                           timeout=60, check=False)
     assert down.returncode == 0
     assert f"kafka was not running ({home})" in down.stderr
+
+
+@pytest.mark.parametrize("content", [None, "not json {", '{"type": "record", "name": "X", "fields": [{"name": "a"}]}'])
+def test_a_produce_schema_that_cannot_be_read_is_bad_usage(tmp_path: Path, content: str | None,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`produce --schema F` with a missing or invalid file is exit 2 in one line (it was exit 1, a run-time
+    failure, for a flag the person can fix); nothing is read or sent."""
+    from stream.cli import main
+
+    schema = tmp_path / "s.avsc"
+    if content is not None:
+        schema.write_text(content)
+    code = main(["produce", "--topic", "t", "--bootstrap", "127.0.0.1:1", "--schema", str(schema)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1
+    assert err[0].startswith("capi-stream: error: ")
+    assert str(schema) in err[0]
