@@ -168,6 +168,7 @@ class DestinationSender:
         self._prober: asyncio.Task[None] | None = None
         self._probe_seq = 0
         self._last_probe_failure: tuple[object, ...] = ()
+        self._halt_key: tuple[int | None, int | None, int] = (None, None, 0)  # the cause of the current halt
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -288,6 +289,8 @@ class DestinationSender:
         if outcome is ProbeOutcome.OK:
             self._resume("probe")
             return outcome
+        if answer.action is Action.HALT and _halt_key(answer) != self._halt_key:
+            self._halt(answer, "found by a probe")  # another cause now (a token expired meanwhile): say so
         now = self._clock()
         schedule.failed(now, answer.retry_after)
         wait = schedule.due_in(now)
@@ -501,15 +504,15 @@ class DestinationSender:
                 self._probe_wake.set()
         self.state = DestinationState.HALTED
         self._halted_on_token = answer.code in TOKEN_HALT_CODES
+        self._halt_key = _halt_key(answer)
+        self.halt_reason = (f"{answer.code}/{answer.subcode}" if answer.code is not None
+                            else why or f"http {answer.status}")
         if self._halted_on_token:
-            self.halt_reason = f"{answer.code}/{answer.subcode}"
             action = "replace the access token (file or env + SIGHUP); offsets are held meanwhile"
         elif answer.code is not None:
-            self.halt_reason = f"{answer.code}/{answer.subcode}"
             action = ("fix the destination's dataset, permissions or api_version, then SIGHUP (or restart); "
                       "offsets are held meanwhile")
         else:
-            self.halt_reason = why or f"http {answer.status}"
             action = ("something other than Meta's API answers at base_url (a proxy, a firewall, a wrong URL): "
                       "fix it, then SIGHUP; offsets are held meanwhile")
         if self.probe_schedule is not None:
@@ -532,3 +535,8 @@ def _test_body(event: bytes, token: str, test_event_code: str) -> bytes:
     """The body of a one-event request with `test_event_code` (a canary or a probe): Meta counts it as no real event."""
     return b"".join((b'{"data":[', event, b'],"access_token":', orjson.dumps(token),
                      b',"test_event_code":', orjson.dumps(test_event_code), b"}"))
+
+
+def _halt_key(answer: Answer) -> tuple[int | None, int | None, int]:
+    """What tells one cause of a halt from another: Meta's code and subcode, else the HTTP status."""
+    return (answer.code, answer.subcode, 0 if answer.code is not None else answer.status)

@@ -331,3 +331,44 @@ async def test_the_first_failed_probe_of_a_new_halt_is_news_again(tmp_path: Path
     finally:
         await rig.sender.stop()
     assert [e["log_level"] for e in logs if e["event"] == "probe_failed"] == ["info", "info"]
+
+
+async def test_a_probe_refused_for_another_cause_updates_the_halt(
+    tmp_path: Path, logs: list[dict[str, Any]]
+) -> None:
+    """Halted for a permission, the token then expires: the probe's new answer becomes the halt's reason (a
+    new destination_halted line), and SIGHUP no longer resumes it: it now waits for a new token."""
+    graph = Graph([DENIED], [EXPIRED, EXPIRED])
+    rig = Rig(tmp_path, graph)
+    await rig.sender.start()
+    try:
+        await rig.halt()
+        assert await rig.sender.probe_halted() is ProbeOutcome.REFUSED
+        assert rig.sender.halt_reason == "190/463"
+        assert not rig.sender.resume(), "a token halt waits for a new token"
+        assert await rig.sender.probe_halted() is ProbeOutcome.REFUSED
+    finally:
+        await rig.sender.stop()
+    halts = [e for e in logs if e["event"] == "destination_halted"]
+    assert [(e.get("code"), e.get("subcode"), e["why"]) for e in halts] == [
+        (100, 33, "request-level error"), (190, 463, "found by a probe")]
+    assert rig.stats.halts == 1, "one halt, whose cause changed"
+
+
+async def test_a_probe_refused_for_the_same_cause_says_nothing_new(
+    tmp_path: Path, logs: list[dict[str, Any]]
+) -> None:
+    """A WAF's 403 page halted it and still answers the probes: one destination_halted line, not one per probe."""
+    waf = Answer(Action.HALT, 403, excerpt="<html>403 Forbidden</html>")
+    graph = Graph([waf], [waf])
+    rig = Rig(tmp_path, graph)
+    await rig.sender.start()
+    try:
+        await rig.halt()
+        for _ in range(3):
+            assert await rig.sender.probe_halted() is ProbeOutcome.REFUSED
+        assert rig.sender.halt_reason == "http 403"
+        assert len([e for e in logs if e["event"] == "destination_halted"]) == 1
+        assert rig.sender.resume(), "SIGHUP resumes a halt for the request"
+    finally:
+        await rig.sender.stop()
