@@ -1,4 +1,5 @@
-"""`capi-stream status --config FILE`: our consumer group's live view (members, lag, destinations, the cliff)."""
+"""`capi-stream status --config FILE`: our consumer group's live view (members, lag, destinations, the cliff),
+and the parking group's (its lag per parking partition, the destinations with events waiting)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     settings = config.load(args.config)
     bootstrap = args.bootstrap or settings.kafka.bootstrap_servers
     client = admin.Admin(admin.client_config(bootstrap, settings.kafka.consumer))
-    report = status.gather(client, settings.kafka.group_id, settings.kafka.topics, args.metrics)
+    report = status.gather(client, settings.kafka.group_id, settings.kafka.topics, args.metrics,
+                           parking=config.parking_topics(settings), parking_group=config.parking_group(settings))
     if args.format == "json":
         print(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
     else:

@@ -1,9 +1,11 @@
 """`capi-stream status`: the live view of our consumer group, as `kafka-consumer-groups --describe` gives it.
 
 From the admin API: the group's state, its members and their partitions, committed vs end offsets and
-lag per partition. From each member's `/metrics` when it can be reached (the member's host and the
-metrics port it advertises in its client id, or URLs given on the command line): destination states,
-in-flight events and the age of the oldest unacknowledged event against Meta's 7-day cliff.
+lag per partition; the same for the group `{group}.parking` that reads the parking topics back, and the
+destinations whose parking topic holds events (parked, or draining). From each member's `/metrics`
+when it can be reached (the member's host and the metrics port it advertises in its client id, or URLs
+given on the command line): destination states, in-flight events and the age of the oldest
+unacknowledged event against Meta's 7-day cliff.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from stream.contract.meta import MAX_EVENT_AGE_S
-from stream.tools.admin import Admin, GroupView
+from stream.tools.admin import Admin, GroupView, UnknownTopicError
 
 # A member running with a metrics port says so in its client id (pipeline.metrics.metrics_client_id)
 _CLIENT_ID_PORT = re.compile(r"^capi-stream-metrics-(\d{1,5})$")
@@ -64,10 +66,30 @@ class StatusReport:
     group: GroupView
     partitions: tuple[PartitionRow, ...]
     metrics: tuple[MemberMetrics, ...]
+    # the parking group (None: parking is off) and its partitions; destination -> its parking topic
+    parking_group: GroupView | None = None
+    parking_partitions: tuple[PartitionRow, ...] = ()
+    parking_topics: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def total_lag(self) -> int:
         return sum(p.lag for p in self.partitions)
+
+    @property
+    def waiting(self) -> dict[str, int]:
+        """destination -> events waiting in its parking topic (only those with some)."""
+        lag: dict[str, int] = {}
+        for r in self.parking_partitions:
+            lag[r.topic] = lag.get(r.topic, 0) + r.lag
+        return {d: lag[t] for d, t in self.parking_topics.items() if lag.get(t)}
+
+    def destination_states(self) -> dict[str, str]:
+        """destination -> the states its reachable members report, joined when they differ."""
+        seen: dict[str, set[str]] = {}
+        for m in self.metrics:
+            for d, state in m.destinations.items():
+                seen.setdefault(d, set()).add(state)
+        return {d: "/".join(sorted(states)) for d, states in seen.items()}
 
     @property
     def oldest_unacked_age_s(self) -> float:
@@ -82,6 +104,13 @@ class StatusReport:
             "total_lag": self.total_lag,
             "metrics": [dataclasses.asdict(m) for m in self.metrics],
             "oldest_unacked_age_s": self.oldest_unacked_age_s, "cliff_s": MAX_EVENT_AGE_S,
+            "parking": None if self.parking_group is None else {
+                "group": self.parking_group.group, "state": self.parking_group.state,
+                "members": [dataclasses.asdict(m) for m in self.parking_group.members],
+                "partitions": [dataclasses.asdict(p) for p in self.parking_partitions],
+                "total_lag": sum(p.lag for p in self.parking_partitions),
+                "topics": dict(self.parking_topics), "waiting": self.waiting,
+            },
         }  # fmt: skip
 
 
@@ -118,24 +147,52 @@ def fetch_metrics(url: str) -> MemberMetrics:
         return MemberMetrics(url, error=f"not Prometheus text: {exc}")
 
 
-def gather(admin: Admin, group: str, topics: Sequence[str], extra_urls: Iterable[str] = (),
-           fetch: Callable[[str], MemberMetrics] = fetch_metrics) -> StatusReport:
-    """Read the group and its partitions from the broker, then each member's metrics."""
-    view = admin.describe_group(group)
-    owners = {tp: m.client_id or m.member_id for m in view.members for tp in m.partitions}
+def _rows(admin: Admin, group: GroupView, topics: Iterable[str], *, missing_ok: bool = False) -> list[PartitionRow]:
+    """Committed vs end offsets of the group on each partition of `topics` (a missing topic: an error,
+    or no rows with `missing_ok`)."""
+    owners = {tp: m.client_id or m.member_id for m in group.members for tp in m.partitions}
     rows: list[PartitionRow] = []
     for topic in topics:
-        parts = admin.partitions(topic)
+        try:
+            parts = admin.partitions(topic)
+        except UnknownTopicError:
+            if missing_ok:
+                continue  # a parking topic not created yet: nothing was ever parked there
+            raise
         marks = admin.watermarks(topic, parts)
-        committed = admin.committed(group, topic, parts)
+        committed = admin.committed(group.group, topic, parts)
         for p in parts:
             low, end = marks[p]
             done = committed.get(p)
-            lag = end - (done if done is not None else low)
+            lag = end - max(low, done if done is not None else low)
             rows.append(PartitionRow(topic, p, done, end, max(0, lag), owners.get((topic, p), "")))
+    return rows
+
+
+def gather(admin: Admin, group: str, topics: Sequence[str], extra_urls: Iterable[str] = (),
+           fetch: Callable[[str], MemberMetrics] = fetch_metrics, *, parking: Mapping[str, str] | None = None,
+           parking_group: str | None = None) -> StatusReport:
+    """Read the group and its partitions from the broker, the parking group and its parking topics
+    (`parking`: destination -> parking topic) when given, then each member's metrics."""
+    view = admin.describe_group(group)
+    rows = _rows(admin, view, topics)
+    parking_view = None
+    parking_rows: list[PartitionRow] = []
+    if parking_group is not None and parking:
+        parking_view = admin.describe_group(parking_group)
+        parking_rows = _rows(admin, parking_view, sorted(set(parking.values())), missing_ok=True)
     urls = [u for m in view.members if (u := metrics_url(m.host, m.client_id))]
     urls += [u for u in extra_urls if u not in urls]
-    return StatusReport(view, tuple(rows), tuple(fetch(u) for u in urls))
+    return StatusReport(view, tuple(rows), tuple(fetch(u) for u in urls), parking_view, tuple(parking_rows),
+                        dict(parking or {}))
+
+
+def _table(rows: Iterable[PartitionRow]) -> list[str]:
+    out = [f"  {'TOPIC':<28} {'PART':>4} {'COMMITTED':>10} {'END':>10} {'LAG':>8}  OWNER"]
+    for r in rows:
+        committed = "-" if r.committed is None else str(r.committed)
+        out.append(f"  {r.topic:<28} {r.partition:>4} {committed:>10} {r.end:>10} {r.lag:>8}  {r.owner or '-'}")
+    return out
 
 
 def _age(seconds: float) -> str:
@@ -154,11 +211,20 @@ def render(report: StatusReport) -> str:
         parts = ", ".join(f"{t}[{p}]" for t, p in m.partitions) or "-"
         out.append(f"  member {m.client_id or '-'} {m.host} ({m.member_id[-12:]}): {parts}")
     out.append("")
-    out.append(f"  {'TOPIC':<28} {'PART':>4} {'COMMITTED':>10} {'END':>10} {'LAG':>8}  OWNER")
-    for r in report.partitions:
-        committed = "-" if r.committed is None else str(r.committed)
-        out.append(f"  {r.topic:<28} {r.partition:>4} {committed:>10} {r.end:>10} {r.lag:>8}  {r.owner or '-'}")
+    out.extend(_table(report.partitions))
     out.append("")
+    if (pg := report.parking_group) is not None:
+        lag = sum(r.lag for r in report.parking_partitions)
+        out.append(f"parking group {pg.group}: {pg.state}, {len(pg.members)} member(s), total lag {lag}")
+        if report.parking_partitions:
+            out.extend(_table(report.parking_partitions))
+        said = report.destination_states()
+        for name, waiting in sorted(report.waiting.items()):
+            out.append(f"parked destination {name}: {waiting} event(s) waiting in {report.parking_topics[name]} "
+                       f"(state: {said.get(name, 'unknown: no member metrics')})")
+        if not report.waiting:
+            out.append("no destination has events waiting in its parking topic")
+        out.append("")
     if not report.metrics:
         out.append("metrics: no member advertises a metrics port (set [metrics] port, or pass --metrics URL)")
     for mm in report.metrics:

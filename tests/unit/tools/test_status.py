@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from stream.pipeline.metrics import metrics_client_id
-from stream.tools.admin import GroupView, MemberView
-from stream.tools.status import MemberMetrics, PartitionRow, StatusReport, metrics_url, parse_metrics, render
+from stream.tools.admin import GroupView, MemberView, UnknownTopicError
+from stream.tools.status import (
+    MemberMetrics,
+    PartitionRow,
+    StatusReport,
+    gather,
+    metrics_url,
+    parse_metrics,
+    render,
+)
 
 METRICS = """\
 # TYPE capi_stream_destination_state gauge
@@ -48,3 +56,55 @@ def test_an_unreachable_member_is_reported_not_raised() -> None:
     group = GroupView("g", "STABLE", ())
     text = render(StatusReport(group, (), (MemberMetrics("http://x:1/metrics", error="unreachable: refused"),)))
     assert "metrics http://x:1/metrics: unreachable: refused" in text
+
+
+class FakeAdmin:
+    """The admin calls `gather` makes, over fixed answers: topic -> partitions' (low, high), and
+    (group, topic) -> committed offsets; a group not described is empty."""
+
+    def __init__(self, marks: dict[str, dict[int, tuple[int, int]]],
+                 committed: dict[tuple[str, str], dict[int, int | None]], groups: dict[str, GroupView]) -> None:
+        self.marks = marks
+        self.done = committed
+        self.groups = groups
+
+    def describe_group(self, group: str) -> GroupView:
+        return self.groups.get(group, GroupView(group, "EMPTY", ()))
+
+    def partitions(self, topic: str) -> list[int]:
+        if topic not in self.marks:
+            raise UnknownTopicError(f"topic {topic} does not exist")
+        return sorted(self.marks[topic])
+
+    def watermarks(self, topic: str, partitions: list[int]) -> dict[int, tuple[int, int]]:
+        return {p: self.marks[topic][p] for p in partitions}
+
+    def committed(self, group: str, topic: str, partitions: list[int]) -> dict[int, int | None]:
+        got = self.done.get((group, topic), {})
+        return {p: got.get(p) for p in partitions}
+
+
+def test_status_shows_the_parking_group_and_the_destinations_with_events_waiting() -> None:
+    """Beside the source group, the parking group's committed offsets and lag per parking partition (and
+    its owner), and each destination whose parking topic holds events, with the state its members report;
+    a parking topic not created yet is no error."""
+    member = MemberView("m-1", "capi-stream-metrics-9464", "10.0.0.7", (("g.fit.parking", 0), ("g.fit.parking", 1)))
+    admin = FakeAdmin({"t": {0: (0, 9)}, "g.fit.parking": {0: (0, 30), 1: (4, 12)}},
+                      {("g", "t"): {0: 9}, ("g.parking", "g.fit.parking"): {0: 20}},
+                      {"g": GroupView("g", "STABLE", ()), "g.parking": GroupView("g.parking", "STABLE", (member,))})
+    fit = MemberMetrics("u", destinations={"fit": "parked", "shop": "flowing"})
+    report = gather(admin, "g", ["t"], parking={"fit": "g.fit.parking", "shop": "g.shop.parking"},
+                    parking_group="g.parking", fetch=lambda _u: fit, extra_urls=["u"])
+    assert [(r.topic, r.partition, r.committed, r.end, r.lag, r.owner) for r in report.parking_partitions] == [
+        ("g.fit.parking", 0, 20, 30, 10, "capi-stream-metrics-9464"),
+        ("g.fit.parking", 1, None, 12, 8, "capi-stream-metrics-9464")]
+    assert report.waiting == {"fit": 18}
+    text = render(report)
+    assert "parking group g.parking: STABLE, 1 member(s), total lag 18" in text
+    assert "  g.fit.parking                   0         20         30       10  capi-stream-metrics-9464" in text
+    assert "parked destination fit: 18 event(s) waiting in g.fit.parking (state: parked)" in text
+    assert "shop" not in text.split("parking group")[1].split("metrics u")[0]
+    doc = report.to_dict()
+    assert doc["parking"]["group"] == "g.parking"
+    assert doc["parking"]["waiting"] == {"fit": 18}
+    assert doc["parking"]["total_lag"] == 18
