@@ -249,11 +249,13 @@ def parking_families(rows: list[tuple[str, int, int, int, int]], now: float) -> 
                     "events read back from the parking topic and finished (acknowledged or dead-lettered)",
                     ["destination"], {(n,): drained for n, _, drained, _, _ in rows})
     yield _labelled(GaugeMetricFamily, "parking_lag",
-                    "records of the destination's parking partitions assigned here not yet committed",
+                    "records waiting in the destination's parking topic: not committed by the parking group, "
+                    "every partition (asked of the broker; every member reports the same)",
                     ["destination"], {(n,): lag for n, _, _, lag, _ in rows})
     yield _labelled(GaugeMetricFamily, "parked_oldest_event_age_seconds",
-                    "age of the oldest event parked since the last drain ended (Meta refuses events older "
-                    "than 7 days = 604800 s; 0: none)",
+                    "age of the oldest event waiting in the destination's parking topic (the first uncommitted "
+                    "record of each partition, or an older one this process parked since its last drain ended; "
+                    "Meta refuses events older than 7 days = 604800 s; 0: none)",
                     ["destination"], {(n,): max(0.0, now - oldest) if oldest else 0.0 for n, _, _, _, oldest in rows})
 
 

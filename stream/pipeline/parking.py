@@ -137,6 +137,52 @@ def log_lag(bounds: Mapping[tuple[str, int], tuple[int, int, int]], topic: str) 
     return lag, parts
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class TopicView:
+    """What waits in one parking topic, read from the broker (parkwatch.py), whatever this member is
+    assigned or has paused: records the parking group has not committed, and the event time of the
+    oldest of the first uncommitted records of its partitions (0: none waiting, or none said)."""
+
+    lag: int
+    oldest_event_time: int
+    at: float  # time.monotonic() of the look
+
+
+def waiting_from(bounds: Mapping[int, tuple[int, int]], committed: Mapping[int, int | None]) -> dict[int, int]:
+    """partition -> offset of its first record not committed by the parking group, for the partitions
+    that have records waiting. `bounds`: partition -> (low, high watermark); `committed`: partition ->
+    the group's committed offset (None or < 0: none, so everything from the low watermark waits)."""
+    out = {}
+    for p, (low, high) in bounds.items():
+        done = committed.get(p)
+        start = max(low, done if done is not None and done >= 0 else low)
+        if start < high:
+            out[p] = start
+    return out
+
+
+def topic_lag(bounds: Mapping[int, tuple[int, int]], committed: Mapping[int, int | None]) -> int:
+    """Records of the topic the parking group has not committed (see waiting_from)."""
+    return sum(bounds[p][1] - start for p, start in waiting_from(bounds, committed).items())
+
+
+def event_time_of(headers: Iterable[tuple[str, bytes | str | None]] | None) -> int:
+    """The `capi.event_time` header of a parked record (0: absent or not a number)."""
+    for name, value in headers or ():
+        if name == HEADER_EVENT_TIME and value is not None:
+            try:
+                return int(value.decode("ascii", "replace") if isinstance(value, bytes) else value)
+            except ValueError:
+                return 0
+    return 0
+
+
+def oldest_of(*times: int) -> int:
+    """The oldest of event times, 0 meaning unknown (0 when all are)."""
+    known = [t for t in times if t > 0]
+    return min(known) if known else 0
+
+
 @dataclasses.dataclass
 class Parking:
     """One destination's parking state machine; times are monotonic seconds, passed in."""

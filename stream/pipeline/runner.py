@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import orjson
 import structlog
-from confluent_kafka import Message
+from confluent_kafka import KafkaException, Message
 
 from stream.avro.registry import RegistryLookup
 from stream.avro.wire import WireFormat
@@ -47,11 +47,14 @@ from stream.pipeline.parking import (
     Mode,
     Origin,
     Parking,
+    TopicView,
     drained_letter_extra,
     log_lag,
+    oldest_of,
     origin_of,
     parked_record,
 )
+from stream.pipeline.parkwatch import ParkingWatch, WatchConsumer
 from stream.pipeline.prepare import Kind, PrepareContext, Prepared, Preparer, init_worker, prepare_in_worker
 from stream.pipeline.progress import Progress, Snapshot
 from stream.pipeline.quality import Quality
@@ -85,6 +88,8 @@ RESTORE_RETRY_S = 2.0
 # librdkafka's statistics.interval.ms default here (source._DEFAULTS): a parking lag is trusted for
 # the end of a drain only from statistics taken this long after the drain began
 _STATS_INTERVAL_MS = 5000
+# how often the parking topics' lag and oldest waiting event are asked of the broker (parkwatch.py)
+PARKING_LOOK_S = 5.0
 
 
 # creates missing topics: (client config, topics, topic whose partition count to copy) -> topic -> error
@@ -140,13 +145,15 @@ class Pipeline:
                  monotonic: Callable[[], float] = time.monotonic, *, client: MetaSession | None = None,
                  consumer_factory: Callable[[dict[str, Any]], ConsumerLike] | None = None,
                  producer_factory: Callable[[dict[str, Any]], LetterProducer] | None = None,
-                 topic_creator: TopicCreator | None = None) -> None:
+                 topic_creator: TopicCreator | None = None,
+                 watch_consumer_factory: Callable[[dict[str, Any]], WatchConsumer] | None = None) -> None:
         """`clock`: wall-clock seconds, for event times and Meta's windows only; `monotonic`: for timers.
 
         `client`, `consumer_factory` and `producer_factory` replace the I/O edges (the aiohttp session,
         confluent_kafka's consumer and producer) in unit tests; by default the real ones are used.
         `topic_creator` creates the missing parking topics (source.ensure_topics by default; with a fake
-        consumer, none is created unless one is given).
+        consumer, none is created unless one is given). `watch_consumer_factory`: the client that looks
+        at the parking topics (parkwatch.py; with a fake consumer, none looks unless one is given).
         """
         self.settings = settings
         self.clock = clock
@@ -234,6 +241,15 @@ class Pipeline:
             parking_kafka = dataclasses.replace(kafka, topics=tuple(self.parking_topics.values()),
                                                 group_id=parking_group(settings))
             self.parking_source = KafkaSource(parking_kafka, settings.pipeline, self, on_error=self._fail)
+        # what waits in each parking topic, asked of the broker every PARKING_LOOK_S (the statistics of a
+        # paused parking partition are stale, and a member not assigned one has none)
+        self.parking_watch: ParkingWatch | None = None
+        if self.parking_topics and (consumer_factory is None or watch_consumer_factory is not None):
+            conf = {**{k: v for k, v in settings.kafka.consumer.items() if k.startswith(SHARED_PREFIXES)},
+                    "bootstrap.servers": settings.kafka.bootstrap_servers}
+            self.parking_watch = ParkingWatch(conf, parking_group(settings), self.parking_topics,
+                                              consumer_factory=watch_consumer_factory)
+        self._parking_views: dict[str, TopicView] = {}
         self._inbox: asyncio.Queue[tuple[list[Message], int, float]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
@@ -282,6 +298,8 @@ class Pipeline:
             # a restore that finds its changelog topic missing creates it itself
             self._changelog_topics = asyncio.create_task(self._ensure_changelog_topics(), name="changelog-topics")
             self._tasks.append(self._changelog_topics)
+        if self.parking_watch is not None:
+            self._tasks.append(asyncio.create_task(self._watch_parking(), name="parking-watch"))
         for task in self._tasks:
             task.add_done_callback(self._task_done)
         if self.settings.metrics.port:
@@ -392,6 +410,8 @@ class Pipeline:
             await self.parking_source.stop({tp: o for tp, o in final.items() if tp[0] in self._parked_dest},
                                            deadline=end)
         await cancel_and_wait(self._tasks)
+        if self.parking_watch is not None:
+            await asyncio.to_thread(self.parking_watch.close)  # after the look in progress, if any
         for sender in self.senders.values():
             await sender.stop()
         await cancel_and_wait(list(self._restores.values()))
@@ -716,6 +736,18 @@ class Pipeline:
         for topic, error in errors.items():
             # parking writes are retried (and hold their offsets) until the topic can be written
             log.warning("parking_topic_not_created", topic=topic, error=error[:200])
+
+    async def _watch_parking(self) -> None:
+        """Every PARKING_LOOK_S, ask the broker what waits in each parking topic (parkwatch.py)."""
+        assert self.parking_watch is not None
+        watch = self.parking_watch
+        while True:
+            try:
+                self._parking_views = await asyncio.to_thread(watch.look)
+            except KafkaException as exc:
+                # the last view stays (it says when it was taken); the next look tries again
+                log.warning("parking_look_failed", error=str(exc.args[0] if exc.args else exc)[:200])
+            await asyncio.sleep(PARKING_LOOK_S)
 
     def _parked(self, destination: str) -> bool:
         park = self.parking.get(destination)
@@ -1165,10 +1197,22 @@ class Pipeline:
 
     def parking_rows(self) -> list[tuple[str, int, int, int, int]]:
         """Per destination with parking: (name, parked events, drained events, parking lag, oldest parked
-        event_time or 0). The lag counts the parking partitions assigned to this member."""
+        event_time or 0).
+
+        Lag and oldest come from the broker's answer about the whole parking topic (parkwatch.py: every
+        record the parking group has not committed, the event time of the first waiting record of each
+        partition), so they hold while the partitions are paused, after a restart and on every member;
+        until the first answer, the lag of the parking partitions assigned here. The oldest is also never
+        younger than the oldest event this process parked since its last drain ended.
+        """
         bounds = self.parking_source.bounds if self.parking_source is not None else {}
-        return [(name, park.parked, park.drained, log_lag(bounds, park.topic)[0], park.oldest_event_time)
-                for name, park in self.parking.items()]
+        rows = []
+        for name, park in self.parking.items():
+            view = self._parking_views.get(name)
+            lag = view.lag if view is not None else log_lag(bounds, park.topic)[0]
+            oldest = oldest_of(park.oldest_event_time, view.oldest_event_time if view is not None else 0)
+            rows.append((name, park.parked, park.drained, lag, oldest))
+        return rows
 
     def probe_outcomes(self) -> dict[tuple[str, str], int]:
         """(destination, outcome) -> probes of the halted destination with that outcome (sender.probe_halted)."""

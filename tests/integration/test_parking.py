@@ -150,10 +150,17 @@ def test_a_flows_while_b_is_parked_and_b_drains_once_its_token_is_fixed(
     assert metric(samples, "capi_stream_destination_state", destination=shop.name, state="flowing") == 1
     assert metric(samples, "capi_stream_parked_events_total", destination=fitness.name) == parked
     assert metric(samples, "capi_stream_parked_oldest_event_age_seconds", destination=fitness.name) > 0
+    # the parking partitions are paused while B is parked: the lag still counts every record waiting
+    assert wait_until(lambda: metric(scrape(port), "capi_stream_parking_lag", destination=fitness.name) == parked,
+                      15), metric(scrape(port), "capi_stream_parking_lag", destination=fitness.name)
     status = subprocess.run([sys.executable, "-m", "stream", "status", "--config", str(sc.config), "--format", "json"],
                             capture_output=True, text=True, timeout=60, check=False)
     report = orjson.loads(status.stdout)
     assert [m["destinations"].get(fitness.name) for m in report["metrics"]] == ["parked"], status.stdout[-2000:]
+    # and the parking group: every parked B event waits in B's parking topic, nothing in A's
+    assert report["parking"]["group"] == f"{sc.group}.parking"
+    assert report["parking"]["waiting"] == {fitness.name: parked}, status.stdout[-2000:]
+    assert {r["topic"] for r in report["parking"]["partitions"]} <= {parking, _parking_topic(sc, shop.name)}
     started = _events_of(proc, "parking_started")
     assert [e["destination"] for e in started] == [fitness.name]
     assert started[0]["reason"] == "destination_halted"
@@ -229,7 +236,8 @@ def _nothing_lost(sc: Scenario, records: list[dict[str, Any]], now: int, parking
 def test_a_sigkill_while_b_is_parked_loses_nothing(scenario_factory: Callable[..., Scenario]) -> None:
     """Killed while B's events are being parked (and A's sent); the restart, still with B's old token,
     parks what it reads back again; once the token is fixed every event of both reached Meta."""
-    sc = scenario_factory(partitions=PARTITIONS, extra=_config(free_port()))
+    port = free_port()
+    sc = scenario_factory(partitions=PARTITIONS, extra=_config(port))
     fitness = sc.dests[1]
     now = int(time.time())
     proc = sc.start()
@@ -243,6 +251,14 @@ def test_a_sigkill_while_b_is_parked_loses_nothing(scenario_factory: Callable[..
     proc = sc.start()
     assert wait_until(lambda: bool(_events_of(proc, "parking_started")), 60), "B is parked again after the restart"
     assert sc.all_committed(60), "the source commits past B's events after the restart too"
+    # after the restart the metrics say what waits in the parking topic, from the topic itself
+    waiting = lambda: sum(_parking_end(sc, parking).values()) - sum(  # noqa: E731
+        max(0, o) for o in committed(sc.bootstrap, f"{sc.group}.parking", parking, PARTITIONS).values())
+    assert wait_until(lambda: metric(scrape(port), "capi_stream_parking_lag", destination=fitness.name)
+                      == waiting() > 0, 20)
+    age = metric(scrape(port), "capi_stream_parked_oldest_event_age_seconds", destination=fitness.name)
+    first = min(r["event_time"] for r in records if r["app_id"] in APPS_B)
+    assert 0 < age <= time.time() - first + 1, age
     fitness.token_file.write_text(token + "\n")
     duplicates = _nothing_lost(sc, records, now, parking)
     assert proc.stop() == 0

@@ -18,6 +18,7 @@ IO_EDGES = {
     "pipeline.source",  # the confluent-kafka consumer and its thread
     "pipeline.deadletters",  # the confluent-kafka producer
     "pipeline.changelog",  # the dedupe changelog topic: confluent-kafka admin, producer and restore reads
+    "pipeline.parkwatch",  # what waits in the parking topics: a confluent-kafka consumer that never joins
     "pipeline.meta_client",  # the aiohttp client
     "pipeline.sender",  # asyncio tasks per destination
     "pipeline.canary",  # an asyncio task per destination sending canary events on a schedule

@@ -75,6 +75,12 @@ MUTATIONS = {
                           "capi_stream_oldest_unacked_event_age_seconds > 60 * 86400"),
     "cliff pages at 5 days": ("capi_stream_oldest_unacked_event_age_seconds > 6 * 86400",
                               "capi_stream_oldest_unacked_event_age_seconds > 5 * 86400"),
+    "parked events never near the cliff": (
+        "(capi_stream_parked_oldest_event_age_seconds) > 5 * 86400",
+        "(capi_stream_parked_oldest_event_age_seconds) > 50 * 86400"),
+    "parked events never page": (
+        "(capi_stream_parked_oldest_event_age_seconds) > 6 * 86400",
+        "(capi_stream_parked_oldest_event_age_seconds) > 60 * 86400"),
     "destination: throttled counted as down": ('state!~"flowing|throttled|draining"', 'state!~"flowing|draining"'),
     "destination: draining counted as down": ('state!~"flowing|throttled|draining"', 'state!~"flowing|throttled"'),
     "destination: only halted": ('state!~"flowing|throttled|draining"', 'state="halted"'),

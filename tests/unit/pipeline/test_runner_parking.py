@@ -7,14 +7,19 @@ parking writers produce into a FakeProducer; nothing here opens a socket.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from confluent_kafka import OFFSET_INVALID, TopicPartition
 
 from stream.config import load
 from stream.pipeline.deadletters import HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC
 from stream.pipeline.items import Item
+from stream.pipeline.metrics import parking_families
+from stream.pipeline.parking import HEADER_EVENT_TIME, TopicView
+from stream.pipeline.parkwatch import ParkingWatch, watch_config
 from stream.pipeline.runner import Pipeline
-from tests.support.fakes import FakeProducer, fakes_config
+from tests.support.fakes import FakeConsumer, FakeProducer, fakes_config
 
 TOPIC = "t"
 WALL = 1_800_000_000.0
@@ -60,3 +65,147 @@ async def test_a_dead_letter_of_a_drained_event_names_its_original_source(tmp_pa
         assert p.tracker.get(p.parking_topics["b"], 0).commit_point == 8  # type: ignore[union-attr]
     finally:
         await p.dlq.stop()
+
+
+class _Part:
+    def __init__(self, topic: str, partition: int, offset: int, headers: list[tuple[str, bytes]]) -> None:
+        self._at = (topic, partition, offset)
+        self._headers = headers
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._at[0]
+
+    def partition(self) -> int:
+        return self._at[1]
+
+    def offset(self) -> int:
+        return self._at[2]
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return self._headers
+
+
+class FakeWatchConsumer:
+    """A broker's parking topics as the watch sees them: partitions with (low, high) watermarks, the
+    parking group's committed offsets and the event time of each record; records every read."""
+
+    def __init__(self, topics: dict[str, dict[int, tuple[int, int]]], committed: dict[tuple[str, int], int],
+                 times: dict[tuple[str, int, int], int]) -> None:
+        self.topics = topics
+        self.done = committed
+        self.times = times
+        self.assigned: list[tuple[str, int, int]] = []
+        self.reads: list[tuple[str, int, int]] = []
+        self.commits = 0
+        self.closed = False
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        from types import SimpleNamespace
+
+        found = {t: SimpleNamespace(error=None, partitions=dict.fromkeys(parts)) for t, parts in self.topics.items()}
+        return SimpleNamespace(topics=found)
+
+    def get_watermark_offsets(self, partition: TopicPartition, timeout: float = -1,
+                              cached: bool = False) -> tuple[int, int]:
+        assert cached is False, "a paused partition's cached end is the stale one"
+        return self.topics[partition.topic][partition.partition]
+
+    def committed(self, partitions: list[TopicPartition], timeout: float = -1) -> list[TopicPartition]:
+        return [TopicPartition(p.topic, p.partition, self.done.get((p.topic, p.partition), OFFSET_INVALID))
+                for p in partitions]
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned = [(p.topic, p.partition, p.offset) for p in partitions]
+
+    def unassign(self) -> None:
+        self.assigned = []
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
+        out = []
+        for topic, partition, offset in self.assigned:
+            # the first record at or after the offset (records below the low watermark are gone)
+            at = max(offset, self.topics[topic][partition][0])
+            if (topic, partition, at) in self.times:
+                self.reads.append((topic, partition, at))
+                header = (HEADER_EVENT_TIME, str(self.times[topic, partition, at]).encode())
+                out.append(_Part(topic, partition, at, [header]))
+        self.assigned = []
+        return out
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_watch_counts_what_waits_in_the_whole_topic_and_reads_only_the_first_waiting_records() -> None:
+    """Lag is the high watermark less the parking group's committed offset over every partition (from
+    the low watermark when none, or when it is below); the oldest is the oldest event time of the first
+    waiting record of each partition; a look reads one record per partition, and only when that first
+    record changed since the last look."""
+    topic = "g.b.parking"
+    fake = FakeWatchConsumer({topic: {0: (0, 10), 1: (5, 8), 2: (0, 4)}}, {(topic, 0): 6, (topic, 2): 4},
+                             {(topic, 0, 6): 1_000, (topic, 1, 5): 900, (topic, 0, 7): 2_000})
+    watch = ParkingWatch({"bootstrap.servers": "x"}, "g.parking", {"b": topic}, consumer_factory=lambda _c: fake,
+                         monotonic=lambda: 50.0)
+    view = watch.look()["b"]
+    assert (view.lag, view.oldest_event_time, view.at) == (4 + 3, 900, 50.0)
+    assert sorted(fake.reads) == [(topic, 0, 6), (topic, 1, 5)]
+    assert watch.look()["b"].lag == 7
+    assert len(fake.reads) == 2, "the first waiting records did not change: nothing read again"
+    fake.done[(topic, 1)] = 8  # partition 1 drained, partition 0 moved on by one
+    fake.done[(topic, 0)] = 7
+    view = watch.look()["b"]
+    assert (view.lag, view.oldest_event_time) == (3, 2_000)
+    assert fake.reads[2:] == [(topic, 0, 7)]
+    assert fake.commits == 0
+    watch.close()
+    assert fake.closed
+    assert watch.look() == {}
+
+
+def test_the_watch_config_never_joins_or_commits_for_the_parking_group() -> None:
+    conf = watch_config({"bootstrap.servers": "x", "enable.auto.commit": True}, "g.parking")
+    assert conf["group.id"] == "g.parking"
+    assert conf["enable.auto.commit"] is False
+
+
+def _watched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeWatchConsumer) -> Pipeline:
+    monkeypatch.setenv("TOK_A", "token-a")
+    monkeypatch.setenv("TOK_B", "token-b")
+    path = tmp_path / "c.toml"
+    path.write_text(fakes_config(TOPIC, send="park_after_s = 1"))
+    return Pipeline(load(path), clock=lambda: WALL, producer_factory=lambda _conf: FakeProducer(),
+                    consumer_factory=lambda _conf: FakeConsumer(), watch_consumer_factory=lambda _c: fake)
+
+
+def test_a_fresh_process_reports_what_waits_in_the_parking_topic(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Right after a start (nothing parked or drained by this process, no parking partition assigned or
+    fetched), the parking lag and the oldest parked event's age come from the parking topic itself."""
+    fake = FakeWatchConsumer({}, {}, {})
+    p = _watched(tmp_path, monkeypatch, fake)
+    topic = p.parking_topics["b"]
+    fake.topics = {topic: {0: (0, 30), 1: (0, 12)}, p.parking_topics["a"]: {0: (0, 0), 1: (0, 0)}}
+    fake.done = {(topic, 0): 20}
+    fake.times = {(topic, 0, 20): int(WALL) - 5 * 86400, (topic, 1, 0): int(WALL) - 3600}
+    assert p.parking_watch is not None
+    p._parking_views = p.parking_watch.look()
+    rows = {name: (lag, oldest) for name, _parked, _drained, lag, oldest in p.parking_rows()}
+    assert rows == {"a": (0, 0), "b": (10 + 12, int(WALL) - 5 * 86400)}
+    ages = {s.labels["destination"]: s.value for fam in parking_families(p.parking_rows(), WALL)
+            for s in fam.samples if s.name == "capi_stream_parked_oldest_event_age_seconds"}
+    assert ages == {"a": 0.0, "b": 5 * 86400.0}
+
+
+def test_the_oldest_is_never_younger_than_what_this_process_parked(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeWatchConsumer({}, {}, {})
+    p = _watched(tmp_path, monkeypatch, fake)
+    p.parking["b"].count_parked(int(WALL) - 100)
+    p._parking_views = {"b": TopicView(5, int(WALL) - 50, 1.0)}
+    assert {n: o for n, _, _, _, o in p.parking_rows()}["b"] == int(WALL) - 100
+    p._parking_views = {"b": TopicView(5, int(WALL) - 500, 1.0)}
+    assert {n: o for n, _, _, _, o in p.parking_rows()}["b"] == int(WALL) - 500
+
