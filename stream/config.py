@@ -268,9 +268,8 @@ def parking_topic_name(template: str, group: str, destination: str) -> str:
                                destination=_ILLEGAL_TOPIC_CHAR.sub("_", destination))
     except (KeyError, IndexError, ValueError) as exc:
         raise ValueError(f"only {{group}} and {{destination}} may be used in {template!r}") from exc
-    if not _LEGAL_TOPIC.fullmatch(name) or name in (".", "..") or len(name) > MAX_TOPIC_NAME:
-        raise ValueError(f"{name!r} is not a legal Kafka topic name (at most {MAX_TOPIC_NAME} characters of "
-                         "a-z A-Z 0-9 . _ -)")
+    if not _legal_topic(name):
+        raise ValueError(f"{name!r} {_ILLEGAL_TOPIC_WHY}")
     return name
 
 
@@ -296,6 +295,11 @@ def parking_topics(settings: Settings) -> dict[str, str]:
 MAX_TOPIC_NAME = 249
 _LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]+")
 _ILLEGAL_TOPIC_CHAR = re.compile(r"[^a-zA-Z0-9._-]")
+_ILLEGAL_TOPIC_WHY = f"is not a legal Kafka topic name (at most {MAX_TOPIC_NAME} characters of a-z A-Z 0-9 . _ -)"
+
+
+def _legal_topic(name: str) -> bool:
+    return bool(_LEGAL_TOPIC.fullmatch(name)) and name not in (".", "..") and len(name) <= MAX_TOPIC_NAME
 
 
 def changelog_topic_name(template: str, group: str, topic: str) -> str:
@@ -309,9 +313,8 @@ def changelog_topic_name(template: str, group: str, topic: str) -> str:
         name = template.format(group=_ILLEGAL_TOPIC_CHAR.sub("_", group), topic=topic)
     except (KeyError, IndexError, ValueError) as exc:
         raise ValueError(f"only {{group}} and {{topic}} may be used in {template!r}") from exc
-    if not _LEGAL_TOPIC.fullmatch(name) or name in (".", "..") or len(name) > MAX_TOPIC_NAME:
-        raise ValueError(f"{name!r} is not a legal Kafka topic name (at most {MAX_TOPIC_NAME} characters of "
-                         "a-z A-Z 0-9 . _ -)")
+    if not _legal_topic(name):
+        raise ValueError(f"{name!r} {_ILLEGAL_TOPIC_WHY}")
     return name
 
 
@@ -496,6 +499,9 @@ def _check(s: Settings) -> None:
     need(bool(s.kafka.group_id), "kafka.group_id", "must not be empty")
     need(bool(s.kafka.dlq_topic), "kafka.dlq_topic", "must not be empty")
     need(s.kafka.dlq_topic not in s.kafka.topics, "kafka.dlq_topic", "must differ from the source topics")
+    for topic in s.kafka.topics:
+        need(_legal_topic(topic), "kafka.topics", f"{topic!r} {_ILLEGAL_TOPIC_WHY}")
+    need(_legal_topic(s.kafka.dlq_topic), "kafka.dlq_topic", f"{s.kafka.dlq_topic!r} {_ILLEGAL_TOPIC_WHY}")
     need(1 <= s.kafka.consume_batch_size <= 100_000, "kafka.consume_batch_size", "must be 1..100000")
     need(s.decode.wire_format in ("schemaless", "confluent"), "decode.wire_format",
          "must be 'schemaless' or 'confluent'")

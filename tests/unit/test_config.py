@@ -41,6 +41,9 @@ def test_the_example_config_is_valid_and_documents_the_defaults() -> None:
         ("[decode]\nwire_format = 'json'\n", "'decode.wire_format'"),
         ("[decode]\nwire_format = 'confluent'\n", "'decode.schema_registry_url' is required"),
         ("[kafka]\ndlq_topic = 'conversions'\n", "'kafka.dlq_topic' must differ"),
+        # an illegal source topic was reported as a bad 'dedupe.changelog_topic', the key derived from it
+        ("[kafka]\ntopics = ['bad topic!']\n", "'kafka.topics' 'bad topic!' is not a legal Kafka topic name"),
+        ("[kafka]\ndlq_topic = 'dead letters'\n", "'kafka.dlq_topic' 'dead letters' is not a legal Kafka topic"),
         ("[logging]\nlevel = 'loud'\n", "'logging.level'"),
         ("[kafka\nbootstrap_servers = 1\n", "not valid TOML"),
         (DEST.replace('"123"', '"abc"'), "'destinations.main.dataset_id'"),
