@@ -159,6 +159,17 @@ def _parse(text: str, region: str | None) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
 
 
+def _plain(value: str) -> str:
+    """`value` as libphonenumber reads it: NFKC (full-width digits and plus sign), the decimal digits of
+    every script (Arabic-Indic, Persian, Devanagari, ...) as ASCII digits, and the invisible format marks
+    (right-to-left marks, zero-width spaces) that text fields and copies from RTL text add, removed."""
+    return "".join(
+        str(unicodedata.decimal(ch)) if ch.isdecimal() and not ch.isascii()
+        else "" if unicodedata.category(ch) == "Cf" else ch
+        for ch in unicodedata.normalize("NFKC", value)
+    )
+
+
 def e164_digits(value: str, region: str | None) -> str | None:
     """E.164 digits without `+` for `value`, or None when it is not a complete possible phone number.
 
@@ -167,7 +178,7 @@ def e164_digits(value: str, region: str | None) -> str | None:
     A leading `00` is the international prefix almost everywhere and is read as `+`.
     """
     if not value.isascii():
-        value = unicodedata.normalize("NFKC", value)  # full-width digits and plus sign
+        value = _plain(value)
     compact = _EXTENSION.sub("", value.strip()).translate(_FORMATTING)
     if not _DIGITS_OR_PLUS.fullmatch(compact):
         return None  # letters or symbols left: Meta says remove them, so nothing reliable remains

@@ -217,3 +217,28 @@ def test_a_local_only_phone_is_dropped_from_the_event() -> None:
     assert outcome.event is not None
     assert "ph" not in outcome.event["user_data"]
     assert ("user_data.ph", "invalid_phone") in [(d.field, d.reason) for d in outcome.dropped]
+
+
+def _in_script(text: str, zero: int) -> str:
+    """`text` with its ASCII digits written in the script whose digit zero is code point `zero`."""
+    return text.translate({ord("0") + d: zero + d for d in range(10)})
+
+
+@pytest.mark.parametrize(
+    ("value", "region", "expected"),
+    [
+        (_in_script("+20 100 123 4567", 0x0660), None, "201001234567"),  # Arabic-Indic (an Arabic keyboard)
+        (_in_script("0912 345 6789", 0x06F0), "IR", "989123456789"),  # Persian digits, national form
+        (_in_script("+91 98765 43210", 0x0966), None, "919876543210"),  # Devanagari digits
+        ("\u200f+966 50 123 4567\u200f", None, "966501234567"),  # right-to-left marks an RTL text field adds
+        ("\u202a+1 650 555 1212\u202c", "US", "16505551212"),  # an embedding a copy from RTL text carries
+        ("+1 650 555 1212\u200b", "US", "16505551212"),  # a zero-width space from a web form
+    ],
+)
+def test_digits_of_any_script_and_invisible_marks_read_as_libphonenumber_reads_them(
+        value: str, region: str | None, expected: str) -> None:
+    """libphonenumber reads every script's decimal digits and ignores invisible format characters; so must
+    we (the pre-check refused them as 'letters or symbols', dropping the phone as invalid_phone)."""
+    number = phonenumbers.parse(value, region)
+    assert f"{number.country_code}{number.national_number}" == expected  # the library's own reading
+    assert phones.e164_digits(value, region) == expected
