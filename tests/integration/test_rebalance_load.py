@@ -24,9 +24,9 @@ from tests.support.harness import (
     APPS_A,
     APPS_B,
     PipelineProcess,
+    Pool,
     Publisher,
     Scenario,
-    consenting,
     metric,
     produce_records,
     scrape,
@@ -42,6 +42,7 @@ RATE_ENV = "CAPI_STREAM_REBALANCE_RATE"
 DEFAULT_POOL = 50_000
 DEFAULT_RATE = 800
 BACKLOG = 10_000
+PEOPLE = 2_000  # the users the events are about (generate's default, pool // 4, is made up front)
 CHUNK = 250
 PARTITIONS = 6
 # a steady member, and two others that join (each join revokes partitions from the steady member
@@ -79,7 +80,9 @@ def test_members_joining_and_leaving_under_load_lose_nothing_and_leave_nothing_p
     pool = int(os.environ.get(POOL_ENV) or DEFAULT_POOL)
     rate = int(os.environ.get(RATE_ENV) or DEFAULT_RATE)
     sc = scenario_factory(partitions=PARTITIONS, extra=EXTRA, faults={"latency_ms": [100, 300], "seed": 5})
-    records = consenting(generate(pool, seed=23, now=int(time.time()), app_ids=APPS_A + APPS_B))
+    # made as the publisher reaches them (it publishes only part of the pool), from a fixed set of people
+    records = Pool(({**r, "consent": True} for r in generate(pool, seed=23, now=int(time.time()),
+                                                             app_ids=APPS_A + APPS_B, people=PEOPLE)), pool)
     dataset = sc.datasets
 
     ports = [free_port() for _ in range(MEMBERS)]

@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -344,10 +344,30 @@ def metric(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+class Pool(Sequence[dict[str, Any]]):
+    """`size` records from `records`, made only as far as they are read: a publisher that runs while members
+    come and go publishes a part of its pool, and making 50,000 records up front took longer than the
+    membership changes they feed. Reads from one thread at a time (the publisher's, then the test's)."""
+
+    def __init__(self, records: Iterator[dict[str, Any]], size: int) -> None:
+        self._records = records
+        self._size = size
+        self._made: list[dict[str, Any]] = []
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, index: Any) -> Any:
+        stop = index.indices(self._size)[1] if isinstance(index, slice) else range(self._size)[index] + 1
+        while len(self._made) < stop:
+            self._made.append(next(self._records))
+        return self._made[index]
+
+
 class Publisher(threading.Thread):
     """Publishes `records` in chunks at about `rate` events/s until told to stop or out of records."""
 
-    def __init__(self, sc: Scenario, records: list[dict[str, Any]], rate: int, start: int = 0,
+    def __init__(self, sc: Scenario, records: Sequence[dict[str, Any]], rate: int, start: int = 0,
                  chunk: int = 250) -> None:
         super().__init__(daemon=True)
         self.chunk = chunk
