@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import orjson
@@ -36,6 +37,8 @@ class DevRegistry:
         self.url = ""
         # an outage on demand: every request answers 503 while True
         self.unavailable = False
+        # when the outage first refused a request (time.monotonic()), None before
+        self.first_refused_at: float | None = None
 
     def register(self, schema: str | dict[str, Any], subject: str = "conversions-value") -> int:
         """Register a schema directly (no HTTP); return its id."""
@@ -58,6 +61,8 @@ class DevRegistry:
 
     async def _get_by_id(self, request: web.Request) -> web.Response:
         if self.unavailable:
+            if self.first_refused_at is None:
+                self.first_refused_at = time.monotonic()
             return web.json_response({"error_code": 50301, "message": "unavailable"}, status=503)
         try:
             schema_id = int(request.match_info["id"])

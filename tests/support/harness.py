@@ -195,6 +195,12 @@ def read_topic(bootstrap: str, topic: str, want: int, timeout: float = 30) -> li
     return got
 
 
+def never_written(bootstrap: str, topic: str, partitions: int = 1) -> bool:
+    """True when nothing was ever written to `topic`: every partition's high watermark is still 0. Exact and
+    at once, where reading the topic sees nothing both when it is empty and when its reader has not joined yet."""
+    return all(end == 0 for end in end_offsets(bootstrap, topic, partitions).values())
+
+
 def headers_of(message: Any) -> dict[str, str]:
     """A Kafka message's headers as str -> str."""
     return {k: v.decode() for k, v in (message.headers() or [])}
