@@ -16,7 +16,9 @@ Layout of a broker's home directory (``--data-dir``)::
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -226,13 +228,7 @@ class LocalKafka(JavaService):
 
     def _format(self, libs: Path, props: Path) -> None:
         base = self._java_base(libs)
-        uuid = subprocess.run(
-            [*base, "kafka.tools.StorageTool", "random-uuid"],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        cluster_id = uuid.stdout.strip().splitlines()[-1] if uuid.returncode == 0 and uuid.stdout else ""
-        if not cluster_id:
-            raise BrokerError(f"kafka StorageTool random-uuid failed: {uuid.stderr.strip()[:300]}")
+        cluster_id = new_cluster_id()
         fmt = subprocess.run(
             [*base[:1], "-Xmx256m", *base[1:], "kafka.tools.StorageTool", "format", "--standalone",
              "-t", cluster_id, "-c", str(props), "--ignore-formatted"],
@@ -257,6 +253,20 @@ class LocalKafka(JavaService):
             late=lambda last: (f"Kafka at {bootstrap} not ready after {timeout:.0f}s ({last}); "
                                f"see {self.log_file}"),
         )  # fmt: skip
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id like `kafka-storage random-uuid` prints (Kafka's Uuid): 16 random bytes in URL-safe
+    base64 without padding, never Kafka's reserved all-zero or ...01 ids, never starting with "-" (a
+    command line would read it as an option). Made here, it spares each new broker a JVM start."""
+    while True:
+        raw = secrets.token_bytes(16)
+        text = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        if raw not in _RESERVED_UUIDS and not text.startswith("-"):
+            return text
+
+
+_RESERVED_UUIDS = (bytes(16), bytes(15) + b"\x01")
 
 
 def probe(bootstrap: str, timeout: float = 2.0) -> tuple[bool, str]:
