@@ -40,6 +40,10 @@ pytestmark = pytest.mark.kafka
 
 # the broker's default message.max.bytes is 1,048,588: these records are just under it
 NEAR_LIMIT = 1_030_000
+# Tests that hold an offset commit stored offsets every 100 ms (the default is 1 s) and look HOLD_S after
+# the cause, so a wrong commit has had five chances to happen (it had one, or one and a half, before)
+FAST_COMMITS = "[pipeline]\ncommit_interval_ms = 100\n"
+HOLD_S = 0.5
 
 
 def _good(n: int, seed: int) -> list[dict[str, Any]]:
@@ -126,7 +130,7 @@ def test_a_dead_letter_topic_that_cannot_be_written_is_loud_and_holds_the_offset
     write_config(sc.config, bootstrap=sc.bootstrap, topic=sc.topic, group=sc.group, dlq_topic=missing,
                  emulator_url=sc.emulator.url, dests=sc.dests,
                  extra=f'[metrics]\nport = {port}\n[kafka.producer]\n"allow.auto.create.topics" = false\n'
-                       '"message.timeout.ms" = 1500\n')
+                       f'"message.timeout.ms" = 1500\n{FAST_COMMITS}')
     good = _good(10, seed=63)
     _publish(sc.bootstrap, sc.topic, [*_avro(good[:5]), (b"bad-1", b"\x02\xff not avro"), *_avro(good[5:])])
     proc = sc.start()
@@ -139,7 +143,7 @@ def test_a_dead_letter_topic_that_cannot_be_written_is_loud_and_holds_the_offset
     assert orjson.loads(body)["dead_letters_failing"] == 1
     assert metric(scrape(port), "capi_stream_dead_letter_failures_total", error=failed["error"]) >= 1
     assert wait_until(lambda: set(sc.counts()) == expected_keys(good, int(time.time()), sc.routes), 60)
-    time.sleep(1.5)  # let a wrong commit happen before looking
+    time.sleep(HOLD_S)  # let a wrong commit happen before looking: several commit intervals
     assert sc.committed()[0] <= 5, "committed past the letter the broker has not taken"
     ensure_topic(sc.bootstrap, missing, 1)
     assert sc.all_committed(timeout=90)
@@ -217,7 +221,7 @@ def test_answers_that_are_not_an_ack_or_are_about_the_request_commit_nothing_and
     """
     port = free_port()
     extra = (f"[metrics]\nport = {port}\n[send]\ntimeout_s = 15.0\nbackoff_initial_s = 0.02\nbackoff_max_s = 0.1\n"
-             "rate_limit_rps = 0\ntoken_check_interval_s = 3600\n")
+             f"rate_limit_rps = 0\ntoken_check_interval_s = 3600\n{FAST_COMMITS}")
     sc = scenario_factory(partitions=1, extra=extra)
     now = int(time.time())
     first = _good(10, seed=70)
@@ -234,7 +238,7 @@ def test_answers_that_are_not_an_ack_or_are_about_the_request_commit_nothing_and
         _publish(sc.bootstrap, sc.topic, _avro(records))
         assert wait_until(lambda: sum(e.get("event") == "destination_halted" for e in proc.log_lines())
                           > halts_before, 60), fault  # noqa: B023 - read in this iteration only
-        time.sleep(1.0)  # let a wrong commit or a wrong dead letter happen before looking
+        time.sleep(HOLD_S)  # let a wrong commit happen before looking: several commit intervals
         assert sc.committed()[0] == held, f"{fault}: committed past events Meta did not acknowledge"
         assert set(sc.counts()) == delivered, fault  # the emulator recorded nothing
         assert never_written(sc.bootstrap, sc.dlq_topic), f"{fault}: dead-lettered"
