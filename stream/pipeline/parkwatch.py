@@ -50,9 +50,10 @@ class WatchConsumer(Protocol):
 
 
 def watch_config(conf: Mapping[str, Any], group: str) -> dict[str, Any]:
-    """A consumer in the parking group that never joins it (no subscribe) and never commits."""
+    """A consumer in the parking group that never joins it (no subscribe), never commits, and never has a
+    topic created by asking for its metadata (a parking topic gets its partition count from the runner)."""
     return {**conf, "group.id": group, "enable.auto.commit": False, "enable.auto.offset.store": False,
-            "enable.partition.eof": False, "auto.offset.reset": "earliest"}
+            "enable.partition.eof": False, "auto.offset.reset": "earliest", "allow.auto.create.topics": False}
 
 
 class ParkingWatch:
