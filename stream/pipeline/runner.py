@@ -225,7 +225,9 @@ class Pipeline:
         self._parkers = {name: DeadLetterWriter(settings.kafka.bootstrap_servers, topic, settings.kafka.producer,
                                                 producer_factory=producer_factory)
                          for name, topic in self.parking_topics.items()}
-        self._parking_writes: Counter[TopicPartition] = Counter()  # parking writes not acknowledged yet
+        # parking writes (by source partition) and changelog records of drained events (by parking
+        # partition) not acknowledged yet: a revoke of those partitions waits for them
+        self._parking_writes: Counter[TopicPartition] = Counter()
         self._paused_parking: frozenset[str] = frozenset()  # parking topics whose partitions are paused
         stats_ms = int(settings.kafka.consumer.get("statistics.interval.ms", _STATS_INTERVAL_MS))
         self._stats_settle_s = max(0.0, stats_ms / 1000)
@@ -654,7 +656,7 @@ class Pipeline:
                     item.event_name = prep.event_name
                     item.event_id = prep.event_id
                     item.event_time = prep.event_time
-                    self._park(item)  # counted for signal quality once, when it is read back
+                    self._admit(item, now)  # deduped, then parked; counted for signal quality once read back
                     continue
                 sent.append(prep)
                 if prep.identity is not None:
@@ -682,11 +684,11 @@ class Pipeline:
         """Dedupe on (dataset, event_name, event_id), then batch.
 
         A duplicate of an event acked for the same dataset is finished; of an in-flight one, held.
-        An event of a parked destination goes to its parking topic.
+        An event of a parked destination goes to its parking topic once deduped here, where the keys of
+        its source partition are (a copy already sent is not parked to be sent again); a parked copy
+        holds no key.
         """
-        if self._parked(item.destination):
-            self._park(item)
-            return
+        parked = self._parked(item.destination)
         if item.event_id:
             key = dedupe_key(self._datasets[item.destination], item.event_name, item.event_id)
             verdict = self.dedupe.check(key, now)
@@ -698,7 +700,13 @@ class Pipeline:
             if verdict is Verdict.PENDING:
                 self._waiters[key].append(item)
                 return
-            item.dedupe_key = key
+            if parked:
+                self.dedupe.release(key)  # NEW reserved it: nobody holds the key of a parked copy
+            else:
+                item.dedupe_key = key
+        if parked:
+            self._park(item)
+            return
         for batch in self.batcher.add(item, self.monotonic()):
             self._submit(batch)
 
@@ -939,6 +947,13 @@ class Pipeline:
                     accepted = self.dedupe.accepted_at(key)
                     if self._confirm(item, key, now, self._parts[tp]) and accepted is not None:
                         records.append((tp, *dedupelog.key_record(key, accepted)))
+                elif item.origin is not None and tp[0] in self.changelog.topics:
+                    # read back from a parking topic, of a source partition another member owns: its key
+                    # is held here under that partition (a later parked copy drained here is a duplicate)
+                    # and written to that partition's changelog, which its owner restores on assignment
+                    accepted = self.dedupe.accepted_at(key)
+                    if self._confirm(item, key, now, self._part(tp)) and accepted is not None:
+                        records.append((tp, *dedupelog.key_record(key, accepted)))
                 else:
                     # its partition went to another member, whose store it must not shadow here
                     with contextlib.suppress(NotPendingError):
@@ -952,7 +967,17 @@ class Pipeline:
         else:
             # the offsets of acked events are stored for commit only once the broker has their keys: a
             # crash before that re-sends at most these events, never one whose key was restorable
-            self.changelog.write(records, lambda: self._finish_all(items))
+            drained = Counter(item.tp for item in items if item.origin is not None)
+            self._parking_writes.update(drained)
+
+            def written() -> None:
+                for tp, count in drained.items():
+                    self._parking_writes[tp] -= count
+                    if not self._parking_writes[tp]:
+                        del self._parking_writes[tp]
+                self._finish_all(items)
+
+            self.changelog.write(records, written)
 
     def _confirm(self, item: Item, key: int, now: float, part: int) -> bool:
         try:

@@ -13,10 +13,11 @@ import pytest
 from confluent_kafka import OFFSET_INVALID, TopicPartition
 
 from stream.config import load
+from stream.pipeline import dedupelog
 from stream.pipeline.deadletters import HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC
 from stream.pipeline.items import Item
 from stream.pipeline.metrics import parking_families
-from stream.pipeline.parking import HEADER_EVENT_TIME, TopicView
+from stream.pipeline.parking import HEADER_EVENT_TIME, Mode, TopicView
 from stream.pipeline.parkwatch import ParkingWatch, watch_config
 from stream.pipeline.runner import Pipeline
 from tests.support.fakes import FakeConsumer, FakeProducer, fakes_config
@@ -169,6 +170,7 @@ def test_the_watch_config_never_joins_or_commits_for_the_parking_group() -> None
     conf = watch_config({"bootstrap.servers": "x", "enable.auto.commit": True}, "g.parking")
     assert conf["group.id"] == "g.parking"
     assert conf["enable.auto.commit"] is False
+    assert conf["allow.auto.create.topics"] is False
 
 
 def _watched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeWatchConsumer) -> Pipeline:
@@ -209,3 +211,113 @@ def test_the_oldest_is_never_younger_than_what_this_process_parked(tmp_path: Pat
     p._parking_views = {"b": TopicView(5, int(WALL) - 500, 1.0)}
     assert {n: o for n, _, _, _, o in p.parking_rows()}["b"] == int(WALL) - 500
 
+
+class FakeChangelog:
+    """The changelog as the runner uses it: records every write, acknowledges it at once."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[tuple[str, int], bytes, bytes | None]] = []
+        self.topics = {TOPIC: f"{TOPIC}.dedupe-changelog"}
+        self.held: list[Any] = []  # acks withheld while `hold` is set
+        self.hold = False
+
+    def write(self, records: Any, on_done: Any = None) -> int:
+        queued = list(records)
+        self.records += queued
+        if on_done is not None:
+            (self.held.append if self.hold else lambda f: f())(on_done)
+        return len(queued)
+
+    def holds(self, _tps: Any) -> bool:
+        return False
+
+
+def _member(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, owns: int) -> tuple[Pipeline, FakeChangelog]:
+    """One member of a group of two, with the changelog on (a fake), owning source partition `owns`."""
+    monkeypatch.setenv("TOK_A", "token-a")
+    monkeypatch.setenv("TOK_B", "token-b")
+    path = tmp_path / f"{name}.toml"
+    path.write_text(fakes_config(TOPIC, send="park_after_s = 1").replace("changelog = false", "changelog = true"))
+    p = Pipeline(load(path), clock=lambda: WALL, producer_factory=lambda _conf: FakeProducer(),
+                 consumer_factory=lambda _conf: FakeConsumer())
+    changelog = FakeChangelog()
+    p.changelog = changelog  # type: ignore[assignment]
+    p._owned.add((TOPIC, owns))
+    p._part((TOPIC, owns))
+    return p, changelog
+
+
+def _send_drained(p: Pipeline, item: Item) -> bool:
+    """Admit a drained copy; if it was batched (not a duplicate), Meta acknowledges its batch. True: sent."""
+    p._admit(item, WALL)
+    batches = p.batcher.flush()
+    for batch in batches:
+        p._acked(batch)
+    return bool(batches)
+
+
+def _live(p: Pipeline, partition: int, offset: int, event_id: str) -> Item:
+    part = p.tracker.get(TOPIC, partition) or p.tracker.assign(TOPIC, partition)
+    part.received(offset)
+    p._unfinished += 1
+    return Item(TOPIC, partition, offset, b"k", b"value", 0, part, destination="b", body=b"{}",
+                event_name="Purchase", event_id=event_id, event_time=int(WALL))
+
+
+def test_a_drained_event_whose_source_partition_another_member_owns_is_sent_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Member 2 (owner of source partition 1) drains a parked event of source partition 0, which member 1
+    owns. Its key is held by member 2 under partition 0 and written to partition 0's changelog: a second
+    parked copy drained by member 2 later is a duplicate, and so is a live copy on partition 0 once its
+    owner (member 1 after a rebalance, or any new owner) has restored that changelog partition."""
+    m1, _ = _member(tmp_path, monkeypatch, "m1", owns=0)
+    m2, changelog2 = _member(tmp_path, monkeypatch, "m2", owns=1)
+    assert _send_drained(m2, _drained(m2, 3, (TOPIC, 0, 5), event_id="e1")), "the first copy is sent"
+    assert not _send_drained(m2, _drained(m2, 4, (TOPIC, 0, 9), event_id="e1")), "a second parked copy is not"
+    assert m2.stats.duplicates == 1
+    assert m2.tracker.get(m2.parking_topics["b"], 0).commit_point == 5  # type: ignore[union-attr]
+    written = [(tp, key, value) for tp, key, value in changelog2.records if tp == (TOPIC, 0)]
+    assert len(written) == 1, "the key went to the changelog partition of its source partition"
+    # member 1 (re)assigned partition 0 restores its changelog partition, then reads a live copy of e1
+    restore = dedupelog.Restore(m1.dedupe, m1._part((TOPIC, 0)), WALL)
+    restore.apply([(key, value) for _tp, key, value in written])
+    assert restore.keys == 1
+    m1._admit(_live(m1, 0, 20, "e1"), WALL)
+    assert m1.stats.duplicates == 1
+    assert list(m1.batcher.items()) == []
+
+
+async def test_a_copy_of_an_event_already_sent_is_not_parked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The member that parks an event owns its source partition, and so its keys: a copy of an event
+    already acknowledged is a duplicate there, never parked (a member that does not own that partition
+    would drain and send it again); a new event is parked holding no key."""
+    m1, _ = _member(tmp_path, monkeypatch, "m1", owns=0)
+    parker = m1._parkers["b"]
+    await parker.start()
+    try:
+        assert _send_drained(m1, _live(m1, 0, 1, "e1"))
+        m1.parking["b"].mode = Mode.PARKED
+        m1._admit(_live(m1, 0, 2, "e1"), WALL)
+        assert m1.stats.duplicates == 1
+        m1._admit(_live(m1, 0, 3, "e2"), WALL)
+        await parker.flush(1.0)
+        assert [m["headers"][HEADER_OFFSET] for m in m1._parkers["b"]._producer.produced] == [b"3"]  # type: ignore[union-attr]
+        assert m1.dedupe.pending == 0, "a parked copy holds no key"
+        assert m1.tracker.get(TOPIC, 0).commit_point == 4  # type: ignore[union-attr]
+    finally:
+        await parker.stop()
+
+
+def test_a_revoke_of_a_parking_partition_waits_for_the_changelog_records_of_its_drained_events(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drained event finishes once its key is on the broker; until then a revoke of its parking
+    partition holds (else its offset is left uncommitted and the next reader sends it again)."""
+    m2, changelog = _member(tmp_path, monkeypatch, "m2", owns=1)
+    parking = (m2.parking_topics["b"], 0)
+    changelog.hold = True
+    assert _send_drained(m2, _drained(m2, 3, (TOPIC, 0, 5), event_id="e1"))
+    assert m2._revoke_holds({parking})
+    assert not m2._revoke_holds({(TOPIC, 0)})
+    changelog.held.pop()()
+    assert not m2._revoke_holds({parking})
+    assert m2.tracker.get(*parking).commit_point == 4  # type: ignore[union-attr]
