@@ -61,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=0, help="pipeline.workers of each pipeline process")
     parser.add_argument("--linger-ms", type=int, default=None, help="batch.linger_ms (default: the config default)")
+    parser.add_argument("--idle-linger-ms", type=int, default=None,
+                        help="batch.idle_linger_ms (default: the config default)")
     parser.add_argument("--concurrency", type=int, default=None, help="send.concurrency (default: the config default)")
     parser.add_argument("--latency-ms", type=latency_range, default=None, metavar="LO,HI",
                         help="the emulator holds each request LO..HI ms, like Meta (e.g. 300,700)")
@@ -173,7 +175,7 @@ def per_cpu_second(events: int, cpu_s: float) -> float:
 
 
 def _config(tmp: Path, bootstrap: str, topic: str, group: str, url: str, workers: int,
-            linger_ms: int | None = None, concurrency: int | None = None) -> Path:
+            linger_ms: int | None = None, concurrency: int | None = None, idle_linger_ms: int | None = None) -> Path:
     path = tmp / f"{group}.toml"
     path.write_text(f"""
 [kafka]
@@ -186,6 +188,7 @@ dlq_topic = "{topic}.dlq"
 "fetch.wait.max.ms" = 50
 [batch]
 {"" if linger_ms is None else f"linger_ms = {linger_ms}"}
+{"" if idle_linger_ms is None else f"idle_linger_ms = {idle_linger_ms}"}
 [send]
 {"" if concurrency is None else f"concurrency = {concurrency}"}
 [pipeline]
@@ -261,8 +264,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print a table and a JSON line."""
     if args.events < 1 or args.partitions < 1 or args.instances < 1:
         raise UsageError("--events, --partitions and --instances must be at least 1")
-    if (args.linger_ms is not None and args.linger_ms < 0) or (args.concurrency is not None and args.concurrency < 1):
-        raise UsageError("--linger-ms must be >= 0 and --concurrency at least 1")
+    if any(v is not None and v < 0 for v in (args.linger_ms, args.idle_linger_ms)) or \
+            (args.concurrency is not None and args.concurrency < 1):
+        raise UsageError("--linger-ms and --idle-linger-ms must be >= 0 and --concurrency at least 1")
     faults = emulator_args(args.latency_ms, args.http_500, args.seed)
     with tempfile.TemporaryDirectory(prefix="capi-bench-") as tmpdir, _broker(args.bootstrap) as bootstrap, \
             _emulator(faults) as url:
@@ -272,9 +276,11 @@ def run(args: argparse.Namespace) -> int:
         result: dict[str, Any] = {"events": args.events, "partitions": args.partitions,
                                   "instances": args.instances, "workers": args.workers, "cores": os.cpu_count(),
                                   "latency_ms": args.latency_ms, "http_500": args.http_500,
-                                  "linger_ms": args.linger_ms, "concurrency": args.concurrency}
+                                  "linger_ms": args.linger_ms, "idle_linger_ms": args.idle_linger_ms,
+                                  "concurrency": args.concurrency}
         group = f"bench-{uuid.uuid4().hex[:8]}"
-        config = _config(tmp, bootstrap, topic, group, url, args.workers, args.linger_ms, args.concurrency)
+        config = _config(tmp, bootstrap, topic, group, url, args.workers, args.linger_ms, args.concurrency,
+                         args.idle_linger_ms)
         if args.rate:
             n = int(args.rate * args.duration)
             values = _values(n, args.seed)

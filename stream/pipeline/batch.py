@@ -7,7 +7,7 @@ when they enter a batch, so the request body is a join of bytes, never a second 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 import orjson
 
@@ -62,12 +62,18 @@ def _size(items: Iterable[Item]) -> int:
 
 
 class Batcher:
-    """Open batches, one per destination; a batch closes when full (count or bytes) or lingered."""
+    """Open batches, one per destination; a batch closes when full (count or bytes) or lingered.
 
-    def __init__(self, max_events: int, max_bytes: int, linger_s: float) -> None:
+    A batch lingers `linger_s`, or only `idle_linger_s` (at most `linger_s`) when the caller says its
+    destination is idle: nothing more is waiting to be read and a request slot is free, so waiting longer
+    would add latency and save nothing.
+    """
+
+    def __init__(self, max_events: int, max_bytes: int, linger_s: float, idle_linger_s: float | None = None) -> None:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.linger_s = linger_s
+        self.idle_linger_s = linger_s if idle_linger_s is None else min(idle_linger_s, linger_s)
         self._open: dict[str, Batch] = {}
 
     def add(self, item: Item, now: float) -> list[Batch]:
@@ -95,16 +101,20 @@ class Batcher:
         batch.closed_at = now
         return batch
 
-    def due(self, now: float) -> list[Batch]:
-        """Close and return the batches that have waited `linger_s` or longer."""
-        ready = [d for d, b in self._open.items() if now - b.opened_at >= self.linger_s]
+    def due(self, now: float, idle: Container[str] = ()) -> list[Batch]:
+        """Close and return the batches that have waited `linger_s`, or `idle_linger_s` for the
+        destinations in `idle`."""
+        ready = [d for d, b in self._open.items() if now - b.opened_at >= self._linger(d, idle)]
         return [self._close(d, now) for d in ready]
 
-    def next_due(self) -> float | None:
-        """When the oldest open batch will be due, or None when nothing is open."""
+    def next_due(self, idle: Container[str] = ()) -> float | None:
+        """When the first open batch will be due (`idle` as for due()), or None when nothing is open."""
         if not self._open:
             return None
-        return min(b.opened_at for b in self._open.values()) + self.linger_s
+        return min(b.opened_at + self._linger(d, idle) for d, b in self._open.items())
+
+    def _linger(self, destination: str, idle: Container[str]) -> float:
+        return self.idle_linger_s if destination in idle else self.linger_s
 
     def flush(self) -> list[Batch]:
         """Close and return every open batch (shutdown)."""

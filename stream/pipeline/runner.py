@@ -70,8 +70,10 @@ META_REJECTED = "meta_rejected"
 DELIVERY_DEADLINE = "delivery_deadline"
 # resume consuming once in-flight events fall below this share of the bound
 RESUME_FRACTION = 0.5
-# how often the linger timer looks for due batches
+# how often the linger timer looks for due batches (it wakes earlier for a batch due before that), and
+# the shortest wait between two looks
 TICK_S = 0.02
+MIN_TICK_S = 0.002
 # Of the shutdown deadline, this much (at most a third of it) is kept for closing the consumer (its
 # revoke callback, the final commit, leaving the group) after waiting for acks and dead letters.
 CLOSE_RESERVE_S = 5.0
@@ -197,7 +199,10 @@ class Pipeline:
         # Meta dedupes per dataset, so the dedupe key holds the destination's dataset id (two destinations
         # that send to one dataset share its keys)
         self._datasets = {d.name: d.dataset_id for d in settings.destinations}
-        self.batcher = Batcher(settings.batch.max_events, settings.batch.max_bytes, settings.batch.linger_ms / 1000)
+        self.batcher = Batcher(settings.batch.max_events, settings.batch.max_bytes, settings.batch.linger_ms / 1000,
+                               settings.batch.idle_linger_ms / 1000)
+        # the last consumed batch was full: more is waiting in Kafka, so open batches fill (batch.linger_ms)
+        self._backlog = False
         self._waiters: dict[int, list[Item]] = defaultdict(list)
         self.client: MetaSession = client or MetaClient(settings.send.timeout_s,
                                                         pool_size=max(10, settings.send.concurrency * 4))
@@ -206,6 +211,8 @@ class Pipeline:
                                       on_expired=self._expired, on_failure=self._fail, clock=clock)
             for d in settings.destinations
         }
+        for sender in self.senders.values():
+            sender.on_slot_free = self._close_due  # a batch that waited for a free slot leaves at once
         self.canaries = {d.name: Canary(d, self.senders[d.name], self.senders[d.name].is_halted, clock)
                          for d in settings.destinations if d.canary_interval_s > 0}
         self.dlq = DeadLetterWriter(settings.kafka.bootstrap_servers, settings.kafka.dlq_topic,
@@ -587,6 +594,7 @@ class Pipeline:
                 self._source_for(messages[0].topic()).taken(len(messages))
             if self._draining:
                 continue
+            self._backlog = len(messages) >= self.settings.kafka.consume_batch_size
             self._handle(messages, generation, prepared, handed_at)
             self._after_change()
 
@@ -719,12 +727,30 @@ class Pipeline:
             return
         self.senders[batch.destination].submit(batch)
 
+    def _idle_destinations(self) -> set[str]:
+        """Destinations whose open batch may leave after batch.idle_linger_ms: the consumer has caught up
+        (its last batch was not full) and the destination has a free request slot."""
+        if self._backlog:
+            return set()
+        return {name for name, sender in self.senders.items() if sender.has_free_slot()}
+
+    def _close_due(self) -> None:
+        """Hand the batches that are due to their senders (the tick, and a sender whose slot was freed)."""
+        for batch in self.batcher.due(self.monotonic(), self._idle_destinations()):
+            self._submit(batch)
+
+    def _tick_wait(self) -> float:
+        """Until the next batch is due, at most TICK_S (the tick's other duties), at least MIN_TICK_S."""
+        due = self.batcher.next_due(self._idle_destinations())
+        if due is None:
+            return TICK_S
+        return min(TICK_S, max(MIN_TICK_S, due - self.monotonic()))
+
     async def _tick(self) -> None:
         while True:
-            await asyncio.sleep(TICK_S)
+            await asyncio.sleep(self._tick_wait())
             now = self.clock()
-            for batch in self.batcher.due(self.monotonic()):
-                self._submit(batch)
+            self._close_due()
             if self.changelog is not None and abs(now - self._tombstoned_at) >= TOMBSTONE_EVERY_S:
                 self._tombstoned_at = now
                 self._tombstone_expired(now)

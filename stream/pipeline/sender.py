@@ -169,6 +169,8 @@ class DestinationSender:
         self._probe_seq = 0
         self._last_probe_failure: tuple[object, ...] = ()
         self._halt_key: tuple[int | None, int | None, int] = (None, None, 0)  # the cause of the current halt
+        # called when a request slot was given back (the runner closes a batch that waited for one)
+        self.on_slot_free: Callable[[], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -341,6 +343,12 @@ class DestinationSender:
             log.warning("destination_resumed", destination=self.dest.name, why=why)
             self._wake.set()
 
+    def has_free_slot(self) -> bool:
+        """True when a batch handed over now would be sent at once: the destination flows (not throttled,
+        failing or halted), nothing is queued, and fewer than send.concurrency requests are in flight."""
+        return (self.state is DestinationState.FLOWING and not self._queue
+                and len(self._inflight) < self._settings.concurrency)
+
     def is_halted(self) -> bool:
         """True while the destination is halted (it sends nothing until resumed)."""
         return self.state is DestinationState.HALTED
@@ -433,6 +441,8 @@ class DestinationSender:
             self._inflight.discard(batch)
             self._slots.release()
             self._check_idle()
+            if self.on_slot_free is not None:
+                self.on_slot_free()
 
     async def _attempts(self, batch: Batch) -> None:
         while True:

@@ -138,3 +138,23 @@ def test_a_batch_knows_when_it_closed_and_its_halves_keep_it() -> None:
     assert due.closed_at == 2.5
     full.sent_at = 0.7
     assert all((h.closed_at, h.sent_at) == (0.4, 0.7) for h in full.split())
+
+
+def test_an_idle_destination_lingers_only_idle_linger() -> None:
+    """Destinations the caller names idle close after idle_linger_s, the others after linger_s; next_due
+    says the same."""
+    batcher = Batcher(max_events=10, max_bytes=10_000, linger_s=0.2, idle_linger_s=0.05)
+    batcher.add(_item("a", 0), 0.0)
+    batcher.add(_item("b", 1), 0.0)
+    assert batcher.next_due() == 0.2
+    assert batcher.next_due(idle={"b"}) == 0.05
+    assert batcher.due(0.06) == []
+    assert [b.destination for b in batcher.due(0.06, idle={"b"})] == ["b"]
+    assert batcher.due(0.19, idle={"b"}) == []
+    assert [b.destination for b in batcher.due(0.2)] == ["a"]
+
+
+def test_the_idle_linger_is_at_most_the_linger() -> None:
+    """An idle linger longer than the linger counts as the linger (an old config's short linger stays true)."""
+    assert Batcher(max_events=10, max_bytes=10_000, linger_s=0.01, idle_linger_s=0.05).idle_linger_s == 0.01
+    assert Batcher(max_events=10, max_bytes=10_000, linger_s=0.2).idle_linger_s == 0.2

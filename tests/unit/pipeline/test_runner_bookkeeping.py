@@ -6,6 +6,7 @@ partitions leave nothing counted in flight."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import time
 from collections.abc import AsyncIterator, Callable
@@ -89,16 +90,21 @@ async def rig_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncI
     started: list[Pipeline] = []
     thresholds = gc.get_threshold()
 
-    async def make(meta: FakeMeta | None = None, revoke_timeout_s: float = 5.0) -> Rig:
+    async def make(meta: FakeMeta | None = None, revoke_timeout_s: float = 5.0, batch: str = "linger_ms = 10",
+                   send: str = "", consume_batch_size: int | None = None) -> Rig:
         path = tmp_path / f"capi-{len(started)}.toml"
         path.write_text(fakes_config(
             TOPIC,
             pipeline=f"revoke_timeout_s = {revoke_timeout_s}\nshutdown_deadline_s = 5.0",
-            batch="linger_ms = 10",
-            send="rate_limit_rps = 0\nbackoff_initial_s = 0.01\ntoken_check_interval_s = 3600",
+            batch=batch,
+            send=f"rate_limit_rps = 0\nbackoff_initial_s = 0.01\ntoken_check_interval_s = 3600\n{send}",
         ))
+        settings = load(path, env={})
+        if consume_batch_size is not None:
+            settings = dataclasses.replace(
+                settings, kafka=dataclasses.replace(settings.kafka, consume_batch_size=consume_batch_size))
         consumer, producer, meta = FakeConsumer(), FakeProducer(), meta or FakeMeta()
-        pipe = Pipeline(load(path, env={}), client=meta, consumer_factory=lambda _conf: consumer,
+        pipe = Pipeline(settings, client=meta, consumer_factory=lambda _conf: consumer,
                         producer_factory=lambda _conf: producer)  # fmt: skip
         await pipe.start()
         started.append(pipe)
@@ -305,3 +311,51 @@ class TestRebalance:
         await rig.until(lambda: rig.p.stats.events_acked == 3, "every ack processed")
         assert rig.stored(P0) is None
         assert rig.p.unfinished == 0
+
+
+class TestLinger:
+    """An open batch waits batch.linger_ms to fill while there is a backlog or its destination's request
+    slots are busy, and only batch.idle_linger_ms when the consumer has caught up and a slot is free."""
+
+    async def test_caught_up_with_a_free_slot_a_batch_leaves_after_the_idle_linger(
+            self, rig_factory: Callable[..., Any]) -> None:
+        """A consumed batch smaller than kafka.consume_batch_size: the consumer has caught up; with a
+        one-hour linger and no idle linger the event is sent at once all the same."""
+        rig = await rig_factory(batch="linger_ms = 3600000\nidle_linger_ms = 0", consume_batch_size=4)
+        rig.assign(P0)
+        rig.consume(P0, value("e0"), value("e1"))
+        await rig.until(lambda: rig.stored(P0) == 2, "sent and acked without waiting the linger")
+        assert rig.meta.requests == [(DATASET_A, ["e0", "e1"])]
+
+    async def test_behind_a_full_consumed_batch_a_batch_waits_for_the_linger(
+            self, rig_factory: Callable[..., Any]) -> None:
+        """A full consumed batch: more is waiting in Kafka, so no destination counts as idle and the open
+        batch (2 of 1,000 events) waits for the one-hour linger; the next, partial batch lets it go."""
+        rig = await rig_factory(batch="linger_ms = 3600000\nidle_linger_ms = 0", consume_batch_size=2)
+        rig.assign(P0)
+        rig.consume(P0, value("e0"), value("e1"))
+        await rig.until(lambda: rig.p.stats.consumed == 2, "the full batch applied")
+        assert rig.p._idle_destinations() == set()
+        assert rig.p.batcher.open_events == 2
+        assert rig.meta.requests == []
+        rig.consume(P0, value("e2"))
+        await rig.until(lambda: rig.stored(P0) == 3, "the open batch sent once the consumer caught up")
+        assert rig.meta.sent() == ["e0", "e1", "e2"]
+
+    async def test_a_batch_waiting_for_a_slot_leaves_when_one_is_freed(self, rig_factory: Callable[..., Any]) -> None:
+        """One slot, held by e0's request: e1's batch is not idle (no free slot) and would wait the hour;
+        the ack of e0 frees the slot and e1 leaves at once."""
+        meta = FakeMeta()
+        meta.gate.clear()
+        rig = await rig_factory(meta, batch="linger_ms = 3600000\nidle_linger_ms = 0", send="concurrency = 1",
+                                consume_batch_size=4)
+        rig.assign(P0)
+        rig.consume(P0, value("e0"))
+        await rig.until(lambda: bool(meta.requests), "e0's request")
+        rig.consume(P0, value("e1"))
+        await rig.until(lambda: rig.p.stats.consumed == 2, "e1 applied")
+        assert rig.p._idle_destinations() == {"b"}  # a's one slot is busy
+        assert rig.p.batcher.open_events == 1
+        meta.gate.set()
+        await rig.until(lambda: rig.stored(P0) == 2, "e1 sent once e0's slot was freed")
+        assert meta.requests == [(DATASET_A, ["e0"]), (DATASET_A, ["e1"])]

@@ -75,6 +75,9 @@ class FakeSender:
         self.queue.append(batch)
         self.idle.clear()
 
+    def has_free_slot(self) -> bool:
+        return self.state is DestinationState.FLOWING and not self.queue
+
     def send_all(self) -> list[Batch]:
         """Move every queued batch in flight (as the sender's dispatch loop does)."""
         self.inflight.extend(self.queue)

@@ -519,3 +519,32 @@ class TestFailing:
         _sender, outcomes, seen = await states_through_one_batch(sender_factory, meta)
         assert set(seen) == {DestinationState.THROTTLED}
         assert len(outcomes.acked) == 1
+
+
+class TestFreeSlot:
+    """has_free_slot: a batch handed over now would be sent at once (the runner's idle linger reads it)."""
+
+    async def test_a_slot_is_free_only_while_flowing_with_nothing_queued_and_a_request_slot_left(
+            self, sender_factory: SenderFactory) -> None:
+        """Concurrency 1: free before the first request; not while it is in flight, nor with a batch
+        queued behind it, nor while throttled; free again once acked, and the hook hears of the slot."""
+        release = asyncio.Event()
+        meta = FakeMeta(Scripted(throttled(None)))
+        sender, outcomes, seen = state_watching(sender_factory, meta, hold=release)
+        freed: list[bool] = []
+        sender.on_slot_free = lambda: freed.append(sender.has_free_slot())
+        assert sender.has_free_slot()
+        await sender.start()
+        sender.submit(make_batch(1))
+        sender.submit(make_batch(1, prefix="f"))
+        assert not sender.has_free_slot()  # queued
+        await until(lambda: bool(seen))  # the first request was throttled; its slot is held for the wait
+        assert sender.state is DestinationState.THROTTLED
+        assert not sender.has_free_slot()
+        release.set()
+        await idle(sender)
+        await sender.stop()
+        assert len(outcomes.acked) == 2
+        assert sender.has_free_slot()
+        # told after each request gave its slot back: the first time f was still queued for it
+        assert freed == [False, True]
