@@ -33,6 +33,7 @@ from confluent_kafka.cimpl import NewPartitions, NewTopic
 
 from stream.errors import CapiStreamError
 from stream.logs import kafka_config
+from stream.pipeline.source import await_leaders
 
 # librdkafka settings of `[kafka.consumer]` every client needs too (TLS, SASL, client id), as the tools pass them
 SHARED_PREFIXES: Final = ("security.", "sasl.", "ssl.", "client.", "socket.", "broker.", "api.version")
@@ -50,8 +51,6 @@ RESTORE_PREFETCH_KB: Final = 4096
 # A restore read that makes no progress for this long starts again (the broker may be restarting).
 STALL_S: Final = 30.0
 ADMIN_TIMEOUT_S: Final = 30.0
-# How often a topic just created or grown is looked up until each of its partitions has a leader.
-LEADER_POLL_S: Final = 0.1
 
 
 class ChangelogError(CapiStreamError):
@@ -71,20 +70,15 @@ def _admin_wait(future: Any, what: str) -> Any:
 
 
 def _await_leaders(admin: AdminClient, name: str, partitions: int) -> None:
-    """Return once topic `name` has `partitions` partitions, each with a leader (a broker creates a topic
-    before it elects its leaders: a read meanwhile fails with 'Unknown partition' or 'Not leader').
-    Raises ChangelogError after ADMIN_TIMEOUT_S."""
-    deadline = time.monotonic() + ADMIN_TIMEOUT_S
-    while True:
-        info = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics.get(name)
-        found = {} if info is None or info.error is not None else info.partitions
-        missing = [p for p in range(partitions) if p not in found or found[p].leader < 0]
-        if not missing:
-            return
-        if time.monotonic() >= deadline:
-            raise ChangelogError(f"changelog topic {name}: no leader for partitions {missing} "
-                                 f"after {ADMIN_TIMEOUT_S:g} s")
-        time.sleep(LEADER_POLL_S)
+    """Return once topic `name` has `partitions` partitions, each with a leader; ChangelogError after
+    ADMIN_TIMEOUT_S (source.await_leaders)."""
+    try:
+        missing = await_leaders(admin, {name: partitions}, ADMIN_TIMEOUT_S)
+    except KafkaException as exc:
+        raise ChangelogError(f"changelog topic {name}: {exc}") from exc
+    if missing:
+        raise ChangelogError(f"changelog topic {name}: no leader for partitions {missing[name]} "
+                             f"after {ADMIN_TIMEOUT_S:g} s")
 
 
 def ensure_topic(admin: AdminClient, name: str, partitions: int, configs: Mapping[str, str]) -> str:

@@ -460,10 +460,36 @@ def _store(consumer: ConsumerLike, tps: list[TopicPartition]) -> None:
 TOPIC_TIMEOUT_S = 15.0
 
 
-def ensure_topics(conf: Mapping[str, Any], topics: list[str], like: str) -> dict[str, str]:
+# How often topics just created are looked up until each of their partitions has a leader.
+LEADER_POLL_S = 0.1
+
+
+def await_leaders(admin: Any, topics: Mapping[str, int], timeout_s: float) -> dict[str, list[int]]:
+    """Wait until each of `topics` (name -> partitions) has that many partitions, each with a leader: a
+    broker creates a topic before it elects its leaders, and a read meanwhile fails with 'Unknown partition'
+    or 'Not leader'. Blocking; returns, per topic, the partitions still without a leader after `timeout_s`
+    (empty: all ready). Raises KafkaException when the metadata cannot be read."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        meta = admin.list_topics(timeout=timeout_s)
+        missing = {}
+        for name, count in topics.items():
+            info = meta.topics.get(name)
+            found = {} if info is None or info.error is not None else info.partitions
+            lacking = [p for p in range(count) if p not in found or found[p].leader < 0]
+            if lacking:
+                missing[name] = lacking
+        if not missing or time.monotonic() >= deadline:
+            return missing
+        time.sleep(LEADER_POLL_S)
+
+
+def ensure_topics(conf: Mapping[str, Any], topics: list[str], like: str,
+                  admin_factory: Callable[[dict[str, Any]], Any] = AdminClient) -> dict[str, str]:
     """Create those of `topics` that are missing, with as many partitions as topic `like` (1 when it is
-    missing too); blocking. Returns topic -> error for each one that could not be created."""
-    admin = AdminClient(kafka_config(dict(conf)))
+    missing too), and wait for their leaders; blocking. Returns topic -> error for each one that could not
+    be created or has partitions without a leader after TOPIC_TIMEOUT_S."""
+    admin = admin_factory(kafka_config(dict(conf)))
     try:
         meta = admin.list_topics(timeout=TOPIC_TIMEOUT_S)
     except KafkaException as exc:
@@ -485,4 +511,11 @@ def ensure_topics(conf: Mapping[str, Any], topics: list[str], like: str) -> dict
                 errors[topic] = str(err)
         except Exception as exc:  # noqa: BLE001 - a timeout or anything else: report it, never raise
             errors[topic] = f"{type(exc).__name__}: {exc}"
+    try:
+        lacking = await_leaders(admin, {t: count for t in missing if t not in errors}, TOPIC_TIMEOUT_S)
+    except KafkaException as exc:
+        lacking = {}
+        errors.update({t: str(exc.args[0] if exc.args else exc) for t in missing if t not in errors})
+    for topic, partitions in lacking.items():
+        errors[topic] = f"no leader for partitions {partitions} after {TOPIC_TIMEOUT_S:g} s"
     return errors

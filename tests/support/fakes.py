@@ -182,3 +182,53 @@ class FakeMeta:
     def sent(self) -> list[str]:
         """Every event id in every request, in order."""
         return [i for _, ids in self.requests for i in ids]
+
+
+class _FakePartition:
+    def __init__(self, leader: int) -> None:
+        self.leader = leader
+
+
+class _FakeTopic:
+    def __init__(self, partitions: int, leader: int) -> None:
+        self.partitions = {p: _FakePartition(leader) for p in range(partitions)}
+        self.error = None
+
+
+class _FakeMetadata:
+    def __init__(self, topics: dict[str, _FakeTopic]) -> None:
+        self.topics = topics
+
+
+class FreshBrokerAdmin:
+    """An AdminClient of a broker that knows a topic as soon as it created it but elects its partitions'
+    leaders only `elected_after` metadata reads later (a fresh broker, or any broker under load)."""
+
+    def __init__(self, existing: dict[str, int] | None = None, elected_after: int = 3) -> None:
+        self.elected_after = elected_after
+        self.topics = dict(existing or {})  # name -> partitions
+        self.created: list[str] = []
+        self.reads_after_create = 0
+
+    def list_topics(self, timeout: float = -1) -> _FakeMetadata:
+        if self.created:
+            self.reads_after_create += 1
+        elected = self.reads_after_create > self.elected_after
+        return _FakeMetadata({name: _FakeTopic(n, 1 if elected or name not in self.created else -1)
+                              for name, n in self.topics.items()})
+
+    def create_topics(self, new: list[Any], **_kw: Any) -> dict[str, Any]:
+        import concurrent.futures
+
+        out = {}
+        for topic in new:
+            self.topics[topic.topic] = topic.num_partitions
+            self.created.append(topic.topic)
+            done: concurrent.futures.Future[None] = concurrent.futures.Future()
+            done.set_result(None)
+            out[topic.topic] = done
+        return out
+
+    def leaders(self) -> bool:
+        """Whether the created topics' leaders are elected by now."""
+        return self.reads_after_create > self.elected_after
