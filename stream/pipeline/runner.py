@@ -775,12 +775,18 @@ class Pipeline:
         """Every PARKING_LOOK_S, ask the broker what waits in each parking topic (parkwatch.py)."""
         assert self.parking_watch is not None
         watch = self.parking_watch
+        failures = 0  # looks failed in a row
         while True:
             try:
                 self._parking_views = await asyncio.to_thread(watch.look)
+                failures = 0
             except KafkaException as exc:
-                # the last view stays (it says when it was taken); the next look tries again
-                log.warning("parking_look_failed", error=str(exc.args[0] if exc.args else exc)[:200])
+                # the last view stays (it says when it was taken); the next look tries again. One failed
+                # look is a passing state (a topic created a moment ago, a leader moving): info; looks
+                # failing in a row are a warning
+                failures += 1
+                getattr(log, "info" if failures == 1 else "warning")(
+                    "parking_look_failed", error=str(exc.args[0] if exc.args else exc)[:200], failures=failures)
             await asyncio.sleep(PARKING_LOOK_S)
 
     def _parked(self, destination: str) -> bool:

@@ -321,3 +321,38 @@ def test_a_revoke_of_a_parking_partition_waits_for_the_changelog_records_of_its_
     changelog.held.pop()()
     assert not m2._revoke_holds({parking})
     assert m2.tracker.get(*parking).commit_point == 4  # type: ignore[union-attr]
+
+
+async def test_one_failed_look_at_the_parking_topics_is_info_and_failures_in_a_row_a_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A look that fails once (a parking topic created a moment ago whose leader the broker is still
+    electing: every fresh demo logged it as a warning) is info, the next look tries again; looks that keep
+    failing are a warning, with how many in a row."""
+    import asyncio
+
+    from confluent_kafka import KafkaError, KafkaException
+    from structlog.testing import capture_logs
+
+    from stream.pipeline import runner
+
+    monkeypatch.setattr(runner, "PARKING_LOOK_S", 0.0)
+    p = _watched(tmp_path, monkeypatch, FakeWatchConsumer({}, {}, {}))
+    assert p.parking_watch is not None
+    script = ["fail", "ok", "fail", "fail", "fail", "ok"]
+    done = asyncio.Event()
+
+    def look() -> dict[str, TopicView]:
+        if not script:
+            done.set()
+            return {}
+        if script.pop(0) == "fail":
+            raise KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION, "Not leader for partition"))
+        return {}
+
+    monkeypatch.setattr(p.parking_watch, "look", look)
+    with capture_logs() as logged:
+        task = asyncio.create_task(p._watch_parking())
+        await asyncio.wait_for(done.wait(), 10)
+        task.cancel()
+    got = [(e["log_level"], e["failures"]) for e in logged if e["event"] == "parking_look_failed"]
+    assert got == [("info", 1), ("info", 1), ("warning", 2), ("warning", 3)]
