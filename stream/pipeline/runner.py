@@ -87,6 +87,8 @@ STATS_FILE_ENV = "CAPI_STREAM_STATS_FILE"
 TOMBSTONE_EVERY_S = 1.0
 # a restore that failed (broker away) is tried again after this long; its partition stays held meanwhile
 RESTORE_RETRY_S = 2.0
+# The first retry of a failed restore: a moment for a new topic's leader to answer (metadata names it first)
+RESTORE_FIRST_RETRY_S = 0.5
 # librdkafka's statistics.interval.ms default here (source._DEFAULTS): a parking lag is trusted for
 # the end of a drain only from statistics taken this long after the drain began
 _STATS_INTERVAL_MS = 5000
@@ -1153,13 +1155,12 @@ class Pipeline:
                 self.stats.restore_failures += 1
                 self.dedupe.drop_part(part)
                 # a first failure is retried at once after creating what is missing (a source topic that
-                # appeared after the start has no changelog topic yet): info; a second one is a warning
+                # appeared after the start has no changelog topic yet; a topic created a moment ago whose
+                # leader does not answer yet): info; a second one is a warning
                 getattr(log, "info" if attempt == 1 else "warning")(
                     "dedupe_restore_failed", topic=tp[0], partition=tp[1], attempt=attempt, error=str(exc)[:200])
-                if attempt == 1:
-                    # the topic may be missing (the source topic appeared after the start): create it
-                    continue
-                await asyncio.sleep(RESTORE_RETRY_S)
+                # the next attempt creates the topic if it is missing; the first one comes soon
+                await asyncio.sleep(RESTORE_FIRST_RETRY_S if attempt == 1 else RESTORE_RETRY_S)
         seconds = time.monotonic() - started
         self._dead[tp] = restore.dead
         tombstones = restore.tombstones()
