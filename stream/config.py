@@ -471,7 +471,10 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     else:
         ok = True
     if not ok:
-        raise ConfigError(f"{source}: '{key}' must be {getattr(hint, '__name__', hint)}, got {value!r}")
+        # a number where text is wanted (a dataset id): say how to write it
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        quote = f': quote it, "{value}"' if hint is str and number else ""
+        raise ConfigError(f"{source}: '{key}' must be {getattr(hint, '__name__', hint)}, got {value!r}{quote}")
     return value
 
 

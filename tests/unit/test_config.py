@@ -47,6 +47,8 @@ def test_the_example_config_is_valid_and_documents_the_defaults() -> None:
         ("[logging]\nlevel = 'loud'\n", "'logging.level'"),
         ("[kafka\nbootstrap_servers = 1\n", "not valid TOML"),
         (DEST.replace('"123"', '"abc"'), "'destinations.main.dataset_id'"),
+        # a dataset id written as a TOML number: the message says how to write it
+        (DEST.replace('"123"', "123"), "'destinations.main.dataset_id' must be str, got 123: quote it, \"123\""),
         (DEST.replace('token_env = "T"', ""), "'destinations.main.token_env' set exactly one"),
         (DEST + 'token_file = "/x"\n', "set exactly one"),
         (DEST.replace('dataset_id = "123"\n', ""), "missing key 'destinations.main.dataset_id'"),
