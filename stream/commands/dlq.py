@@ -6,7 +6,8 @@
 `show` prints reason, Meta's code/subcode, source position, time, event name and id of each letter,
 never its key or value (the app's original bytes, personal data). `redrive` copies letters unchanged
 (key, value, headers) to another topic, usually the pipeline's source topic once the cause is fixed;
-dry run by default. With --config, the dead-letter topic and the bootstrap come from the config.
+dry run by default. With --config, the dead-letter topic and the bootstrap come from the config. A
+dead-letter topic that does not exist yet holds no letters (one line, exit 0); a missing --to is an error.
 """
 
 from __future__ import annotations
@@ -52,17 +53,19 @@ def register(sub: Subparsers, argv: Sequence[str]) -> None:
     redrive.set_defaults(handler=run_redrive)
 
 
-def _client(args: argparse.Namespace, topic_flag: str, topic: str | None) -> tuple[Any, str]:
+def _client(args: argparse.Namespace, topic_flag: str, topic: str | None) -> tuple[Any, str, str]:
+    """The admin client, the dead-letter topic, and what named it (the flag, or the config's key)."""
     from stream import config
     from stream.errors import UsageError
     from stream.tools import admin
 
     settings = config.load(args.config)
+    named_by = topic_flag if topic else f"kafka.dlq_topic in {args.config}"
     topic = topic or (settings.kafka.dlq_topic if args.config else None)
     if not topic:
         raise UsageError(f"name the dead-letter topic with {topic_flag} (or give --config)")
     bootstrap = args.bootstrap or settings.kafka.bootstrap_servers
-    return admin.Admin(admin.client_config(bootstrap, settings.kafka.consumer)), topic
+    return admin.Admin(admin.client_config(bootstrap, settings.kafka.consumer)), topic, named_by
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -77,8 +80,13 @@ def run_show(args: argparse.Namespace) -> int:
         from stream.errors import UsageError
 
         raise UsageError(f"--limit {args.limit} must be 0 (all) or more")
-    client, topic = _client(args, "--dlq-topic", args.topic)
-    parts = client.partitions(topic)
+    client, topic, named_by = _client(args, "--dlq-topic", args.topic)
+    try:
+        parts = client.partitions(topic)
+    except admin.UnknownTopicError:
+        # the pipeline creates it with its first letter: no topic yet means no letters (an empty listing)
+        print(dlqtools.missing_topic_line(topic, named_by), file=sys.stderr if args.format == "json" else sys.stdout)
+        return 0
     messages = admin.iter_topic(client.conf, topic, parts, client.watermarks(topic, parts))
     try:
         result = dlqtools.show(messages, reasons, args.limit)
@@ -101,11 +109,15 @@ def run_redrive(args: argparse.Namespace) -> int:
     from stream.tools import dlq as dlqtools
 
     reasons = dlqtools.reasons_flag(args.reason)
-    client, source = _client(args, "--dlq-topic", args.source)
+    client, source, named_by = _client(args, "--dlq-topic", args.source)
     if args.dest == source:
         raise UsageError(f"--to {args.dest} is the dead-letter topic itself; copy to another topic")
-    parts = client.partitions(source)
     client.partitions(args.dest)  # the destination must exist: never create a topic by a typo
+    try:
+        parts = client.partitions(source)
+    except admin.UnknownTopicError:  # no dead-letter topic yet: no letters, nothing to copy
+        print(dlqtools.missing_topic_line(source, named_by))
+        return 0
     messages = admin.iter_topic(client.conf, source, parts, client.watermarks(source, parts))
     copier = admin.Copier(client.conf, args.dest) if args.execute else None
     counts = dlqtools.redrive(messages, reasons, copier.send if copier else None)

@@ -224,6 +224,17 @@ def redrive(messages: Iterable[RawMessage], reasons: Collection[str],
     return counts
 
 
+def missing_topic_line(topic: str, named_by: str) -> str:
+    """The one line `show` and `redrive` print when the dead-letter topic does not exist.
+
+    capi-stream creates the topic with its first letter, so on a fresh deployment a missing topic means
+    nothing has been dead-lettered yet; `named_by` (the flag or config key that gave the name) is where
+    to look in case the name is a typo.
+    """
+    return (f"no dead letters: topic {topic} does not exist, so nothing has been dead-lettered yet "
+            f"(if letters were expected, check {named_by} for a typo)")
+
+
 def redrive_summary(counts: Counter[str], source: str, dest: str, *, executed: bool) -> str:
     """One line: what was (or would be) copied, by reason."""
     total = sum(counts.values())

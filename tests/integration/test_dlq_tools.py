@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -231,8 +232,8 @@ def test_redrive_execute_copies_selected_letters_unchanged(kafka_bootstrap: str,
 @pytest.mark.parametrize(("argv", "message"), [
     (["redrive", "--dlq-topic", "{dlq}", "--to", "{dlq}"], "is the dead-letter topic itself"),
     (["redrive", "--dlq-topic", "{dlq}", "--to", "missing-{dlq}"], "does not exist"),
-    (["redrive", "--dlq-topic", "missing-{dlq}", "--to", "{dlq}"], "does not exist"),
-    (["show", "--dlq-topic", "missing-{dlq}"], "does not exist"),
+    # a missing destination stays an error even when the dead-letter topic is missing too
+    (["redrive", "--dlq-topic", "missing-{dlq}", "--to", "missing-{dlq}-to"], "topic missing-{dlq}-to does not exist"),
     (["show", "--dlq-topic", "{dlq}", "--limit", "-1"], "--limit"),
     (["show", "--dlq-topic", "{dlq}", "--reason", ","], "--reason"),
     (["show"], "--dlq-topic"),
@@ -246,7 +247,52 @@ def test_bad_input_exits_2(kafka_bootstrap: str, dead_letters: str, capsys: pyte
     code, out, err = dlq(capsys, *args, "--bootstrap", kafka_bootstrap)
     assert code == 2
     assert out == ""
-    assert message in err
+    assert message.replace("{dlq}", dead_letters) in err
+
+
+# ---- a dead-letter topic that does not exist yet: nothing has been dead-lettered -------------------------
+
+
+@pytest.mark.kafka
+def test_show_of_a_missing_topic_is_an_empty_listing(kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A fresh deployment has no dead-letter topic until the first letter: show says so in one line, exit 0."""
+    topic = f"dlq-never-written-{uuid.uuid4().hex[:8]}"
+    code, out, err = dlq(capsys, "show", "--dlq-topic", topic, "--bootstrap", kafka_bootstrap)
+    assert (code, err) == (0, "")
+    assert out.count("\n") == 1
+    assert out.strip() == dlqtools.missing_topic_line(topic, "--dlq-topic")
+    assert f"topic {topic} does not exist" in out
+    assert "nothing has been dead-lettered" in out
+    assert "check --dlq-topic for a typo" in out
+
+
+@pytest.mark.kafka
+def test_show_of_a_missing_topic_in_json_lists_nothing(kafka_bootstrap: str, tmp_path: Any,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """--format json: no row on stdout (the empty listing), the line on stderr naming the config's key."""
+    topic = f"dlq-never-written-{uuid.uuid4().hex[:8]}"
+    config = tmp_path / "c.toml"
+    config.write_text(f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\ndlq_topic = "{topic}"\n')
+    code, out, err = dlq(capsys, "show", "--config", str(config), "--format", "json")
+    assert (code, out) == (0, "")
+    assert err.strip() == dlqtools.missing_topic_line(topic, f"kafka.dlq_topic in {config}")
+    assert f"topic {topic} does not exist" in err
+    assert "kafka.dlq_topic" in err
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("execute", [False, True])
+def test_redrive_from_a_missing_topic_has_nothing_to_do(kafka_bootstrap: str, topic_factory: Callable[..., str],
+                                                        capsys: pytest.CaptureFixture[str], execute: bool) -> None:
+    """Redrive from a dead-letter topic that does not exist: one line, exit 0, the destination untouched."""
+    topic = f"dlq-never-written-{uuid.uuid4().hex[:8]}"
+    dest = topic_factory(partitions=1)
+    code, out, err = dlq(capsys, "redrive", "--dlq-topic", topic, "--to", dest, "--bootstrap", kafka_bootstrap,
+                         *(["--execute"] if execute else []))
+    assert (code, err) == (0, "")
+    assert out.strip() == dlqtools.missing_topic_line(topic, "--dlq-topic")
+    assert out.count("\n") == 1
+    assert read_topic(kafka_bootstrap, dest, want=0, timeout=1) == []
 
 
 def test_redrive_needs_a_destination(capsys: pytest.CaptureFixture[str]) -> None:
