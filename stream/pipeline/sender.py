@@ -518,7 +518,7 @@ class DestinationSender:
         self.halt_reason = (f"{answer.code}/{answer.subcode}" if answer.code is not None
                             else why or f"http {answer.status}")
         if self._halted_on_token:
-            action = "replace the access token (file or env + SIGHUP); offsets are held meanwhile"
+            action = _token_action(self.dest, self._settings.token_check_interval_s)
         elif answer.code is not None:
             action = ("fix the destination's dataset, permissions or api_version, then SIGHUP (or restart); "
                       "offsets are held meanwhile")
@@ -539,6 +539,15 @@ class DestinationSender:
         log.info("batch_split", destination=self.dest.name, events=len(batch.items), **describe(answer, self._token))
         self.submit(right, front=True)
         self.submit(left, front=True)
+
+
+def _token_action(dest: Destination, check_interval_s: float) -> str:
+    """What an SRE does about a token halt: a file is watched; an env variable needs a restart."""
+    if dest.token_file:
+        return (f"replace the access token in {dest.token_file} (picked up within {check_interval_s:g} s, or "
+                "at once on SIGHUP); offsets are held meanwhile")
+    return (f"restart the process with a new access token in {dest.token_env} (a running process's "
+            "environment cannot change: a signal re-reads the old value); offsets are held meanwhile")
 
 
 def _test_body(event: bytes, token: str, test_event_code: str) -> bytes:

@@ -372,3 +372,51 @@ async def test_a_probe_refused_for_the_same_cause_says_nothing_new(
         assert rig.sender.resume(), "SIGHUP resumes a halt for the request"
     finally:
         await rig.sender.stop()
+
+
+def _sender_of(dest: Destination, graph: Graph) -> DestinationSender:
+    settings = SendSettings(concurrency=1, rate_limit_rps=0, token_check_interval_s=2.0, probe_interval_s=0)
+
+    async def no_backoff(_delay: float) -> None:
+        await asyncio.sleep(0)
+
+    return DestinationSender(dest, graph, settings, Stats(), lambda _b: None, lambda _i, _a: None, seed=1,
+                             sleep=no_backoff)
+
+
+async def _token_halt_action(dest: Destination, logs: list[dict[str, Any]]) -> str:
+    sender = _sender_of(dest, Graph([EXPIRED], [EXPIRED]))
+    await sender.start()
+    try:
+        sender.submit(batch(1))
+        await until(sender.is_halted)
+    finally:
+        await sender.stop()
+    (halt,) = [e for e in logs if e["event"] == "destination_halted"]
+    return str(halt["action"])
+
+
+async def test_a_token_halt_of_an_env_token_says_to_restart_with_the_variable(
+    monkeypatch: pytest.MonkeyPatch, logs: list[dict[str, Any]]
+) -> None:
+    """A token read from the environment cannot change in a running process: SIGHUP re-reads the same
+    value, and the token watcher sees no change. The on-call SRE who follows the line's action must be
+    told to restart the process with a new value of that variable, not to SIGHUP."""
+    monkeypatch.setenv("CAPI_TEST_SHOP_TOKEN", TOKEN)
+    dest = Destination("shop", "111", ("com.example.shop",), base_url="http://meta.invalid",
+                       token_env="CAPI_TEST_SHOP_TOKEN")
+    action = await _token_halt_action(dest, logs)
+    assert "CAPI_TEST_SHOP_TOKEN" in action and "restart" in action
+    assert "SIGHUP" not in action
+
+
+async def test_a_token_halt_of_a_token_file_names_the_file_and_needs_no_signal(
+    tmp_path: Path, logs: list[dict[str, Any]]
+) -> None:
+    """A token file is watched: replacing it resumes the destination within token_check_interval_s."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    dest = Destination("shop", "111", ("com.example.shop",), base_url="http://meta.invalid",
+                       token_file=str(token_file))
+    action = await _token_halt_action(dest, logs)
+    assert str(token_file) in action and "2 s" in action
