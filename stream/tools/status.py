@@ -5,7 +5,7 @@ lag per partition; the same for the group `{group}.parking` that reads the parki
 destinations whose parking topic holds events (parked, or draining). From each member's `/metrics`
 when it can be reached (the member's host and the metrics port it advertises in its client id, or URLs
 given on the command line): destination states, in-flight events and the age of the oldest
-unacknowledged event against Meta's 7-day cliff.
+unacknowledged event, held in memory or waiting in a parking topic, against Meta's 7-day cliff.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ class MemberMetrics:
     in_flight: float = 0.0
     oldest_unacked_age_s: float = 0.0
     assigned: float = 0.0
+    # destination -> age of the oldest event waiting in its parking topic (0: none)
+    parked_oldest_age_s: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,9 +93,23 @@ class StatusReport:
                 seen.setdefault(d, set()).add(state)
         return {d: "/".join(sorted(states)) for d, states in seen.items()}
 
+    def parked_oldest_age_s(self) -> dict[str, float]:
+        """destination -> the oldest parked event's age its reachable members report (the largest)."""
+        ages: dict[str, float] = {}
+        for m in self.metrics:
+            if not m.error:
+                for d, age in m.parked_oldest_age_s.items():
+                    ages[d] = max(ages.get(d, 0.0), age)
+        return ages
+
+    @property
+    def oldest_in_memory_age_s(self) -> float:
+        return max((m.oldest_unacked_age_s for m in self.metrics if not m.error), default=0.0)
+
     @property
     def oldest_unacked_age_s(self) -> float:
-        return max((m.oldest_unacked_age_s for m in self.metrics if not m.error), default=0.0)
+        """The oldest event not acknowledged yet, held in memory or waiting in a parking topic."""
+        return max([self.oldest_in_memory_age_s, *self.parked_oldest_age_s().values()])
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (`--format json`)."""
@@ -120,16 +136,19 @@ def parse_metrics(url: str, text: str) -> MemberMetrics:
 
     states: dict[str, str] = {}
     values: dict[str, float] = {}
+    parked: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "capi_stream_destination_state" and sample.value == 1.0:
                 states[sample.labels["destination"]] = sample.labels["state"]
+            elif sample.name == "capi_stream_parked_oldest_event_age_seconds":
+                parked[sample.labels["destination"]] = float(sample.value)
             elif sample.name in ("capi_stream_in_flight_events", "capi_stream_oldest_unacked_event_age_seconds",
                                  "capi_stream_assigned_partitions"):
                 values[sample.name] = float(sample.value)
     return MemberMetrics(url, destinations=states, in_flight=values.get("capi_stream_in_flight_events", 0.0),
                          oldest_unacked_age_s=values.get("capi_stream_oldest_unacked_event_age_seconds", 0.0),
-                         assigned=values.get("capi_stream_assigned_partitions", 0.0))
+                         assigned=values.get("capi_stream_assigned_partitions", 0.0), parked_oldest_age_s=parked)
 
 
 def fetch_metrics(url: str) -> MemberMetrics:
@@ -219,9 +238,11 @@ def render(report: StatusReport) -> str:
         if report.parking_partitions:
             out.extend(_table(report.parking_partitions))
         said = report.destination_states()
+        parked_ages = report.parked_oldest_age_s()
         for name, waiting in sorted(report.waiting.items()):
+            age = f"; oldest {_age(parked_ages[name])} old" if parked_ages.get(name) else ""
             out.append(f"parked destination {name}: {waiting} event(s) waiting in {report.parking_topics[name]} "
-                       f"(state: {said.get(name, 'unknown: no member metrics')})")
+                       f"(state: {said.get(name, 'unknown: no member metrics')}){age}")
         if not report.waiting:
             out.append("no destination has events waiting in its parking topic")
         out.append("")
@@ -238,6 +259,8 @@ def render(report: StatusReport) -> str:
     if oldest:
         left = MAX_EVENT_AGE_S - oldest
         flag = "WARNING: " if oldest >= MAX_EVENT_AGE_S * CLIFF_WARN_SHARE else ""
-        out.append(f"{flag}oldest unacknowledged event is {_age(oldest)} old; Meta refuses it in "
+        parked = sorted(d for d, age in report.parked_oldest_age_s().items() if age == oldest)
+        where = f" (parked, {', '.join(parked)})" if parked and oldest > report.oldest_in_memory_age_s else ""
+        out.append(f"{flag}oldest unacknowledged event is {_age(oldest)} old{where}; Meta refuses it in "
                    f"{_age(max(0.0, left)) if left > 0 else 'no time: it is past 7 days'}")
     return "\n".join(out)

@@ -108,3 +108,33 @@ def test_status_shows_the_parking_group_and_the_destinations_with_events_waiting
     assert doc["parking"]["group"] == "g.parking"
     assert doc["parking"]["waiting"] == {"fit": 18}
     assert doc["parking"]["total_lag"] == 18
+
+
+PARKED_METRICS = """\
+# TYPE capi_stream_destination_state gauge
+capi_stream_destination_state{destination="fit",state="parked"} 1.0
+# TYPE capi_stream_in_flight_events gauge
+capi_stream_in_flight_events 0.0
+# TYPE capi_stream_oldest_unacked_event_age_seconds gauge
+capi_stream_oldest_unacked_event_age_seconds 0.0
+# TYPE capi_stream_parked_oldest_event_age_seconds gauge
+capi_stream_parked_oldest_event_age_seconds{destination="fit"} 400000.0
+capi_stream_parked_oldest_event_age_seconds{destination="shop"} 0.0
+"""
+
+
+def test_status_shows_the_age_of_parked_events_against_the_cliff() -> None:
+    """Parked events are unacknowledged too: a destination parked for days holds nothing in memory (oldest
+    unacked: none), yet its oldest parked event nears Meta's 7 days. The parked line gives that age and the
+    cliff line warns about it, as the alerts do (they watch both gauges)."""
+    admin = FakeAdmin({"t": {0: (0, 9)}, "g.fit.parking": {0: (0, 30)}},
+                      {("g", "t"): {0: 9}, ("g.parking", "g.fit.parking"): {0: 20}},
+                      {"g": GroupView("g", "STABLE", ()), "g.parking": GroupView("g.parking", "STABLE", ())})
+    member = parse_metrics("u", PARKED_METRICS)
+    assert member.parked_oldest_age_s == {"fit": 400000.0, "shop": 0.0}
+    report = gather(admin, "g", ["t"], parking={"fit": "g.fit.parking"}, parking_group="g.parking",
+                    fetch=lambda _u: member, extra_urls=["u"])
+    text = render(report)
+    assert "parked destination fit: 10 event(s) waiting in g.fit.parking (state: parked); oldest 4d 15h old" in text
+    assert "WARNING: oldest unacknowledged event is 4d 15h old (parked, fit); Meta refuses it in 2d 8h" in text
+    assert report.to_dict()["oldest_unacked_age_s"] == 400000.0
