@@ -16,8 +16,9 @@ from typing import Any
 
 import fastavro
 
+from stream.avro.diagnose import diagnose, trailing
 from stream.avro.generated import Reader, compile_reader
-from stream.avro.wire import HEADER_SIZE, WireFormat, split_confluent
+from stream.avro.wire import HEADER_SIZE, MAGIC_BYTE, WireFormat, split_confluent
 from stream.errors import CapiStreamError
 
 # Dead-letter reason codes of this stage
@@ -77,21 +78,23 @@ class Decoder:
 
     def decode(self, value: bytes | None) -> dict[str, Any]:
         """The record in `value`. Raises DecodeError with a reason code when it cannot be read."""
+        if value is None:
+            raise DecodeError(BAD_AVRO, "tombstone (null value): a delete marker, not a record")
         if not value:
-            raise DecodeError(BAD_AVRO, "empty message value")
+            raise DecodeError(BAD_AVRO, "empty value (0 bytes)")
         if self.wire_format is WireFormat.SCHEMALESS:
             if self._fast is not None and (record := _fast_read(self._fast, value, 0)) is not None:
                 return record
             return _read(value, self.reader, None)
         framed = split_confluent(value)
         if framed is None:
-            raise DecodeError(NOT_CONFLUENT_FRAMED, "value does not start with magic byte 0 and a schema id")
+            raise DecodeError(NOT_CONFLUENT_FRAMED, _not_framed(value))
         schema_id, payload = framed
         if schema_id not in self._writers:
             raise DecodeError(UNKNOWN_SCHEMA_ID, f"schema id {schema_id} was not looked up")
         writer = self._writers[schema_id]
         if writer is None:
-            raise DecodeError(UNKNOWN_SCHEMA_ID, f"the schema registry has no schema id {schema_id}")
+            raise DecodeError(UNKNOWN_SCHEMA_ID, f"unknown schema id {schema_id}: the schema registry has no such id")
         if isinstance(writer, UnusableSchema):
             raise DecodeError(UNUSABLE_SCHEMA, f"schema id {schema_id}: {writer.detail}")
         fast = self._fast_writers.get(schema_id)
@@ -115,11 +118,21 @@ def _read(payload: bytes | memoryview, writer: Any, reader: Any | None) -> dict[
         record = fastavro.schemaless_reader(buf, writer, reader)
     except fastavro.read.SchemaResolutionError as exc:
         raise DecodeError(INCOMPATIBLE_SCHEMA, str(exc)[:200]) from exc
-    # corrupt input makes fastavro raise many kinds of errors (EOF, unicode, index, overflow, memory)
+    # corrupt input makes fastavro raise many kinds of errors (EOF, unicode, index, overflow, memory) whose
+    # text says where fastavro tripped, not what is wrong: walk the writer schema again to say that (the
+    # exception's type name stays for debugging; its text never, it can quote the record's content)
     except Exception as exc:
-        raise DecodeError(BAD_AVRO, f"{type(exc).__name__}: {str(exc)[:160]}") from exc
+        what = diagnose(payload, writer) or "not readable with the schema (corrupt, or written with another schema)"
+        raise DecodeError(BAD_AVRO, f"{what} [decoder: {type(exc).__name__}]") from exc
     if buf.tell() != len(payload):
-        raise DecodeError(BAD_AVRO, f"{len(payload) - buf.tell()} trailing bytes after the record")
+        raise DecodeError(BAD_AVRO, trailing(len(payload) - buf.tell()))
     if not isinstance(record, dict):
         raise DecodeError(BAD_AVRO, "the schema does not describe a record")
     return record
+
+
+def _not_framed(value: bytes) -> str:
+    """Why `value` is not in the Confluent wire format: too short, or its first byte (never more of it)."""
+    if len(value) < HEADER_SIZE:
+        return f"not the Confluent wire format: {len(value)} bytes, shorter than its {HEADER_SIZE}-byte header"
+    return f"not the Confluent wire format: first byte 0x{value[0]:02x}, expected magic byte 0x{MAGIC_BYTE:02x}"
