@@ -103,6 +103,8 @@ def test_a_record_just_under_the_broker_limit_that_meta_refuses_is_dead_lettered
     garbage_headers = headers_of(letters["huge-garbage-1"])
     assert (garbage_headers["capi.reason"], garbage_headers["capi.omitted"]) == ("bad_avro", "value")
     assert garbage_headers["capi.original_size"] == str(len(garbage))
+    # what is wrong, in schema terms: the field, not the decoder's raw text nor the value's bytes
+    assert garbage_headers["capi.detail"].startswith("field event_name: a string that is not valid UTF-8")
     assert set(sc.counts()) == expected_keys(good, int(time.time()), sc.routes)
 
 
@@ -118,6 +120,7 @@ def test_a_tombstone_is_dead_lettered_as_a_tombstone(scenario_factory: Callable[
     assert letter.key() == b"tombstone-2"
     assert letter.value() is None
     assert headers_of(letter)["capi.reason"] == "bad_avro"
+    assert headers_of(letter)["capi.detail"] == "tombstone (null value): a delete marker, not a record"
 
 
 def test_a_dead_letter_topic_that_cannot_be_written_is_loud_and_holds_the_offset_until_it_can(
