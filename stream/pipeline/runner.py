@@ -415,6 +415,7 @@ class Pipeline:
                                 if s.queued_events or s.inflight_events},
                         dead_letters_pending=self.dlq.pending,
                         halted=sorted(n for n, s in self.senders.items() if s.state is DestinationState.HALTED))
+        given_up = self._unfinished  # the revoke below drops them: the next owner reads them again
         final = self.tracker.changed()
         await self.source.stop({tp: o for tp, o in final.items() if tp[0] not in self._parked_dest}, deadline=end)
         if self.parking_source is not None:
@@ -437,7 +438,7 @@ class Pipeline:
         if self.metrics is not None:
             await self.metrics.stop()
         log.info("pipeline_stopped", consumed=self.stats.consumed, acked=self.stats.events_acked,
-                 unfinished=self._unfinished, final_commit=self.source.final_commit_ok)
+                 unfinished=given_up, final_commit=self.source.final_commit_ok)
         if stats_file := os.environ.get(STATS_FILE_ENV):
             Path(stats_file).write_bytes(orjson.dumps(self.stats.summary()))  # noqa: ASYNC240 - once, at exit
 

@@ -66,4 +66,8 @@ def test_a_drain_out_of_time_warns_how_many_events_it_left(scenario_factory: Cal
     assert warned[0]["level"] == "warning"
     assert warned[0]["unfinished"] == 20
     assert warned[0]["deadline_s"] == DEADLINE_S
+    # the last line agrees: the events given up (read again by the next owner), not the 0 left after the
+    # revoke dropped them, which read as "everything finished" on the line an SRE checks last
+    (stopped,) = [x for x in lines if x.get("event") == "pipeline_stopped"]
+    assert stopped["unfinished"] == 20
     assert sc.committed() == {0: -1}, "nothing was acknowledged, so nothing may be committed"
