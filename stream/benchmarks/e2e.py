@@ -4,7 +4,9 @@ broker and the emulator (in a process of its own), optionally side by side with 
 Figures: events/s (first consume -> last ack, and wall time until every offset is committed), events
 per CPU second of each contender (its process from the first message to the last ack; with workers, the
 main process and the workers apart), latency from Kafka append to Meta's ack (p50/p99/max) and the part
-of it capi-stream adds (append -> ack minus the time its requests waited for Meta's answers), peak RSS.
+of it capi-stream adds (append -> ack minus the time its requests waited for Meta's answers) with its
+parts for every 8th acked event (stats.PARTS: append->loop, wait+prepare, batch fill, request slot,
+retries), peak RSS.
 `--latency-ms LO,HI` and `--http-500 P` make the emulator answer like Meta (a few hundred ms per request,
 some HTTP 500s) for both contenders. `--rate R` offers a fixed load instead and reports the latency
 percentiles at that load.
