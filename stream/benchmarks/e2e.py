@@ -185,9 +185,6 @@ bootstrap_servers = "{bootstrap}"
 topics = ["{topic}"]
 group_id = "{group}"
 dlq_topic = "{topic}.dlq"
-[kafka.consumer]
-"fetch.min.bytes" = 65536
-"fetch.wait.max.ms" = 50
 [batch]
 {"" if linger_ms is None else f"linger_ms = {linger_ms}"}
 {"" if idle_linger_ms is None else f"idle_linger_ms = {idle_linger_ms}"}

@@ -38,7 +38,10 @@ _DEFAULTS: dict[str, Any] = {
     "auto.offset.reset": "earliest",
     "partition.assignment.strategy": "cooperative-sticky",
     "enable.partition.eof": False,
-    "fetch.wait.max.ms": 100,
+    # a fetch waits for 64 KiB or 50 ms: librdkafka's "answer at the first byte" makes many small fetches
+    # and consumed batches at moderate rates (~40% more CPU per event at 2,000 events/s, `bench e2e`)
+    "fetch.min.bytes": 65536,
+    "fetch.wait.max.ms": 50,
     "session.timeout.ms": 45000,
     # librdkafka statistics feed the consumer-lag metric
     "statistics.interval.ms": 5000,

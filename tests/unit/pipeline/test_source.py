@@ -105,6 +105,17 @@ def test_config_keeps_what_at_least_once_needs() -> None:
     assert conf["fetch.min.bytes"] == 7
 
 
+def test_fetches_wait_for_64_kib_or_50_ms_unless_the_operator_says_otherwise() -> None:
+    """librdkafka's fetch defaults (answer as soon as one byte is there) make many small fetches and
+    consumed batches at moderate rates: ~40% more CPU per event at 2,000 events/s in `bench e2e`. Our
+    default waits for 64 KiB or 50 ms, which bounds the latency it adds; the passthrough overrides it."""
+    conf = consumer_config(KafkaSettings(), PipelineSettings())
+    assert (conf["fetch.min.bytes"], conf["fetch.wait.max.ms"]) == (65536, 50)
+    conf = consumer_config(KafkaSettings(consumer={"fetch.min.bytes": 1, "fetch.wait.max.ms": 500}),
+                           PipelineSettings())
+    assert (conf["fetch.min.bytes"], conf["fetch.wait.max.ms"]) == (1, 500)
+
+
 async def test_the_consumer_gets_our_config(rig: Rig) -> None:
     """The consumer is built with auto offset store off and the rebalance callbacks subscribed."""
     assert rig.consumer.conf["enable.auto.offset.store"] is False
