@@ -123,6 +123,9 @@ def test_a_flows_while_b_is_parked_and_b_drains_once_its_token_is_fixed(
     probe = _events(5, APPS_B, 3, "probe-b")
     produce_records(sc.bootstrap, sc.topic, probe)
     assert wait_until(lambda: bool(_events_of(proc, "destination_halted")), 30)
+    # parked for being halted park_after_s, holding only the 5 probe events: the waves below would
+    # otherwise pass send.park_share of the bound first on a fast machine (parked for held_share)
+    assert wait_until(lambda: bool(_events_of(proc, "parking_started")), 30)
     # B is broken: waves of A and B on the same partitions; B alone is several times the in-flight bound
     waves = 8
     a_records: list[dict[str, Any]] = []
