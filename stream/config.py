@@ -119,7 +119,12 @@ class SendSettings:
     concurrency: int = 8
     # Requests per second per destination; 0 = unlimited. CAPI has no stated rate limit, BUC limits apply
     rate_limit_rps: float = 50.0
-    backoff_initial_s: float = 0.2
+    # Retries back off exponentially with full jitter, from here up to backoff_max_s: a 5xx, a timeout or
+    # a dropped connection is first retried within 0.1 s (Meta's transient errors pass quickly, and each
+    # retried event carries the wait in its latency) ...
+    backoff_initial_s: float = 0.1
+    # ... a throttle answer without a hint from here (hammering a rate limit prolongs it); a hint is a floor
+    throttle_backoff_initial_s: float = 1.0
     backoff_max_s: float = 30.0
     # A halted destination re-reads its token file this often (SIGHUP does it at once)
     token_check_interval_s: float = 2.0
@@ -550,6 +555,8 @@ def _check(s: Settings) -> None:
     need(s.send.concurrency >= 1, "send.concurrency", "must be at least 1")
     need(s.send.rate_limit_rps >= 0, "send.rate_limit_rps", "must be >= 0 (0 = unlimited)")
     need(0 < s.send.backoff_initial_s <= s.send.backoff_max_s, "send.backoff_initial_s",
+         "must be > 0 and <= send.backoff_max_s")
+    need(0 < s.send.throttle_backoff_initial_s <= s.send.backoff_max_s, "send.throttle_backoff_initial_s",
          "must be > 0 and <= send.backoff_max_s")
     need(0 <= s.send.deadline_margin_s < meta.MAX_EVENT_AGE_S, "send.deadline_margin_s",
          f"must be >= 0 and below {meta.MAX_EVENT_AGE_S} (Meta's 7 days)")

@@ -491,8 +491,10 @@ class DestinationSender:
                         log.error("destination_failing", destination=self.dest.name, failures=self._failures,
                                   last=answer.retry_class, action="every request fails; events wait (offsets "
                                   "held) and are retried until Meta answers again")
-                delay = backoff_delay(batch.attempts, self._settings.backoff_initial_s,
-                                      self._settings.backoff_max_s, answer.retry_after, self._rng)
+                initial = (self._settings.throttle_backoff_initial_s if answer.retry_class == "throttle"
+                           else self._settings.backoff_initial_s)
+                delay = backoff_delay(batch.attempts, initial, self._settings.backoff_max_s, answer.retry_after,
+                                      self._rng)
                 batch.attempts += 1
                 log.info("batch_retry", destination=self.dest.name, events=len(batch.items),
                          attempt=batch.attempts, delay_s=round(delay, 2), **describe(answer, self._token))

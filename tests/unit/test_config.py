@@ -65,6 +65,8 @@ def test_the_example_config_is_valid_and_documents_the_defaults() -> None:
         ("[send]\ndeadline_margin_s = 604800.0\n", "'send.deadline_margin_s' must be >= 0 and below 604800"),
         ("[send]\ndeadline_margin_s = -1.0\n", "'send.deadline_margin_s'"),
         ("[send]\nprobe_interval_s = -1\n", "'send.probe_interval_s' must be >= 0"),
+        ("[send]\nthrottle_backoff_initial_s = 0\n", "'send.throttle_backoff_initial_s' must be > 0"),
+        ("[send]\nthrottle_backoff_initial_s = 60\n", "'send.throttle_backoff_initial_s'"),
         ("[send]\nprobe_interval_s = 60\nprobe_max_interval_s = 30\n", "'send.probe_max_interval_s' must be >="),
     ],
 )

@@ -133,11 +133,12 @@ def sender_factory(token_file: Path) -> SenderFactory:
     def make(
         meta: FakeMeta,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        settings: SendSettings | None = None,
     ) -> tuple[DestinationSender, Outcomes, Sleeps, Stats]:
         dest = Destination(
             "shop", "111", ("com.example.shop",), base_url="http://meta.invalid", token_file=str(token_file)
         )
-        settings = SendSettings(
+        settings = settings or SendSettings(
             concurrency=1, rate_limit_rps=0, backoff_initial_s=0.2, backoff_max_s=30.0, token_check_interval_s=3600
         )
         outcomes, sleeps, stats = Outcomes(), Sleeps(), Stats()
@@ -300,6 +301,27 @@ class TestThrottle:
         await sender.stop()
         assert sender.state is DestinationState.FLOWING
         assert len(outcomes.acked) == 1
+
+    async def test_a_throttle_without_a_hint_backs_off_longer_than_a_server_error(
+        self, sender_factory: SenderFactory
+    ) -> None:
+        """With the default settings a 5xx is first retried within 0.1 s (Meta's transient errors pass
+        quickly, and each retried event carries the wait in its latency), a throttle answer without a hint
+        only after >= 0.5 s (send.throttle_backoff_initial_s 1 s, jittered): hammering a rate limit
+        prolongs it. Both grow from there."""
+        defaults = SendSettings(concurrency=1, rate_limit_rps=0, token_check_interval_s=3600)
+        for answers, low, high in (((transient(), transient()), 0.05, 0.1),
+                                   ((throttled(None), throttled(None)), 0.5, 1.0)):
+            meta = FakeMeta(Scripted(*answers))
+            sender, outcomes, sleeps, _stats = sender_factory(meta, settings=defaults)
+            await sender.start()
+            sender.submit(make_batch(1))
+            await idle(sender)
+            await sender.stop()
+            assert len(outcomes.acked) == 1
+            first, second = sleeps.delays
+            assert low <= first <= high, (answers[0].retry_class, sleeps.delays)
+            assert 2 * low <= second <= 2 * high, (answers[0].retry_class, sleeps.delays)
 
     @pytest.mark.parametrize(
         ("attempt", "hint", "low", "high"),
