@@ -292,7 +292,8 @@ async def test_a_loop_that_takes_nothing_pauses_the_assignment_and_keeps_polling
         consumer.script.put(("messages", [FakeMessage(T0, i) for i in range(8)]))  # 4 batches of 2: the limit
         await until(lambda: sum(len(b) for b, _ in handler.batches) == 8)
         await until(lambda: source.stalled)
-        assert ("pause", [T0]) in consumer.calls
+        # the source thread sets `stalled`, then pauses: wait for the pause, bounded, not for the flag alone
+        await until(lambda: ("pause", [T0]) in consumer.calls)
         polls = consumer.consumes
         await asyncio.sleep(0.3)  # the loop still takes nothing
         assert consumer.consumes > polls + 5, "consume() must go on while the loop is stalled"
