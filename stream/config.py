@@ -556,8 +556,8 @@ def _check(s: Settings) -> None:
     need(s.send.rate_limit_rps >= 0, "send.rate_limit_rps", "must be >= 0 (0 = unlimited)")
     need(0 < s.send.backoff_initial_s <= s.send.backoff_max_s, "send.backoff_initial_s",
          "must be > 0 and <= send.backoff_max_s")
-    need(0 < s.send.throttle_backoff_initial_s <= s.send.backoff_max_s, "send.throttle_backoff_initial_s",
-         "must be > 0 and <= send.backoff_max_s")
+    # not checked against backoff_max_s: every wait is capped there (a low backoff_max_s caps throttle waits too)
+    need(s.send.throttle_backoff_initial_s > 0, "send.throttle_backoff_initial_s", "must be > 0")
     need(0 <= s.send.deadline_margin_s < meta.MAX_EVENT_AGE_S, "send.deadline_margin_s",
          f"must be >= 0 and below {meta.MAX_EVENT_AGE_S} (Meta's 7 days)")
     need(s.send.token_check_interval_s > 0, "send.token_check_interval_s", "must be > 0")

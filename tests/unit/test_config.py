@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from stream import config
 from stream.commands.check_config import REDACTED, redacted
 from stream.errors import ConfigError
+from stream.pipeline.sender import backoff_delay
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "example.toml"
 DEST = '[destinations.main]\ndataset_id = "123"\napp_ids = ["a"]\ntoken_env = "T"\n'
@@ -66,7 +68,6 @@ def test_the_example_config_is_valid_and_documents_the_defaults() -> None:
         ("[send]\ndeadline_margin_s = -1.0\n", "'send.deadline_margin_s'"),
         ("[send]\nprobe_interval_s = -1\n", "'send.probe_interval_s' must be >= 0"),
         ("[send]\nthrottle_backoff_initial_s = 0\n", "'send.throttle_backoff_initial_s' must be > 0"),
-        ("[send]\nthrottle_backoff_initial_s = 60\n", "'send.throttle_backoff_initial_s'"),
         ("[send]\nprobe_interval_s = 60\nprobe_max_interval_s = 30\n", "'send.probe_max_interval_s' must be >="),
     ],
 )
@@ -196,3 +197,12 @@ def test_send_capacity_is_the_smaller_of_in_flight_and_rate_limit() -> None:
     assert config.SendSettings(concurrency=4, rate_limit_rps=2).capacity(0.5) == 2_000
     assert config.SendSettings(concurrency=4, rate_limit_rps=50).capacity(0.5, events_per_request=100) == 800
     assert config.SendSettings(concurrency=4, rate_limit_rps=0).capacity(0.0) == float("inf")
+
+
+def test_a_low_backoff_max_caps_throttle_waits_instead_of_refusing_the_config(tmp_path: Path) -> None:
+    """send.backoff_max_s below the throttle default (1 s) is a valid config (tests and impatient operators
+    set 0.5): every wait is capped there. Checking the throttle start against it refused such configs."""
+    settings = _load(tmp_path, "[send]\nbackoff_initial_s = 0.05\nbackoff_max_s = 0.5\n")
+    assert settings.send.backoff_max_s == 0.5
+    assert backoff_delay(0, settings.send.throttle_backoff_initial_s, settings.send.backoff_max_s, None,
+                         random.Random(1)) <= 0.5
