@@ -209,28 +209,25 @@ class MetaClient:
 
         `url` carries no token (it is in the body), so it is safe to log.
         """
-        if self._session is None:
-            raise RuntimeError("MetaClient not started")
-        try:
-            async with self._session.post(url, data=body) as resp:
-                payload = await resp.read()
-                return classify(resp.status, payload, resp.headers, events)
-        except TimeoutError:
-            return Answer(Action.RETRY, retry_class="timeout")
-        except (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError):
-            return Answer(Action.RETRY, retry_class="connection")
+        answer = await self._request("POST", url, {}, data=body)
+        return answer if isinstance(answer, Answer) else classify(*answer, events)
 
     async def get(self, url: str, token: str, object_id: str) -> Answer:
         """GET `url` (a read of `object_id`) with `token` in the Authorization header, never in the URL.
 
         Classified by `classify_read`; network failures become RETRY answers, never exceptions.
         """
+        answer = await self._request("GET", url, {"Authorization": f"Bearer {token}"})
+        return answer if isinstance(answer, Answer) else classify_read(*answer, object_id)
+
+    async def _request(self, method: str, url: str, headers: Mapping[str, str],
+                       data: bytes | None = None) -> Answer | tuple[int, bytes, Mapping[str, str]]:
+        """Status, body and headers of Meta's answer; a network failure is already the RETRY answer."""
         if self._session is None:
             raise RuntimeError("MetaClient not started")
         try:
-            async with self._session.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
-                payload = await resp.read()
-                return classify_read(resp.status, payload, resp.headers, object_id)
+            async with self._session.request(method, url, headers=headers, data=data) as resp:
+                return resp.status, await resp.read(), resp.headers
         except TimeoutError:
             return Answer(Action.RETRY, retry_class="timeout")
         except (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError):
