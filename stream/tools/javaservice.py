@@ -62,6 +62,10 @@ def require_mvn(what: str) -> None:
         raise UsageError(f"mvn not found on PATH: Maven is needed once to fetch {what}")
 
 
+# the plugin that copies artifacts out of Maven Central, pinned so a run does not depend on Maven's default
+DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+
+
 def run_maven(args: Sequence[str], what: str) -> None:
     """Run `mvn -B -q <args>`; BrokerError with Maven's first ERROR line when it fails."""
     proc = subprocess.run(["mvn", "-B", "-q", *args], capture_output=True, text=True, check=False)

@@ -27,6 +27,7 @@ import orjson
 
 from stream.errors import BrokerError, UsageError
 from stream.tools.javaservice import (
+    DEPENDENCY_PLUGIN,
     JavaService,
     default_home,
     free_port,
@@ -40,7 +41,6 @@ KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.24.3"
 SLF4J_VERSION = "1.7.36"
 # Maven 3.8's default dependency plugin is too old for copy-dependencies with includeScope; pin it.
-DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 DEFAULT_PORT = 9092
 # First start creates __consumer_offsets and elects its leaders; 2-core CI machines need some slack.
 READY_TIMEOUT_S = 90.0

@@ -27,6 +27,7 @@ import orjson
 
 from stream.errors import BrokerError, UsageError
 from stream.tools.javaservice import (
+    DEPENDENCY_PLUGIN,
     JavaService,
     default_home,
     free_port,
@@ -126,9 +127,12 @@ class LocalRegistry(JavaService):
         if marker.is_file():
             return self.app_dir
         require_mvn("Apicurio Registry")
-        run_maven(["dependency:get", f"-Dartifact={ARTIFACT}", "-Dtransitive=false"], ARTIFACT)
-        archive = (Path.home() / ".m2" / "repository" / "io" / "apicurio" / "apicurio-registry-app" /
-                   APICURIO_VERSION / f"apicurio-registry-app-{APICURIO_VERSION}-all.tar.gz")
+        # copied to a directory we name: Maven's local repository follows Java's user.home (the passwd
+        # entry), which need not be $HOME (containers, a fresh HOME)
+        download = self.app_dir.with_name(self.app_dir.name + ".download")
+        shutil.rmtree(download, ignore_errors=True)
+        run_maven([f"{DEPENDENCY_PLUGIN}:copy", f"-Dartifact={ARTIFACT}", f"-DoutputDirectory={download}"], ARTIFACT)
+        archive = download / f"apicurio-registry-app-{APICURIO_VERSION}-all.tar.gz"
         if not archive.is_file():
             raise BrokerError(f"Maven finished but {archive} is missing")
         staging = self.app_dir.with_name(self.app_dir.name + ".partial")
@@ -142,6 +146,7 @@ class LocalRegistry(JavaService):
         shutil.rmtree(self.app_dir, ignore_errors=True)
         runner.parent.rename(self.app_dir)
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(download, ignore_errors=True)
         marker.write_text(APICURIO_VERSION + "\n")
         return self.app_dir
 

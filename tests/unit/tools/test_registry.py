@@ -40,3 +40,28 @@ def test_status_and_down_of_an_empty_home_say_which_directory(tmp_path: Path) ->
                           capture_output=True, text=True, timeout=60, check=False)
     assert down.returncode == 0
     assert f"registry was not running ({home})" in down.stderr
+
+
+def test_the_app_is_taken_from_where_maven_was_told_to_put_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Maven's local repository follows Java's user.home (the passwd entry), not $HOME: in a container with
+    another HOME, or a fresh HOME, the archive was looked for in $HOME/.m2 and 'missing' although Maven had
+    fetched it. The archive must be copied to a directory we name and read from there."""
+    import io
+    import tarfile
+
+    from stream.tools import registry
+
+    def fake_maven(args: list[str], what: str) -> None:
+        out = next(Path(a.split("=", 1)[1]) for a in args if a.startswith("-DoutputDirectory="))
+        out.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(out / f"apicurio-registry-app-{registry.APICURIO_VERSION}-all.tar.gz", "w:gz") as tar:
+            info = tarfile.TarInfo("apicurio-registry-app/quarkus-run.jar")
+            info.size = 3
+            tar.addfile(info, io.BytesIO(b"jar"))
+
+    monkeypatch.setattr(registry, "run_maven", fake_maven)
+    monkeypatch.setattr(registry, "require_mvn", lambda what: None)
+    monkeypatch.setenv("HOME", str(tmp_path / "elsewhere"))
+    app = registry.LocalRegistry(data_dir=tmp_path / "home", cache_dir=tmp_path / "cache").ensure_app()
+    assert (app / "quarkus-run.jar").read_bytes() == b"jar"
+    assert not list((tmp_path / "cache").glob("*.download")), "the downloaded archive is not kept twice"
