@@ -16,7 +16,8 @@ rebuilds its dict as deletions pile up, because a Python dict never shrinks) and
 rebuild both tables exist).
 `dedupe_key` is timed once on realistic (dataset, event_name, event_id) triples.
 **restore** (with a broker: `--bootstrap`, or $CAPI_STREAM_BOOTSTRAP): `--restore-keys` key entries
-(default 1M) are written to a fresh one-partition changelog topic, then a fresh child process reads the
+(default 1M) are written to a fresh one-partition changelog topic as the pipeline writes them (bundles of
+1,000 keys, one per acknowledged batch: stream/pipeline/dedupelog.py), then a fresh child process reads the
 partition back into a store as the pipeline does on an assignment (`Changelog.read` + `Restore`), and
 reports the seconds, records/s, bytes read and its RSS growth per key held (the changelog is not held
 besides the store). The topic is deleted afterwards.
@@ -47,6 +48,7 @@ TARGET_BYTES_PER_KEY = 100.0  # issue 7: <= 100 bytes per key at 1M keys
 TARGET_AT_KEYS = 1_000_000
 T0 = 1_800_000_000.0
 SPREAD_S = 47 * 3600.0  # keys arrive over most of the 48 h window: every bucket gets some
+BUNDLE = 1000  # keys per changelog record in the restore figure: a full batch of one partition
 CHUNK = 10_000  # keys per `now` step; keeps the clock out of the timed loop's per-key cost
 KEY_FN_SAMPLES = 200_000
 # --steady: keys arrive for this many windows, so the store has churned through ~2 windows of expiry
@@ -140,8 +142,10 @@ def _restore_figure(bootstrap: str, size: int, seed: int) -> bool:
                                           "compression.type": "lz4", "acks": "all", "enable.idempotence": True}))
         now = time.time()
         step = SPREAD_S / size
-        for index, key in enumerate(_keys(size, seed)):
-            record_key, value = dedupelog.key_record(key, now - SPREAD_S + index * step)
+        keys = _keys(size, seed)
+        for first in range(0, size, BUNDLE):
+            record_key, value = dedupelog.bundle_record(
+                [(keys[i], now - SPREAD_S + i * step) for i in range(first, min(first + BUNDLE, size))])
             while True:
                 try:
                     producer.produce(topic, key=record_key, value=value, partition=0)

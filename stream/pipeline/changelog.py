@@ -44,9 +44,13 @@ TP = tuple[str, int]  # a SOURCE topic and partition: the changelog partition ha
 # Every changelog record must survive a broker failure before the offsets it covers are committed.
 _PRODUCER: Final[dict[str, Any]] = {"acks": "all", "enable.idempotence": True, "linger.ms": 5,
                                     "compression.type": "lz4"}
-# Records per page of a restore: the loop applies one page between other work (~5 ms at 1 us a record).
+# A page of a restore: the loop applies one between other work, so a page holds about PAGE_BYTES (~5,000
+# keys, ~5-10 ms), at most PAGE records: 5,000 per-key records, or 6 bundles of 1,000 keys (dedupelog). The
+# first page asks for FIRST_PAGE records; later ones as many as PAGE_BYTES holds at the sizes seen so far.
 PAGE: Final = 5000
-# librdkafka's prefetch queue of a restore reader, in KB: a few pages ahead (a record is ~18 bytes + overhead)
+PAGE_BYTES: Final = 96 * 1024
+FIRST_PAGE: Final = 4
+# librdkafka's prefetch queue of a restore reader, in KB: a few pages ahead
 RESTORE_PREFETCH_KB: Final = 4096
 # A restore read that makes no progress for this long starts again (the broker may be restarting).
 STALL_S: Final = 30.0
@@ -268,8 +272,9 @@ class Changelog:
             low, high = await asyncio.to_thread(self._start, consumer, topic, tp[1])
             position = low
             last_progress = time.monotonic()
+            size, seen, nbytes = FIRST_PAGE, 0, 0
             while position < high:
-                messages = await asyncio.to_thread(consumer.consume, PAGE, 0.2)
+                messages = await asyncio.to_thread(consumer.consume, size, 0.2)
                 records: list[tuple[bytes | None, bytes | None]] = []
                 for message in messages:
                     err = message.error()
@@ -289,6 +294,9 @@ class Changelog:
                 if records:
                     page(records)
                     last_progress = time.monotonic()
+                    seen += len(records)
+                    nbytes += sum(len(v) for _k, v in records if v is not None)
+                    size = max(1, min(PAGE, PAGE_BYTES * seen // max(nbytes, 1)))
                 elif time.monotonic() - last_progress > STALL_S:
                     raise ChangelogError(f"read {topic}[{tp[1]}]: no progress at offset {position} of {high} "
                                          f"for {STALL_S:g} s")

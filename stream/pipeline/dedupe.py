@@ -115,10 +115,8 @@ class DedupeStore:
 
     Each SENT key belongs to a `part`, a small int naming the source partition whose changelog records
     it (0 for a store without a changelog): `drop_part` forgets one part's keys when its partition is
-    revoked, and `take_forgotten` hands over, per part, the keys whose window is over, so their
-    changelog entries can be tombstoned. Evicted keys are not handed over: their entries are still
-    inside the window, a restore holds them again (up to max_keys), and the topic's retention, one
-    bucket longer than the window, removes them.
+    revoked. Expired and evicted keys are simply dropped: their changelog entries leave the topic by its
+    retention, one bucket longer than the window (a restore holds evicted ones again, up to max_keys).
 
     Invariants: `len(self) <= max_keys`; every SENT key is in exactly one run (bucket, part) and in its
     shard's dict; a key is never PENDING and SENT at once; every run held by a slot is non-empty.
@@ -132,13 +130,8 @@ class DedupeStore:
         max_keys: int = DEFAULT_MAX_KEYS,
         *,
         buckets: int = DEFAULT_BUCKETS,
-        track_forgotten: bool = False,
     ) -> None:
-        """Raise ValueError unless window_s > 0, max_keys >= 1 and 1 <= buckets <= MAX_BUCKETS.
-
-        With `track_forgotten`, expired keys are kept for `take_forgotten` (a changelog tombstones
-        them); without it they are simply dropped.
-        """
+        """Raise ValueError unless window_s > 0, max_keys >= 1 and 1 <= buckets <= MAX_BUCKETS."""
         if not window_s > 0:  # also refuses NaN
             raise ValueError(f"window_s must be > 0, got {window_s!r}")
         if max_keys < 1:
@@ -161,8 +154,6 @@ class DedupeStore:
         self._evictions = 0
         self._expired = 0
         self._deleted = [0] * SHARDS  # per shard: keys deleted since it was last rebuilt
-        self._track = track_forgotten
-        self._forgotten: list[tuple[int, array[int]]] = []  # (part, keys) expired, not yet taken
 
     def __len__(self) -> int:
         """Number of SENT keys held."""
@@ -272,9 +263,7 @@ class DedupeStore:
 
     def drop_part(self, part: int) -> int:
         """Forget every SENT key of `part` (its partition went to another member); returns how many.
-
-        Dropped keys are not handed to `take_forgotten`: their changelog entries stay for the new owner.
-        """
+        Their changelog entries stay for the new owner."""
         dropped = 0
         shards, deleted = self._shards, self._deleted
         for runs in self._runs:
@@ -288,15 +277,9 @@ class DedupeStore:
                 deleted[key & _SHARD_MASK] += 1
             dropped += len(keys) - run.head
         self._held -= dropped
-        self._forgotten = [(p, keys) for p, keys in self._forgotten if p != part]
         for shard in range(SHARDS):
             self._compact_if_worn(shard)
         return dropped
-
-    def take_forgotten(self) -> list[tuple[int, array[int]]]:
-        """(part, keys) of SENT keys expired since the last call (empty unless track_forgotten)."""
-        out, self._forgotten = self._forgotten, []
-        return out
 
     def _advance(self, now: float) -> int:
         """Move the newest bucket to `now`'s and expire the buckets that left the window; the newest."""
@@ -325,7 +308,7 @@ class DedupeStore:
     def _expire_slot(self, slot: int) -> None:
         shards, deleted = self._shards, self._deleted
         runs, self._runs[slot] = self._runs[slot], {}
-        for part, run in runs.items():
+        for run in runs.values():
             keys, head = run.keys, run.head
             for index in range(head, len(keys)):
                 key = keys[index]
@@ -333,8 +316,6 @@ class DedupeStore:
                 deleted[key & _SHARD_MASK] += 1
             self._expired += len(keys) - head
             self._held -= len(keys) - head
-            if self._track:
-                self._forgotten.append((part, keys[head:] if head else keys))
 
     def _evict_oldest(self) -> None:
         """Drop the first-confirmed key of the oldest non-empty bucket (the store is full, so one exists)."""

@@ -1,22 +1,30 @@
 """The dedupe changelog's records and the restore of one partition from them (pure).
 
 The dedupe window lives in memory (stream/dedupe.py) and every change that matters after a crash or a
-rebalance is also written to a compacted changelog topic, partitioned like the source topic, so that the
-state of source partition p is in changelog partition p and whoever owns p reads it back (the design of
-Kafka Streams' and quix-streams' state stores). A record per fact, keyed so compaction keeps the latest:
+rebalance is also written to a changelog topic, partitioned like the source topic, so that the state of
+source partition p is in changelog partition p and whoever owns p reads it back (the design of Kafka
+Streams' and quix-streams' state stores). The records:
 
-    key  b"k" + 8-byte dedupe key     value  b"\\x01" + 8-byte ms   Meta acknowledged the key; its window
-                                                                     runs from that time
+    key  b"b" + 8 random bytes         value  b"\\x01" + n x (8-byte     Meta acknowledged these keys of
+                                        dedupe key, 8-byte ms)      the partition (one acked batch);
+                                                                    each key's window runs from its time
     key  b"d" + 8-byte source offset   value  b"\\x01" + 8-byte ms   the message at that offset was
                                         + 8-byte fingerprint         dead-lettered (broker-acked) then;
                                                                      the fingerprint of its value tells
                                                                      it from another message at that
                                                                      offset (a topic created again)
-    either key with a null value (a tombstone)                        the entry's window is over
+    key  b"k" + 8-byte dedupe key      value  b"\\x01" + 8-byte ms   one acknowledged key: the format
+                                                                     before bundles, still read back
+    any key with a null value (a tombstone)                           the entry's window is over
 
-Times are wall-clock milliseconds (the window is Meta's). An entry whose window is over is tombstoned by
-the member that owns the partition, when its store expires it or when a restore reads it; the topic's
-retention (one bucket longer than the window) removes whatever a crash left untombstoned.
+One bundle per source partition of an acknowledged batch, not one record per key: a produce call and a
+delivery report cost a few µs each on the event loop, per event that was a tenth of the pipeline's CPU,
+and a restore reads a few large records instead of one per key. A bundle's id is random, so compaction
+never merges two; it leaves the topic by retention (one bucket longer than the window, counted from
+the record's time, which is after every key's own time), or by a tombstone once a restore finds all
+its keys expired. Times are wall-clock milliseconds (the window is Meta's). Dead-letter entries are
+tombstoned by the member that owns the partition when their window is over; old per-key entries by a
+restore that finds them expired, else by retention.
 """
 
 from __future__ import annotations
@@ -25,13 +33,16 @@ import dataclasses
 import enum
 import hashlib
 import math
-from collections.abc import Iterable, Mapping
+import os
+import struct
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 from stream.pipeline.dedupe import DedupeStore
 
 KIND_KEY: Final = b"k"
 KIND_DEAD: Final = b"d"
+KIND_BUNDLE: Final = b"b"
 # The value's first byte: a reader skips (and counts) values of a version it does not know, so a later
 # format can be rolled out while older members still run.
 VERSION: Final = 1
@@ -69,6 +80,24 @@ def _time(at: float) -> bytes:
 def key_record(key: int, accepted: float) -> tuple[bytes, bytes]:
     """(record key, value) saying `key` was acknowledged with its window running from `accepted`."""
     return _ident(KIND_KEY, key), _time(accepted)
+
+
+def bundle_record(entries: Sequence[tuple[int, float]]) -> tuple[bytes, bytes]:
+    """(record key, value) saying each (dedupe key, accepted) of `entries` was acknowledged, its window
+    running from its accepted time. The record key is random: no other bundle shares it."""
+    flat: list[int] = []
+    for key, accepted in entries:
+        flat += (key, round(accepted * 1000))
+    return KIND_BUNDLE + os.urandom(8), _VERSION_BYTE + struct.pack(f">{len(flat)}q", *flat)
+
+
+def parse_bundle(value: bytes) -> list[tuple[int, float]] | None:
+    """The (dedupe key, accepted) pairs of a bundle's value, or None for a value this version does not
+    understand (another version byte, a length that is not whole pairs)."""
+    if value[:1] != _VERSION_BYTE or (len(value) - 1) % 16:
+        return None
+    flat = struct.unpack_from(f">{(len(value) - 1) // 8}q", value, 1)
+    return [(flat[i], flat[i + 1] / 1000) for i in range(0, len(flat), 2)]
 
 
 def fingerprint(value: bytes | None) -> int:
@@ -142,6 +171,7 @@ class Restore:
     dead: dict[int, tuple[float, int | None]] = dataclasses.field(default_factory=dict)
     expired_keys: set[int] = dataclasses.field(default_factory=set)
     expired_dead: set[int] = dataclasses.field(default_factory=set)
+    expired_bundles: set[bytes] = dataclasses.field(default_factory=set)  # record keys
     records: int = 0
     nbytes: int = 0
     keys: int = 0
@@ -153,6 +183,9 @@ class Restore:
         for key, value in records:
             self.records += 1
             self.nbytes += len(key or b"") + len(value or b"")
+            if key is not None and key[:1] == KIND_BUNDLE and len(key) == _KEY_SIZE:
+                self._bundle(key, value)
+                continue
             entry = parse(key, value)
             if entry is None:
                 self.unknown += 1
@@ -175,6 +208,24 @@ class Restore:
                 self.expired_dead.add(entry.ident)
                 dead.pop(entry.ident, None)
 
+    def _bundle(self, key: bytes, value: bytes | None) -> None:
+        if value is None:
+            self.expired_bundles.discard(key)  # already tombstoned
+            return
+        entries = parse_bundle(value)
+        if entries is None:
+            self.unknown += 1
+            return
+        store, now, part = self.store, self.now, self.part
+        live = False
+        for ident, at in entries:
+            if store.live(at, now):
+                live = True
+                self.keys += store.restore(ident, at, now, part)
+        if not live:
+            self.expired_bundles.add(key)
+
     def tombstones(self) -> list[bytes]:
         """Record keys of the entries read whose window is over: write each with a null value."""
-        return [key_tombstone(k) for k in self.expired_keys] + [dead_tombstone(o) for o in self.expired_dead]
+        return ([key_tombstone(k) for k in self.expired_keys] + [dead_tombstone(o) for o in self.expired_dead]
+                + sorted(self.expired_bundles))

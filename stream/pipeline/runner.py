@@ -184,8 +184,7 @@ class Pipeline:
                 settings.kafka.bootstrap_servers, {t: changelog_topic(settings, t) for t in settings.kafka.topics},
                 settings.kafka.group_id, settings.kafka.producer,
                 {k: v for k, v in settings.kafka.consumer.items() if k.startswith(SHARED_PREFIXES)})
-        self.dedupe = DedupeStore(window_s=settings.dedupe.window_s, max_keys=settings.dedupe.max_keys,
-                                  track_forgotten=self.changelog is not None)
+        self.dedupe = DedupeStore(window_s=settings.dedupe.window_s, max_keys=settings.dedupe.max_keys)
         # With a changelog, each assigned partition's keys are held under a number of their own ("part"),
         # restored from its changelog partition on assignment and dropped from memory on revoke.
         self._parts: dict[TP, int] = {}
@@ -967,7 +966,7 @@ class Pipeline:
         self.quality.acknowledged_batch(batch.destination, [item.event_name for item in items],
                                         [ms / 1000 for ms in latencies])
         self.stats.freshness.observe_many([now - item.event_time for item in items])
-        records: list[tuple[TP, bytes, bytes | None]] = []
+        acked: dict[TP, list[tuple[int, float]]] = {}  # source partition -> (key, accepted) for its changelog
         park = self.parking.get(batch.destination)
         if park is not None:
             park.drained += sum(1 for item in items if item.origin is not None)
@@ -981,14 +980,14 @@ class Pipeline:
                 elif tp in self._owned:
                     accepted = self.dedupe.accepted_at(key)
                     if self._confirm(item, key, now, self._parts[tp]) and accepted is not None:
-                        records.append((tp, *dedupelog.key_record(key, accepted)))
+                        acked.setdefault(tp, []).append((key, accepted))
                 elif item.origin is not None and tp[0] in self.changelog.topics:
                     # read back from a parking topic, of a source partition another member owns: its key
                     # is held here under that partition (a later parked copy drained here is a duplicate)
                     # and written to that partition's changelog, which its owner restores on assignment
                     accepted = self.dedupe.accepted_at(key)
                     if self._confirm(item, key, now, self._part(tp)) and accepted is not None:
-                        records.append((tp, *dedupelog.key_record(key, accepted)))
+                        acked.setdefault(tp, []).append((key, accepted))
                 else:
                     # its partition went to another member, whose store it must not shadow here
                     with contextlib.suppress(NotPendingError):
@@ -997,6 +996,8 @@ class Pipeline:
                     self.stats.duplicates += 1
                     self.quality.duplicate(twin.destination, twin.event_name)
                     self._finish(twin)
+        # one record per source partition of the batch (dedupelog: a bundle), not one per key
+        records = [(tp, *dedupelog.bundle_record(entries)) for tp, entries in acked.items()]
         if self.changelog is None or not records:
             self._finish_all(items)
         else:
@@ -1199,14 +1200,11 @@ class Pipeline:
             self._dead.pop(tp, None)
 
     def _tombstone_expired(self, now: float) -> None:
-        """Tombstone the changelog entries whose window is over: keys the store expired, old dead letters."""
+        """Tombstone the dead-letter entries whose window is over. Acknowledged keys need none: their bundles
+        leave the changelog by retention (dedupelog)."""
         assert self.changelog is not None
         self.dedupe.advance(now)
         records: list[tuple[TP, bytes, bytes | None]] = []
-        for part, keys in self.dedupe.take_forgotten():
-            tp = self._part_tps[part]
-            if tp in self._dead:  # still ours and restored
-                records.extend((tp, dedupelog.key_tombstone(key), None) for key in keys)
         for tp, dead in self._dead.items():
             gone = [offset for offset, (at, _check) in dead.items() if not self.dedupe.live(at, now)]
             for offset in gone:

@@ -111,7 +111,7 @@ class TestRestore:
 
     def test_live_keys_are_restored_under_the_part(self) -> None:
         """Keys inside the window are SENT after the restore; the counts say what was read."""
-        store = DedupeStore(WINDOW_S, track_forgotten=True)
+        store = DedupeStore(WINDOW_S)
         restore = Restore(store, part=3, now=T0)
         restore.apply([dedupelog.key_record(1, T0 - 47 * HOUR), dedupelog.key_record(2, T0 - HOUR)])
         assert store.check(1, T0) is Verdict.SENT
@@ -144,6 +144,44 @@ class TestRestore:
         assert restore.dead == {10: (T0 - HOUR, dedupelog.fingerprint(b"a"))}
         assert restore.tombstones() == [dedupelog.dead_tombstone(11)]
 
+    def test_a_bundle_restores_each_live_key_with_its_own_time(self) -> None:
+        """One bundle record carries several keys, each with its accepted time; the live ones come back
+        under the part, the expired one does not, and a bundle with a live key is not tombstoned."""
+        key, value = dedupelog.bundle_record([(1, T0 - 47 * HOUR), (-2, T0 - HOUR), (3, T0 - 50 * HOUR)])
+        assert (key[:1], len(key), len(value)) == (dedupelog.KIND_BUNDLE, 9, 1 + 3 * 16)
+        store = DedupeStore(WINDOW_S)
+        restore = Restore(store, part=4, now=T0)
+        restore.apply([(key, value)])
+        assert [store.check(k, T0) for k in (1, -2, 3)] == [Verdict.SENT, Verdict.SENT, Verdict.NEW]
+        assert (restore.records, restore.keys, restore.tombstones()) == (1, 2, [])
+        assert store.check(1, T0 + 2 * HOUR) is Verdict.NEW, "its window ran from its own time"
+        assert store.drop_part(4) == 1
+
+    def test_bundle_values_round_trip(self) -> None:
+        """Keys (any int64) and millisecond times come back as written."""
+        entries = [(-(2**63), 1.5), (2**63 - 1, T0), (0, T0 - 0.001)]
+        assert dedupelog.parse_bundle(dedupelog.bundle_record(entries)[1]) == entries
+
+    def test_bundle_ids_differ(self) -> None:
+        """Compaction keeps the latest record of a key: two bundles never share one, or one would replace
+        the other's keys."""
+        assert len({dedupelog.bundle_record([(1, T0)])[0] for _ in range(1000)}) == 1000
+
+    def test_a_bundle_of_expired_keys_is_tombstoned_unless_it_already_was(self) -> None:
+        """A bundle whose every key is over is tombstoned by the restore; one already tombstoned is not."""
+        old1, old2 = dedupelog.bundle_record([(1, T0 - 50 * HOUR)]), dedupelog.bundle_record([(2, T0 - 60 * HOUR)])
+        restore = Restore(DedupeStore(WINDOW_S), part=0, now=T0)
+        restore.apply([old1, old2, (old2[0], None)])
+        assert restore.tombstones() == [old1[0]]
+        assert restore.keys == 0
+
+    def test_a_bundle_of_another_version_is_counted_and_skipped(self) -> None:
+        """A bundle value with another version byte or a length that is not whole pairs changes nothing."""
+        key, value = dedupelog.bundle_record([(1, T0)])
+        restore = Restore(DedupeStore(WINDOW_S), part=0, now=T0)
+        restore.apply([(key, b"\x02" + value[1:]), (key, value[:-1])])
+        assert (restore.unknown, restore.keys, restore.tombstones()) == (2, 0, [])
+
     def test_unknown_records_are_counted_and_skipped(self) -> None:
         """A record of another format changes nothing and is counted."""
         store = DedupeStore(WINDOW_S)
@@ -153,7 +191,7 @@ class TestRestore:
 
 
 class TestStoreParts:
-    """The store's parts: restore, drop on revoke, expired keys handed over for tombstones."""
+    """The store's parts: restore, drop on revoke, each key expiring with its own time."""
 
     def test_restore_does_not_shadow_a_held_or_pending_key(self) -> None:
         """A key already SENT or PENDING is left as it is by a restore."""
@@ -176,30 +214,13 @@ class TestStoreParts:
         assert store.check(2, T0 + 3 * HOUR) is Verdict.NEW
         assert store.check(1, T0 + 3 * HOUR) is Verdict.SENT
 
-    def test_expired_keys_are_handed_over_per_part(self) -> None:
-        """With track_forgotten, the keys whose window ended are returned once, with their part."""
-        store = DedupeStore(WINDOW_S, track_forgotten=True)
-        _sent(store, 1, T0, part=0)
-        _sent(store, 2, T0, part=5)
-        _sent(store, 3, T0 + 10 * HOUR, part=5)
-        store.advance(T0 + 49 * HOUR)
-        assert sorted((part, list(keys)) for part, keys in store.take_forgotten()) == [(0, [1]), (5, [2])]
-        assert store.take_forgotten() == []
-        assert store.check(3, T0 + 49 * HOUR) is Verdict.SENT
-
-    def test_nothing_is_handed_over_without_tracking(self) -> None:
-        """Without a changelog the expired keys are simply dropped."""
-        store = DedupeStore(WINDOW_S)
-        _sent(store, 1, T0)
-        store.advance(T0 + 50 * HOUR)
-        assert (store.take_forgotten(), len(store)) == ([], 0)
-
     def test_restored_key_expires_with_its_own_time(self) -> None:
         """A key restored with an old window start expires when that window ends, not the restore's."""
-        store = DedupeStore(WINDOW_S, track_forgotten=True)
+        store = DedupeStore(WINDOW_S)
         assert store.restore(1, T0 - 47 * HOUR, T0, part=2)
-        store.advance(T0 + 2 * HOUR)
-        assert [(part, list(keys)) for part, keys in store.take_forgotten()] == [(2, [1])]
+        assert store.check(1, T0 + HOUR) is Verdict.SENT
+        assert store.check(1, T0 + 2 * HOUR) is Verdict.NEW
+        assert store.expired == 1
 
     def test_confirm_says_whether_the_key_is_held(self) -> None:
         """confirm returns False for a key whose window was already over (nothing to record)."""
