@@ -20,7 +20,7 @@ from stream.avro.schema import load_schema
 from stream.avro.wire import WireFormat
 from stream.contract.normalize import NO_CONSENT, NormalizeSettings, normalize_event
 from stream.pipeline.consistency import Identity, identity
-from stream.pipeline.quality import MATCH_KEYS, REVENUE_EVENTS
+from stream.pipeline.quality import REVENUE_EVENTS, match_keys
 
 UNKNOWN_DESTINATION = "unknown_destination"
 
@@ -50,6 +50,9 @@ class Prepared(NamedTuple):
     revenue: bool = False
     has_value: bool = False
     identity: Identity | None = None  # SEND: external_id, em and ph fingerprints (user consistency)
+
+
+_new_prepared = tuple.__new__  # Prepared from a tuple of all its fields, in order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +107,7 @@ class Preparer:
                             detail=f"no destination for app_id {app_id!r}"[:200])
         destination, settings = route
         outcome = normalize_event(record, now, settings)
-        dropped = tuple((d.field, d.reason) for d in outcome.dropped)
+        dropped = tuple((d.field, d.reason) for d in outcome.dropped) if outcome.dropped else ()
         if outcome.event is None:
             assert outcome.rejection is not None
             kind = Kind.NO_CONSENT if outcome.rejection.reason == NO_CONSENT else Kind.DEAD
@@ -112,14 +115,18 @@ class Preparer:
                             reason=outcome.rejection.reason, detail=outcome.rejection.detail, dropped=dropped)
         event = outcome.event
         user_data = event.get("user_data") or {}
-        custom = event.get("custom_data") or {}
-        revenue = event["event_name"] in REVENUE_EVENTS
-        return Prepared(
-            Kind.SEND, destination, orjson.dumps(event), event["event_name"], event.get("event_id"),
-            event["event_time"], dropped=dropped, keys=tuple(k for k in MATCH_KEYS if k in user_data),
-            revenue=revenue, has_value=revenue and custom.get("value") is not None and bool(custom.get("currency")),
-            identity=identity(user_data),
-        )  # fmt: skip
+        name = event["event_name"]
+        revenue = name in REVENUE_EVENTS
+        if revenue:
+            custom = event.get("custom_data") or {}
+            has_value = custom.get("value") is not None and bool(custom.get("currency"))
+        else:
+            has_value = False
+        # every field in order, built as the tuple it is: a keyword call of the NamedTuple costs ~0.4 us
+        return _new_prepared(Prepared, (
+            Kind.SEND, destination, orjson.dumps(event), name, event.get("event_id"), event["event_time"],
+            "", "", False, dropped, match_keys(user_data), revenue, has_value, identity(user_data),
+        ))  # fmt: skip
 
 
 # -- worker processes ------------------------------------------------------------------------------
