@@ -626,68 +626,88 @@ class Pipeline:
     def _handle(self, messages: list[Message], generation: int, prepared: list[Prepared],
                 handed_at: float = 0.0) -> None:
         """Track, dead-letter, dedupe and batch one prepared consumed batch; `handed_at`: when the source
-        handed it over (wall clock; 0: not known, the event is left out of the added latency's parts)."""
+        handed it over (wall clock; 0: not known, the event is left out of the added latency's parts).
+
+        The loop runs for every consumed event, so what it calls is looked up once per batch. Whether a
+        partition's messages are taken (assigned in this generation, tracker active) is decided once per
+        partition and batch: only the rebalance callbacks change it, and they never run inside this loop.
+        """
         now = self.clock()
         sent: list[Prepared] = []  # valid events, counted for signal quality once per batch
+        taken: dict[TopicPartition, PartitionOffsets | None] = {}  # per partition: its tracker, None: skip
+        tracker_get = self.tracker.get
+        assigned_gen = self._assigned_gen
+        restoring = self._restoring
+        dead_letters = self._dead
+        parked_dest = self._parked_dest
+        parking = self.parking
+        stats = self.stats
+        dropped_fields = stats.dropped_fields
+        observe = self.quality.identity
+        admit = self._admit
+        send, no_consent = Kind.SEND, Kind.NO_CONSENT
         for msg, prep in zip(messages, prepared, strict=True):
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             assert topic is not None
             assert partition is not None
             assert offset is not None
             tp = (topic, partition)
-            part = self.tracker.get(topic, partition)
-            if part is None or not part.active or self._assigned_gen.get(tp, 1 << 62) > generation:
+            try:
+                part = taken[tp]
+            except KeyError:
+                part = tracker_get(topic, partition)
+                if part is not None and (not part.active or assigned_gen.get(tp, 1 << 62) > generation):
+                    part = None
+                taken[tp] = part
+            if part is None:
                 continue  # consumed before a revoke of this partition: the owner reads it again
-            waiting = self._restoring.get(tp)
+            waiting = restoring.get(tp)
             if waiting is not None:
                 waiting.append((msg, prep, generation))  # handled once the partition's state is restored
                 continue
             part.received(offset)
             self._unfinished += 1
-            self.stats.consumed += 1
-            item = Item(topic, partition, offset, msg.key(), msg.value(), msg.timestamp()[1], part)
-            item.handed_at = handed_at
-            item.applied_at = now
-            dead = self._dead.get(tp)
-            if dead is not None and dedupelog.dead_letter_seen(dead, offset, item.value):
+            stats.consumed += 1
+            (kind, destination, body, event_name, event_id, event_time, reason, detail, decode_failed, dropped,
+             _keys, _revenue, _has_value, ident) = prep
+            parked = kind is send and parking and self._parked(destination)
+            if kind is send:  # parked: no body kept, the parking topic gets the message's value
+                item = Item(topic, partition, offset, msg.key(), msg.value(), msg.timestamp()[1], part, destination,
+                            b"" if parked else body, event_name, event_id, event_time, None, None, handed_at, now)
+            else:
+                item = Item(topic, partition, offset, msg.key(), msg.value(), msg.timestamp()[1], part,
+                            handed_at=handed_at, applied_at=now)
+            dead = dead_letters.get(tp)
+            if dead and dedupelog.dead_letter_seen(dead, offset, item.value):
                 # dead-lettered before a crash or a rebalance (the changelog says so): not a second time
-                self.stats.dead_letters_skipped += 1
+                stats.dead_letters_skipped += 1
                 self._finish(item)
                 continue
-            if topic in self._parked_dest:
-                self.parking[self._parked_dest[topic]].backlog = True
+            if topic in parked_dest:
+                parking[parked_dest[topic]].backlog = True
                 origin = origin_of(msg.headers())
                 item.origin = (origin.topic, origin.partition, origin.offset) if origin else (topic, partition, offset)
-            for dropped in prep.dropped:
-                self.stats.dropped_fields[dropped] += 1
-            if prep.kind is Kind.SEND:
-                if self._parked(prep.destination):
-                    item.destination = prep.destination
-                    item.event_name = prep.event_name
-                    item.event_id = prep.event_id
-                    item.event_time = prep.event_time
-                    self._admit(item, now)  # deduped, then parked; counted for signal quality once read back
+            if dropped:
+                dropped_fields.update(dropped)
+            if kind is send:
+                if parked:
+                    admit(item, now)  # deduped, then parked; counted for signal quality once read back
                     continue
                 sent.append(prep)
-                if prep.identity is not None:
-                    self.quality.identity(prep.destination, prep.event_name, prep.identity, now)
-                item.destination = prep.destination
-                item.body = prep.body
-                item.event_name = prep.event_name
-                item.event_id = prep.event_id
-                item.event_time = prep.event_time
-                self._admit(item, now)
-            elif prep.kind is Kind.NO_CONSENT:
-                self.stats.rejected[prep.reason] += 1
-                self.stats.no_consent += 1
+                if ident is not None:
+                    observe(destination, event_name, ident, now)
+                admit(item, now)
+            elif kind is no_consent:
+                stats.rejected[reason] += 1
+                stats.no_consent += 1
                 self._finish(item)  # never sent, never kept
             else:
-                if prep.decode_failed:
-                    self.stats.decode_failures += 1
-                elif prep.destination:
-                    self.stats.rejected[prep.reason] += 1
-                    self.quality.invalid(prep.destination, prep.event_name or "?")
-                self._dead_letter(item, prep.reason, prep.detail, event_name=prep.event_name, event_id=prep.event_id)
+                if decode_failed:
+                    stats.decode_failures += 1
+                elif destination:
+                    stats.rejected[reason] += 1
+                    self.quality.invalid(destination, event_name or "?")
+                self._dead_letter(item, reason, detail, event_name=event_name, event_id=event_id)
         self.quality.count_many(sent)
 
     def _admit(self, item: Item, now: float) -> None:
@@ -698,7 +718,7 @@ class Pipeline:
         its source partition are (a copy already sent is not parked to be sent again); a parked copy
         holds no key.
         """
-        parked = self._parked(item.destination)
+        parked = self.parking and self._parked(item.destination)
         if item.event_id:
             key = dedupe_key(self._datasets[item.destination], item.event_name, item.event_id)
             verdict = self.dedupe.check(key, now)

@@ -315,6 +315,17 @@ class TestKey:
         """Triples whose concatenations look alike, or that differ only in the dataset, get different keys."""
         assert dedupe_key(*first) != dedupe_key(*second)
 
+    @given(st.lists(st.tuples(st.sampled_from(["111", "222", "", "\ud800"]), st.text(max_size=12),
+                              st.text(max_size=40)), max_size=30))
+    def test_key_is_the_documented_hash_for_any_triple(self, triples: list[tuple[str, str, str]]) -> None:
+        """Over any triples (datasets and names repeating, as in a stream; lone surrogates too), the key is the
+        hash of the length-prefixed dataset and name, then the id, computed afresh for each."""
+        for dataset_id, event_name, event_id in [*triples, *triples]:
+            parts = [v.encode("utf-8", "surrogatepass") for v in (dataset_id, event_name, event_id)]
+            data = len(parts[0]).to_bytes(4, "big") + parts[0] + len(parts[1]).to_bytes(4, "big") + parts[1] + parts[2]
+            digest = hashlib.blake2b(data, digest_size=8).digest()
+            assert dedupe_key(dataset_id, event_name, event_id) == int.from_bytes(digest, "big") >> 4
+
     @given(st.text(), st.text(), st.text())
     def test_key_fits_60_bits(self, dataset_id: str, event_name: str, event_id: str) -> None:
         """Every key is a non-negative int below 2**60, including for lone surrogates."""
