@@ -214,8 +214,9 @@ _IPV4: Final = re.compile(
     r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
     r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 )
+# fullmatch of an IPv4 address exactly as ip_address returns it (no space around): valid and unchanged
+PLAIN_IPV4: Final = _IPV4.fullmatch
 _FB_COOKIE: Final = re.compile(r"fb\.[0-9]+\.[0-9]+\.\S+")
-_ZERO_ID: Final = frozenset("0-")
 
 
 # hex groups of 1 to 4 digits joined by ":", with at most one "::" (the group count is checked apart)
@@ -285,7 +286,7 @@ def integer_id(value: str) -> str | None:
 def advertising_id(value: str) -> str | None:
     """madid: the IDFA/GAID as sent; the all-zero id of an iOS user who denied tracking is dropped [4]."""
     text = value.strip()
-    return None if not text or set(text) <= _ZERO_ID else text
+    return text if text.strip("0-") else None  # nothing left once zeros and dashes go: empty or all-zero
 
 
 def plain(value: str) -> str | None:

@@ -163,3 +163,41 @@ def test_ip_address_writes_ipv6_as_ipaddress_does(text: str) -> None:
 def test_ip_address_leaves_mapped_embedded_and_scoped_forms_to_ipaddress(text: str) -> None:
     """IPv4-mapped, IPv4-embedded and scoped addresses come out exactly as ipaddress writes them."""
     assert fields.ip_address(text) == str(ipaddress.IPv6Address(text))
+
+
+IPV4_TEXTS = st.lists(
+    st.sampled_from(["0", "1", "9", "10", "01", "99", "100", "199", "249", "250", "255", "256", "300", "1000", ""]),
+    min_size=3,
+    max_size=5,
+).map(".".join) | st.text(st.sampled_from("0123456789. \t:a"), max_size=18)
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(text=IPV4_TEXTS, spaces=st.sampled_from(["", " ", "\t"]))
+def test_plain_ipv4_check_agrees_with_ip_address(text: str, spaces: str) -> None:
+    """An address PLAIN_IPV4 accepts is one ip_address keeps unchanged; user_data takes it without the cache."""
+    value = spaces + text
+    if fields.PLAIN_IPV4(value):
+        assert fields.ip_address(value) == value
+    user = {"client_ip_address": value, "external_id": "x"}
+    dropped: list[Dropped] = []
+    got = userdata.normalize_user_data(
+        user, default_country=None, max_year=2026, hash_external_id=True, dropped=dropped
+    )
+    want = fields.ip_address(value)
+    assert got.get("client_ip_address") == want
+    reason = None if want is not None or not value else "invalid_ip" if value.strip() else "empty"
+    assert dropped == ([Dropped("user_data.client_ip_address", reason)] if reason else [])
+
+
+def _advertising_id_by_set(value: str) -> str | None:
+    """The first definition of madid: dropped when empty or made of zeros and dashes only."""
+    text = value.strip()
+    return None if not text or set(text) <= set("0-") else text
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(text=st.text(st.sampled_from("0-0- \tA1f"), max_size=40) | st.uuids().map(str))
+def test_advertising_id_keeps_what_the_set_test_keeps(text: str) -> None:
+    """madid's strip test drops exactly the empty and all-zero ids the set test dropped."""
+    assert fields.advertising_id(text) == _advertising_id_by_set(text)
