@@ -34,7 +34,8 @@ class Batch:
 
     def body(self, access_token: str, test_event_code: str = "") -> bytes:
         """The JSON request body: `{"data": [...], "access_token": ..., "test_event_code": ...}`."""
-        parts = [b'{"data":[', b",".join(i.body for i in self.items), b'],"access_token":', orjson.dumps(access_token)]
+        bodies = b",".join([i.body for i in self.items])  # a list: join builds one from a generator anyway
+        parts = [b'{"data":[', bodies, b'],"access_token":', orjson.dumps(access_token)]
         if test_event_code:
             parts += [b',"test_event_code":', orjson.dumps(test_event_code)]
         parts.append(b"}")

@@ -156,6 +156,12 @@ class Quality:
                     self.ids_inconsistent[destination] += 1
         return outcome
 
+    def identities(self, events: Iterable[tuple[str, str, Identity]], now: float) -> None:
+        """`identity` for each (destination, event_name, identity) of a consumed batch, in order."""
+        identity = self.identity
+        for destination, event_name, ident in events:
+            identity(destination, event_name, ident, now)
+
     def acknowledged(self, destination: str, event_name: str, seconds_since_append: float) -> None:
         """Count an event Meta acknowledged, and whether it was within the latency threshold."""
         key = (destination, event_name)

@@ -36,6 +36,7 @@ from stream.pipeline import dedupelog
 from stream.pipeline.batch import Batch, Batcher
 from stream.pipeline.canary import Canary
 from stream.pipeline.changelog import SHARED_PREFIXES, TP, Changelog
+from stream.pipeline.consistency import Identity
 from stream.pipeline.deadletters import DeadLetter, DeadLetterWriter, LetterProducer, check_producer_config
 from stream.pipeline.dedupe import DedupeStore, NotPendingError, Verdict, dedupe_key
 from stream.pipeline.items import Item, TopicPartition
@@ -634,6 +635,8 @@ class Pipeline:
         """
         now = self.clock()
         sent: list[Prepared] = []  # valid events, counted for signal quality once per batch
+        identities: list[tuple[str, str, Identity]] = []  # their identities, checked once per batch
+        dropped_all: list[tuple[str, str]] = []  # (field, reason) of every field dropped, counted once
         taken: dict[TopicPartition, PartitionOffsets | None] = {}  # per partition: its tracker, None: skip
         tracker_get = self.tracker.get
         assigned_gen = self._assigned_gen
@@ -641,9 +644,9 @@ class Pipeline:
         dead_letters = self._dead
         parked_dest = self._parked_dest
         parking = self.parking
+        # destinations whose events go to their parking topic: only the tick changes a parking mode
+        parked_now = {name for name, park in parking.items() if park.mode is Mode.PARKED} if parking else ()
         stats = self.stats
-        dropped_fields = stats.dropped_fields
-        observe = self.quality.identity
         admit = self._admit
         send, no_consent = Kind.SEND, Kind.NO_CONSENT
         for msg, prep in zip(messages, prepared, strict=True):
@@ -670,7 +673,7 @@ class Pipeline:
             stats.consumed += 1
             (kind, destination, body, event_name, event_id, event_time, reason, detail, decode_failed, dropped,
              _keys, _revenue, _has_value, ident) = prep
-            parked = kind is send and parking and self._parked(destination)
+            parked = kind is send and destination in parked_now
             if kind is send:  # parked: no body kept, the parking topic gets the message's value
                 item = Item(topic, partition, offset, msg.key(), msg.value(), msg.timestamp()[1], part, destination,
                             b"" if parked else body, event_name, event_id, event_time, None, None, handed_at, now)
@@ -688,15 +691,15 @@ class Pipeline:
                 origin = origin_of(msg.headers())
                 item.origin = (origin.topic, origin.partition, origin.offset) if origin else (topic, partition, offset)
             if dropped:
-                dropped_fields.update(dropped)
+                dropped_all.extend(dropped)
             if kind is send:
                 if parked:
-                    admit(item, now)  # deduped, then parked; counted for signal quality once read back
+                    admit(item, now, True)  # deduped, then parked; counted for signal quality once read back
                     continue
                 sent.append(prep)
                 if ident is not None:
-                    observe(destination, event_name, ident, now)
-                admit(item, now)
+                    identities.append((destination, event_name, ident))
+                admit(item, now, False)
             elif kind is no_consent:
                 stats.rejected[reason] += 1
                 stats.no_consent += 1
@@ -708,17 +711,21 @@ class Pipeline:
                     stats.rejected[reason] += 1
                     self.quality.invalid(destination, event_name or "?")
                 self._dead_letter(item, reason, detail, event_name=event_name, event_id=event_id)
+        if dropped_all:
+            stats.dropped_fields.update(dropped_all)
         self.quality.count_many(sent)
+        self.quality.identities(identities, now)
 
-    def _admit(self, item: Item, now: float) -> None:
+    def _admit(self, item: Item, now: float, parked: bool | None = None) -> None:
         """Dedupe on (dataset, event_name, event_id), then batch.
 
         A duplicate of an event acked for the same dataset is finished; of an in-flight one, held.
         An event of a parked destination goes to its parking topic once deduped here, where the keys of
         its source partition are (a copy already sent is not parked to be sent again); a parked copy
-        holds no key.
+        holds no key. `parked`: whether the destination is parked, when the caller knows.
         """
-        parked = self.parking and self._parked(item.destination)
+        if parked is None:
+            parked = self._parked(item.destination)
         if item.event_id:
             key = dedupe_key(self._datasets[item.destination], item.event_name, item.event_id)
             verdict = self.dedupe.check(key, now)
@@ -1044,8 +1051,14 @@ class Pipeline:
             return False
 
     def _finish_all(self, items: list[Item]) -> None:
+        """`_finish` for each item (inlined: an acknowledged batch finishes up to 1,000), then the backpressure."""
+        unfinished = self._unfinished
         for item in items:
-            self._finish(item)
+            offsets = item.offsets
+            if offsets.active:
+                unfinished -= 1
+            offsets.finish(item.offset)
+        self._unfinished = unfinished
         self._after_change()
 
     def _rejected(self, item: Item, answer: Answer) -> None:
