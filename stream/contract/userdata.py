@@ -10,11 +10,12 @@ A value that is 64 hex characters after trim is taken as an SHA-256 already and 
 (never hashed twice); any other value is normalized, and dropped with a reason if nothing valid remains.
 Real streams repeat a person's values on every event of that person, so three bounded LRU caches keep
 the work once per value: a person's identifiers together (all keys but the IP address), each hashed
-value on (normalizer, raw value), and IP addresses other than plain IPv4 (an IPv6 check costs ~4 µs).
-A hit skips normalization (a phone parse costs ~40 µs) and SHA-256. The other raw keys (a trim, a
-regex) and plain IPv4 addresses (one regex match) cost less than a cache lookup, and their values are
-often unique per event (anon_id, madid, the address): caching them only churned the cache. A fourth
-keeps one shared one-value list per digest (fewer objects for the garbage collector).
+value on (normalizer, raw value) as the key leaves it (digest, or one-value list), and IP addresses
+other than plain IPv4 (an IPv6 check costs ~4 µs). A hit skips normalization (a phone parse costs
+~40 µs) and SHA-256. The other raw keys (a trim, a regex) and plain IPv4 addresses (one regex match)
+cost less than a cache lookup, and their values are often unique per event (anon_id, madid, the
+address): caching them only churned the cache. A fourth keeps one shared one-value list per digest
+(fewer objects for the garbage collector).
 `set_hash_cache_size(0)` turns them all off, with identical results.
 """
 
@@ -25,7 +26,7 @@ import hashlib
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from stream.contract import fields, meta
 from stream.contract.fields import EMPTY, FIELD_REASONS, INTEGER_FIELDS, INVALID_TYPE, RAW_NORMALIZERS
@@ -82,6 +83,15 @@ def raw_value(normalizer: fields.FieldNormalizer, value: str) -> str | None:
     return normalizer(value)
 
 
+def hashed_item(normalizer: fields.FieldNormalizer, value: str, listed: bool) -> list[str] | str | None:
+    """What a hashed key leaves as: the digest (hash_value), in its shared one-value list when `listed`.
+
+    Cached on (normalizer, value, listed): a list key's hit is one lookup, not a digest and then a list.
+    """
+    digest = hash_value(normalizer, value)
+    return _single(digest) if listed and digest is not None else digest
+
+
 def single_list(digest: str) -> list[str]:
     """The one-value list a hashed list field leaves as; cached, so people who share a value share it.
 
@@ -92,7 +102,8 @@ def single_list(digest: str) -> list[str]:
 
 
 _Cached = Callable[[fields.FieldNormalizer, str], "str | None"]
-_hash: _Cached = functools.lru_cache(maxsize=DEFAULT_HASH_CACHE_SIZE)(hash_value)
+_Hashed = Callable[[fields.FieldNormalizer, str, bool], "list[str] | str | None"]
+_hash: _Hashed = functools.lru_cache(maxsize=DEFAULT_HASH_CACHE_SIZE)(hashed_item)
 _raw_value: _Cached = functools.lru_cache(maxsize=DEFAULT_HASH_CACHE_SIZE // 4)(raw_value)
 _single: Callable[[str], list[str]] = functools.lru_cache(maxsize=DEFAULT_HASH_CACHE_SIZE)(single_list)
 
@@ -102,7 +113,7 @@ def set_hash_cache_size(maxsize: int) -> None:
     global _hash, _raw_value, _group, _single  # one process-wide cache each, swapped as a whole
     _single = functools.lru_cache(maxsize=maxsize)(single_list) if maxsize > 0 else single_list
     _group = functools.lru_cache(maxsize=max(1, maxsize // 10))(person_group) if maxsize > 0 else person_group
-    _hash = functools.lru_cache(maxsize=maxsize)(hash_value) if maxsize > 0 else hash_value
+    _hash = functools.lru_cache(maxsize=maxsize)(hashed_item) if maxsize > 0 else hashed_item
     _raw_value = functools.lru_cache(maxsize=max(1, maxsize // 4))(raw_value) if maxsize > 0 else raw_value
 
 
@@ -125,7 +136,7 @@ def _hashed_list(key: str, value: Any, normalize: fields.FieldNormalizer, droppe
         return None
     digests = set()
     for item in value:
-        digest = _hash(normalize, item) if type(item) is str else None
+        digest = cast("str | None", _hash(normalize, item, False)) if type(item) is str else None
         if digest is None:
             reason = _reason(key, item) if type(item) is str else INVALID_TYPE
             dropped.append(Dropped(f"user_data.{key}", reason))
@@ -171,14 +182,14 @@ def _normalize_items(
     dropped: list[Dropped],
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    hashed, raw, single = _hash, _raw_value, _single
+    hashed, raw = _hash, _raw_value
     for key, value in filter(_PRESENT, items):
         if type(value) is str:
             kind = _KINDS.get(key)
             # hot path: one string per key, usually a cache hit
             if kind is _LIST and (hash_external_id or key != "external_id"):
-                if (digest := hashed(table[key], value)) is not None:
-                    out[key] = single(digest)
+                if (listed := hashed(table[key], value, True)) is not None:
+                    out[key] = listed
                     continue
             elif kind is _RAW:
                 normalizer = RAW_NORMALIZERS[key]
@@ -187,7 +198,7 @@ def _normalize_items(
                     out[key] = int(text) if key in INTEGER_FIELDS else text
                     continue
             elif kind is _SCALAR:
-                if (digest := hashed(table[key], value)) is not None:
+                if (digest := hashed(table[key], value, False)) is not None:
                     out[key] = digest
                     continue
             elif kind is None:

@@ -201,3 +201,22 @@ def _advertising_id_by_set(value: str) -> str | None:
 def test_advertising_id_keeps_what_the_set_test_keeps(text: str) -> None:
     """madid's strip test drops exactly the empty and all-zero ids the set test dropped."""
     assert fields.advertising_id(text) == _advertising_id_by_set(text)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    field=st.sampled_from(["em", "ph", "fn", "ct", "zp", "external_id", "f5first", "dobd", "doby"]),
+    value=TEXT | st.text(max_size=12),
+    listed_first=st.booleans(),
+)
+def test_hash_cache_keeps_lists_and_digests_apart(field: str, value: str, listed_first: bool) -> None:
+    """One cache serves list keys (the one-value list) and scalar keys (the digest), never one for the other."""
+    userdata.set_hash_cache_size(userdata.DEFAULT_HASH_CACHE_SIZE)
+    try:
+        normalizer = fields.field_table("us", 2026)[field]
+        digest = userdata.hash_value(normalizer, value)
+        for listed in (listed_first, not listed_first, listed_first):  # the second and third calls are hits
+            got = userdata._hash(normalizer, value, listed)
+            assert got == (None if digest is None else [digest] if listed else digest)
+    finally:
+        userdata.set_hash_cache_size(userdata.DEFAULT_HASH_CACHE_SIZE)
