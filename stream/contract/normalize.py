@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from stream.contract import appdata, meta, userdata, validate
 from stream.contract.customdata import normalize_custom_data
-from stream.contract.results import BAD_RECORD, NO_CONSENT, REJECTION_REASONS, Dropped, Outcome, Rejection
+from stream.contract.results import BAD_RECORD, NO_CONSENT, REJECTION_REASONS, Dropped, Outcome, Rejection, outcome
 from stream.contract.userdata import normalize_user_data
 
 __all__ = [
@@ -62,7 +62,7 @@ def _year(day: int) -> int:
 
 
 def _rejected(reason: Rejection, dropped: list[Dropped]) -> Outcome:
-    return Outcome(None, reason, tuple(dropped))
+    return outcome(None, reason, tuple(dropped))
 
 
 def _original_event(value: Any, dropped: list[Dropped]) -> dict[str, Any] | None:
@@ -184,4 +184,4 @@ def normalize_event(record: Mapping[str, Any], now: int, settings: NormalizeSett
                 event[key] = code
     if (original := record.get("original_event_data")) is not None and (original := _original_event(original, dropped)):
         event["original_event_data"] = original
-    return Outcome(event, None, tuple(dropped))
+    return outcome(event, None, tuple(dropped))

@@ -64,3 +64,22 @@ class Outcome:
     event: dict[str, Any] | None
     rejection: Rejection | None
     dropped: tuple[Dropped, ...]
+
+
+_new: Final = object.__new__
+_set_event: Final = vars(Outcome)["event"].__set__  # the slot's descriptor
+_set_rejection: Final = vars(Outcome)["rejection"].__set__  # the slot's descriptor
+_set_dropped: Final = vars(Outcome)["dropped"].__set__  # the slot's descriptor
+
+
+def outcome(event: dict[str, Any] | None, rejection: Rejection | None, dropped: tuple[Dropped, ...]) -> Outcome:
+    """`Outcome(event, rejection, dropped)` at a third of the cost (~0.25 µs instead of ~0.8, once per event).
+
+    A frozen dataclass's __init__ sets each slot through object.__setattr__; the slot descriptors set
+    them directly. Outcome has no __post_init__, so the object is the same.
+    """
+    made: Outcome = _new(Outcome)
+    _set_event(made, event)
+    _set_rejection(made, rejection)
+    _set_dropped(made, dropped)
+    return made

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import ipaddress
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from stream.avro.schema import load_schema
 from stream.contract import appdata, fields, userdata
 from stream.contract.normalize import NormalizeSettings, normalize_event
-from stream.contract.results import Dropped
+from stream.contract.results import Dropped, Outcome, Rejection, outcome
 
 NOW = 1_790_000_000
 CFG = NormalizeSettings(default_country="US")
@@ -220,3 +221,20 @@ def test_hash_cache_keeps_lists_and_digests_apart(field: str, value: str, listed
             assert got == (None if digest is None else [digest] if listed else digest)
     finally:
         userdata.set_hash_cache_size(userdata.DEFAULT_HASH_CACHE_SIZE)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ({"event_name": "Lead"}, None, ()),
+        (None, Rejection("bad_record", "x"), (Dropped("user_data.em", "invalid_email"),)),
+        (None, None, ()),
+    ],
+)
+def test_outcome_builds_what_the_dataclass_builds(args: tuple[Any, ...]) -> None:
+    """results.outcome sets every field of Outcome, as Outcome(...) does (a new field would fail here)."""
+    fast, slow = outcome(*args), Outcome(*args)
+    assert type(fast) is Outcome
+    assert fast == slow
+    assert repr(fast) == repr(slow)
+    assert [getattr(fast, f.name) for f in dataclasses.fields(Outcome)] == list(args)
