@@ -170,11 +170,16 @@ class Quality:
             self.acked_on_time[key] += 1
 
     def acknowledged_batch(self, destination: str, event_names: list[str], seconds_since_append: list[float]) -> None:
-        """`acknowledged` for every event of one acknowledged batch (one destination), counted in C."""
-        self.acked.update(zip(itertools.repeat(destination), event_names))
+        """`acknowledged` for every event of one acknowledged batch (one destination): the names counted in
+        C, then each distinct name's count added (a batch has a few names)."""
+        if len(event_names) != len(seconds_since_append):
+            raise ValueError("one latency per event name")
+        acked, on_time = self.acked, self.acked_on_time
+        for name, n in Counter(event_names).items():
+            acked[(destination, name)] += n
         threshold = self.targets.latency_threshold_s
-        self.acked_on_time.update((destination, name) for name, seconds in zip(event_names, seconds_since_append,
-                                                                              strict=True) if seconds <= threshold)
+        for name, n in Counter(itertools.compress(event_names, [s <= threshold for s in seconds_since_append])).items():
+            on_time[(destination, name)] += n
 
     def tracker_evictions(self, destination: str) -> int:
         """external_ids the destination's tracker forgot because it was full."""
