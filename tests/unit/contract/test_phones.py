@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import sys
+
 import phonenumbers
 import pytest
 from hypothesis import given, settings
@@ -242,3 +245,24 @@ def test_digits_of_any_script_and_invisible_marks_read_as_libphonenumber_reads_t
     number = phonenumbers.parse(value, region)
     assert f"{number.country_code}{number.national_number}" == expected  # the library's own reading
     assert phones.e164_digits(value, region) == expected
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(
+    text=st.text(st.sampled_from("0123456789 +-()xX#etnsiETNSIo."), max_size=24)
+    | st.builds(
+        "{} {}{}".format,
+        st.sampled_from(["+1 650 555 1212", "020 7946 0958", "", "x"]),
+        st.sampled_from(["ext", "Ext.", "EXTENSION", "x", "X", "#", "ex", "extn", ""]),
+        st.sampled_from(["9", " 12", "1234567", "", "a"]),
+    )
+)
+def test_extension_check_skips_only_texts_the_regex_leaves(text: str) -> None:
+    """without_extension gives what the extension regex gives, with or without its x/X/# check."""
+    assert phones.without_extension(text) == phones._EXTENSION.sub("", text)
+
+
+def test_only_x_and_capital_x_match_x_ignoring_case() -> None:
+    """The x/X/# check relies on this: no other character (Kelvin-sign-like folding) is an x to the regex."""
+    x = re.compile("x", re.IGNORECASE)
+    assert [c for c in map(chr, range(sys.maxunicode + 1)) if x.fullmatch(c)] == ["X", "x"]
