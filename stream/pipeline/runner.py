@@ -997,29 +997,36 @@ class Pipeline:
         park = self.parking.get(batch.destination)
         if park is not None:
             park.drained += sum(1 for item in items if item.origin is not None)
+        changelog, owned, parts, waiters = self.changelog, self._owned, self._parts, self._waiters
+        pending_since, confirm = self.dedupe.accepted_at, self._confirm
         for item in items:
             key = item.dedupe_key
-            if key is not None:
-                # an event read back from a parking topic is deduped under the partition it came from
-                tp = item.tp if item.origin is None else (item.origin[0], item.origin[1])
-                if self.changelog is None:
-                    self._confirm(item, key, now, 0)
-                elif tp in self._owned:
-                    accepted = self.dedupe.accepted_at(key)
-                    if self._confirm(item, key, now, self._parts[tp]) and accepted is not None:
-                        acked.setdefault(tp, []).append((key, accepted))
-                elif item.origin is not None and tp[0] in self.changelog.topics:
-                    # read back from a parking topic, of a source partition another member owns: its key
-                    # is held here under that partition (a later parked copy drained here is a duplicate)
-                    # and written to that partition's changelog, which its owner restores on assignment
-                    accepted = self.dedupe.accepted_at(key)
-                    if self._confirm(item, key, now, self._part(tp)) and accepted is not None:
-                        acked.setdefault(tp, []).append((key, accepted))
-                else:
-                    # its partition went to another member, whose store it must not shadow here
-                    with contextlib.suppress(NotPendingError):
-                        self.dedupe.release(key)
-                for twin in self._waiters.pop(key, ()):
+            if key is None:
+                continue
+            # an event read back from a parking topic is deduped under the partition it came from
+            origin = item.origin
+            tp = (item.topic, item.partition) if origin is None else (origin[0], origin[1])
+            if changelog is None:
+                confirm(item, key, now, 0)
+            elif tp in owned:
+                accepted = pending_since(key)
+                if confirm(item, key, now, parts[tp]) and accepted is not None:
+                    if (entries := acked.get(tp)) is None:
+                        entries = acked[tp] = []
+                    entries.append((key, accepted))
+            elif origin is not None and tp[0] in changelog.topics:
+                # read back from a parking topic, of a source partition another member owns: its key
+                # is held here under that partition (a later parked copy drained here is a duplicate)
+                # and written to that partition's changelog, which its owner restores on assignment
+                accepted = pending_since(key)
+                if confirm(item, key, now, self._part(tp)) and accepted is not None:
+                    acked.setdefault(tp, []).append((key, accepted))
+            else:
+                # its partition went to another member, whose store it must not shadow here
+                with contextlib.suppress(NotPendingError):
+                    self.dedupe.release(key)
+            if waiters and key in waiters:
+                for twin in waiters.pop(key):
                     self.stats.duplicates += 1
                     self.quality.duplicate(twin.destination, twin.event_name)
                     self._finish(twin)
