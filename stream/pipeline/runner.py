@@ -189,7 +189,6 @@ class Pipeline:
         # With a changelog, each assigned partition's keys are held under a number of their own ("part"),
         # restored from its changelog partition on assignment and dropped from memory on revoke.
         self._parts: dict[TP, int] = {}
-        self._part_tps: dict[int, TP] = {}
         self._restoring: dict[TP, list[tuple[Message, Prepared, int]]] = {}
         self._restores: dict[TP, asyncio.Task[None]] = {}
         self._changelog_topics: asyncio.Task[None] | None = None  # creating the changelog topics at start
@@ -645,7 +644,7 @@ class Pipeline:
         parked_dest = self._parked_dest
         parking = self.parking
         # destinations whose events go to their parking topic: only the tick changes a parking mode
-        parked_now = {name for name, park in parking.items() if park.mode is Mode.PARKED} if parking else ()
+        parked_now = {name for name in parking if self._parked(name)} if parking else ()
         stats = self.stats
         admit = self._admit
         send, no_consent = Kind.SEND, Kind.NO_CONSENT
@@ -1171,7 +1170,6 @@ class Pipeline:
         part = self._parts.get(tp)
         if part is None:
             part = self._parts[tp] = len(self._parts)
-            self._part_tps[part] = tp
         return part
 
     async def _restore(self, tp: TP) -> None:
