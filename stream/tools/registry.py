@@ -138,8 +138,7 @@ class LocalRegistry(JavaService):
         staging = self.app_dir.with_name(self.app_dir.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        with tarfile.open(archive) as tar:
-            tar.extractall(staging, filter="data")
+        _unpack(archive, staging)
         runner = next(staging.rglob("quarkus-run.jar"), None)
         if runner is None:
             raise BrokerError(f"{archive} holds no quarkus-run.jar")
@@ -209,3 +208,30 @@ def register_schema(url: str, subject: str, schema: str) -> int:
                           f"{exc.read()[:200]!r}") from exc
     except (urllib.error.URLError, OSError) as exc:
         raise BrokerError(f"registry at {url} does not answer: {exc}") from exc
+
+
+def _unpack(archive: Path, dest: Path) -> None:
+    """Extract `archive` into `dest`, refusing (BrokerError) a member that would land outside it: a `../` or
+    absolute name, a link pointing out, a device. Python 3.11.4+ also applies tarfile's "data" filter;
+    3.11.0-3.11.3 (Debian 12's python3 is 3.11.2) have no `filter` argument, and the checks here are the guard."""
+    root = dest.resolve()
+
+    def inside(path: Path) -> bool:
+        return path.resolve().is_relative_to(root)
+
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for m in members:
+                target = dest / m.name
+                link = (target.parent / m.linkname if m.issym() else dest / m.linkname) if m.issym() or m.islnk() \
+                    else target
+                if not (inside(target) and inside(link)) or m.isdev():
+                    raise BrokerError(f"{archive}: member {m.name!r} would be unpacked outside {dest}; refused")
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(dest, members=members, filter="data")
+            else:
+                tar.extractall(dest, members=members)  # noqa: S202 - every member checked above
+    except (tarfile.TarError, OSError) as exc:
+        raise BrokerError(f"cannot unpack {archive}: {exc}") from exc
+

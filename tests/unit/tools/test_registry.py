@@ -65,3 +65,61 @@ def test_the_app_is_taken_from_where_maven_was_told_to_put_it(tmp_path: Path, mo
     app = registry.LocalRegistry(data_dir=tmp_path / "home", cache_dir=tmp_path / "cache").ensure_app()
     assert (app / "quarkus-run.jar").read_bytes() == b"jar"
     assert not list((tmp_path / "cache").glob("*.download")), "the downloaded archive is not kept twice"
+
+
+def _fake_maven_with(members: list[tuple[str, bytes]]) -> object:
+    import io
+    import tarfile
+
+    def fake_maven(args: list[str], what: str) -> None:
+        out = next(Path(a.split("=", 1)[1]) for a in args if a.startswith("-DoutputDirectory="))
+        out.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(out / f"apicurio-registry-app-{registry.APICURIO_VERSION}-all.tar.gz", "w:gz") as tar:
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+    return fake_maven
+
+
+def _python_without_extraction_filters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python 3.11.0-3.11.3 (Debian 12's python3 is 3.11.2) has no `filter` argument to extractall."""
+    import tarfile
+
+    plain = tarfile.TarFile.extractall
+
+    def extractall(self: tarfile.TarFile, path: str = ".", members: object = None, *,
+                   numeric_owner: bool = False, **kwargs: object) -> None:
+        if kwargs:
+            raise TypeError(f"TarFile.extractall() got an unexpected keyword argument {next(iter(kwargs))!r}")
+        plain(self, path, members, numeric_owner=numeric_owner)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", extractall)
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+
+
+def test_the_app_unpacks_on_a_python_without_extraction_filters(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`registry up` on Debian 12's python3 (3.11.2) failed with TypeError: extractall(filter=...) came in 3.11.4."""
+    _python_without_extraction_filters(monkeypatch)
+    monkeypatch.setattr(registry, "run_maven", _fake_maven_with([("apicurio-registry-app/quarkus-run.jar", b"jar")]))
+    monkeypatch.setattr(registry, "require_mvn", lambda what: None)
+    app = registry.LocalRegistry(data_dir=tmp_path / "home", cache_dir=tmp_path / "cache").ensure_app()
+    assert (app / "quarkus-run.jar").read_bytes() == b"jar"
+
+
+@pytest.mark.parametrize("filters", [True, False], ids=["with filters", "without filters"])
+def test_an_archive_member_outside_the_app_directory_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                filters: bool) -> None:
+    """A member that would land outside the directory (`../`, an absolute path) is refused, whatever the Python."""
+    from stream.errors import BrokerError
+
+    if not filters:
+        _python_without_extraction_filters(monkeypatch)
+    monkeypatch.setattr(registry, "run_maven", _fake_maven_with(
+        [("apicurio-registry-app/quarkus-run.jar", b"jar"), ("../../escaped.txt", b"x")]))
+    monkeypatch.setattr(registry, "require_mvn", lambda what: None)
+    with pytest.raises(BrokerError, match=r"escaped\.txt"):
+        registry.LocalRegistry(data_dir=tmp_path / "home", cache_dir=tmp_path / "cache").ensure_app()
+    assert not list(tmp_path.rglob("escaped.txt"))
