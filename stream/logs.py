@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import sys
 import threading
@@ -101,21 +102,46 @@ class SafeSink:
     def __init__(self, stream: Any) -> None:
         self._stream = stream
         self.dropped = 0
+        self._gone = False  # the pipe's reader went away: every line from then on is dropped
 
     def write(self, text: str) -> int:
         """Write `text`; 0 and a counted drop when the stream is gone or broken."""
+        if self._gone:
+            self.dropped += 1
+            return 0
         try:
             return int(self._stream.write(text))
-        except (OSError, ValueError):  # EPIPE, EBADF, a closed file, a full non-blocking pipe
+        except BrokenPipeError:
+            self._reader_gone()
+            return 0
+        except (OSError, ValueError):  # EBADF, a closed file, a full non-blocking pipe
             self.dropped += 1
             return 0
 
     def flush(self) -> None:
         """Flush, dropping what cannot be written."""
+        if self._gone:
+            return
         try:
             self._stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
         except (OSError, ValueError):
             self.dropped += 1
+
+    def _reader_gone(self) -> None:
+        """The pipe's reader is gone for good: its file descriptor now writes to /dev/null. What the stream
+        still buffers would fail again at the interpreter's exit, which then exits 120 instead of the
+        pipeline's own code (a buffered stderr: PYTHONUNBUFFERED unset, as for any user)."""
+        self.dropped += 1
+        self._gone = True
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            fd = self._stream.fileno()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, fd)
+            finally:
+                os.close(devnull)
 
     def isatty(self) -> bool:
         """Whether the underlying stream is a terminal (False when that cannot be told)."""

@@ -353,3 +353,28 @@ def test_an_exception_that_kills_a_thread_is_a_structlog_event() -> None:
     line = _lines(stream)[-1]
     assert (line["event"], line["level"], line["thread"]) == ("thread_failed", "error", "worker-x")
     assert "RuntimeError: broken" in line["exception"]
+
+
+def test_a_sink_whose_pipe_reader_is_gone_writes_to_devnull_from_then_on() -> None:
+    """Once the reader of stderr's pipe is gone, the descriptor writes to /dev/null: what the stream still
+    buffers cannot fail at the interpreter's exit (which would exit 120 instead of the pipeline's code)."""
+    import io
+    import os
+
+    from stream.logs import SafeSink
+
+    read_end, write_end = os.pipe()
+    stream = io.TextIOWrapper(io.BufferedWriter(io.FileIO(write_end, "w")), encoding="utf-8")
+    os.close(read_end)
+    sink = SafeSink(stream)
+    try:
+        sink.write("a line\n")
+        sink.flush()  # EPIPE: counted, and the descriptor now goes to /dev/null
+        assert sink.dropped == 1
+        assert os.path.samestat(os.fstat(write_end), os.stat(os.devnull))
+        sink.write("more\n")  # still a line nobody reads: counted
+        sink.flush()
+        stream.flush()  # what an exit does: no error now
+        assert sink.dropped == 2
+    finally:
+        stream.close()
